@@ -1,0 +1,1 @@
+"""Pure TensorFlow/Keras + numpy computations; knows nothing of widgets."""

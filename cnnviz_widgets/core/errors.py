@@ -1,0 +1,29 @@
+"""Errors raised by cnnviz_widgets.
+
+Every error subclasses ``ValueError`` or ``TypeError`` so callers can catch the
+usual built-ins, and every message says what to do about it.
+"""
+
+
+class CnnvizError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UnknownLayerError(CnnvizError, ValueError):
+    """A layer name that the model does not have."""
+
+
+class ModelNotBuiltError(CnnvizError, ValueError):
+    """A model whose layers have no shapes yet (an unbuilt Sequential)."""
+
+
+class UnsupportedModelError(CnnvizError, ValueError):
+    """A model or layer that a technique cannot work on."""
+
+
+class InputError(CnnvizError, ValueError):
+    """Images or arguments that do not fit the model."""
+
+
+class InputTypeError(CnnvizError, TypeError):
+    """An argument of the wrong type."""

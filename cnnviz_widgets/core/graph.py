@@ -1,0 +1,261 @@
+"""Every showable layer of a Keras 3 model, nested models included, as one graph.
+
+Peer tools build ``keras.Model(model.input, layer.output)`` per layer, which fails
+with "Graph disconnected" as soon as the layer sits inside a nested base model
+(transfer learning). Instead, :class:`LayerGraph` re-traces the model once on new
+symbolic inputs, descending into every nested functional or Sequential model, so
+that every leaf layer's output becomes a tensor of ONE flat functional graph.
+Any set of layers is then a plain multi-output ``keras.Model`` over that graph:
+one forward pass, truncated automatically after the deepest requested layer.
+
+Layers are named by path: ``"conv2d"`` at the top level, ``"vgg16/block1_conv1"``
+inside a nested model, ``"outer/inner/leaf"`` two levels down.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Walking a functional graph has no public API in Keras 3; Functional is the class
+# behind every functional model and every built Sequential.
+from keras.src.models.functional import Functional
+
+from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError
+
+SEPARATOR = "/"
+PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _graph_of(model) -> Functional:
+    """The functional graph that computes ``model``."""
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise ModelNotBuiltError(
+                f"Sequential model '{model.name}' has no input shape yet, so its "
+                "layers have no outputs to show. Build it first: start it with "
+                "keras.Input(shape=...), or call model.build((None, H, W, C)), or "
+                "call it once on a batch of images."
+            )
+        return functional
+    if isinstance(model, Functional):
+        return model
+    if isinstance(model, keras.Model):
+        raise UnsupportedModelError(
+            f"Model '{model.name}' is a subclassed keras.Model, whose layers are "
+            "only known while its call() runs. Rebuild it as a functional model "
+            "(keras.Model(inputs, outputs)) or a Sequential to inspect its layers."
+        )
+    raise UnsupportedModelError(
+        f"Expected a keras.Model, got {type(model).__name__}. Pass a Keras 3 model "
+        "(functional, Sequential or a keras.applications model)."
+    )
+
+
+def _is_nested_model(operation) -> bool:
+    return isinstance(operation, keras.Model) and not isinstance(operation, keras.layers.InputLayer)
+
+
+@dataclass
+class LayerInfo:
+    """One leaf layer as it appears in the flat graph."""
+
+    path: str
+    layer: keras.layers.Layer
+    inputs: list = field(repr=False)
+    output: object = field(repr=False)
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(self.output.shape)
+
+    @property
+    def kind(self) -> str:
+        return type(self.layer).__name__
+
+
+class _LinearView(keras.layers.Layer):
+    """Calls a layer with its activation switched off: the logits of a softmax Dense."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=f"{layer.name}_logits", **kwargs)
+        self.wrapped = layer
+
+    def call(self, inputs):
+        activation = self.wrapped.activation
+        self.wrapped.activation = keras.activations.linear
+        try:
+            return self.wrapped.call(inputs)
+        finally:
+            self.wrapped.activation = activation
+
+    def compute_output_shape(self, input_shape):
+        return self.wrapped.compute_output_shape(input_shape)
+
+
+class LayerGraph:
+    """A model re-traced as one flat graph whose every leaf layer output is reachable.
+
+    Use :meth:`of` to get the cached graph of a model.
+    """
+
+    _cache: "weakref.WeakKeyDictionary[keras.Model, LayerGraph]" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, model) -> "LayerGraph":
+        graph = cls._cache.get(model) if isinstance(model, keras.Model) else None
+        if graph is None:
+            graph = cls(model)
+            cls._cache[model] = graph
+        return graph
+
+    def __init__(self, model):
+        functional = _graph_of(model)
+        self.inputs = [
+            keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=f"cnnviz_input_{i}")
+            for i, tensor in enumerate(functional.inputs)
+        ]
+        self.layers: dict[str, LayerInfo] = {}
+        self._path_of_tensor: dict[int, str] = {}
+        self.outputs = keras.tree.flatten(self._trace(functional, self.inputs, prefix=""))
+        self._models: dict[tuple, keras.Model] = {}
+        self._functions: dict[tuple, tf.types.experimental.PolymorphicFunction] = {}
+        self._logits: dict[int, object] = {}
+
+    def _trace(self, functional, inputs, prefix):
+        def operation_fn(operation):
+            if _is_nested_model(operation):
+                nested = _graph_of(operation)
+                return lambda *args, **kwargs: self._trace(
+                    nested, args[0], prefix + operation.name + SEPARATOR
+                )
+            return lambda *args, **kwargs: self._record(prefix + operation.name, operation, args, kwargs)
+
+        return functional._run_through_graph(
+            inputs, operation_fn=operation_fn, call_fn=lambda op, *args, **kwargs: op(*args, **kwargs)
+        )
+
+    def _record(self, path, layer, args, kwargs):
+        outputs = layer(*args, **kwargs)
+        # A shared layer called twice is shown at its first call.
+        if path not in self.layers:
+            self.layers[path] = LayerInfo(path, layer, keras.tree.flatten(args), outputs)
+            for tensor in keras.tree.flatten(outputs):
+                self._path_of_tensor[id(tensor)] = path
+        return outputs
+
+    # -- names ---------------------------------------------------------------
+
+    @property
+    def paths(self) -> list[str]:
+        """Every layer whose output is one tensor with a batch axis, in graph order."""
+        return [
+            path
+            for path, info in self.layers.items()
+            if not isinstance(info.layer, keras.layers.InputLayer)
+            and isinstance(info.output, keras.KerasTensor)
+            and len(info.output.shape) >= 2
+        ]
+
+    def info(self, path: str) -> LayerInfo:
+        if path not in self.layers or path not in self.paths:
+            raise UnknownLayerError(_unknown_layer_message(path, self.paths))
+        return self.layers[path]
+
+    def layer(self, path: str) -> keras.layers.Layer:
+        return self.info(path).layer
+
+    def spatial_paths(self, rank: int = 4) -> list[str]:
+        return [p for p in self.paths if len(self.layers[p].output.shape) == rank]
+
+    # -- models over the flat graph ------------------------------------------
+
+    def model_for(self, paths) -> keras.Model:
+        """One keras.Model from the inputs to the outputs of ``paths`` (cached)."""
+        return self._model_for_tensors(tuple(paths), [self.info(p).output for p in paths])
+
+    def _model_for_tensors(self, key, outputs) -> keras.Model:
+        if key not in self._models:
+            inputs = self.inputs if len(self.inputs) > 1 else self.inputs[0]
+            self._models[key] = keras.Model(inputs, outputs)
+        return self._models[key]
+
+    def function_for(self, paths):
+        """A compiled inference function returning the outputs of ``paths``."""
+        key = tuple(paths)
+        if key not in self._functions:
+            model = self.model_for(key)
+            self._functions[key] = tf.function(
+                lambda inputs: model(inputs, training=False), reduce_retracing=True
+            )
+        return self._functions[key]
+
+    def run(self, paths, inputs, batch_size: int = 32) -> list[np.ndarray]:
+        """Outputs of ``paths`` for prepared ``inputs`` (list of arrays), batched."""
+        function = self.function_for(paths)
+        count = len(inputs[0])
+        chunks = []
+        for start in range(0, count, batch_size):
+            batch = [tf.convert_to_tensor(x[start : start + batch_size]) for x in inputs]
+            outputs = function(batch if len(batch) > 1 else batch[0])
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            chunks.append([np.asarray(o) for o in outputs])
+        return [np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+
+    # -- class scores -----------------------------------------------------------
+
+    def output_path(self, output_index: int = 0) -> str:
+        if not 0 <= output_index < len(self.outputs):
+            raise UnknownLayerError(
+                f"output_index {output_index} is out of range: the model has "
+                f"{len(self.outputs)} output(s), so use 0..{len(self.outputs) - 1}."
+            )
+        return self._path_of_tensor[id(self.outputs[output_index])]
+
+    def logits(self, output_index: int = 0):
+        """The tensor of class scores before softmax/sigmoid for one model output.
+
+        A ``Dense(activation="softmax")`` is re-applied with a linear activation; a
+        separate ``Softmax`` or ``Activation("softmax")`` layer is skipped; any other
+        output is already a score.
+        """
+        if output_index not in self._logits:
+            info = self.layers[self.output_path(output_index)]
+            layer = info.layer
+            activation = getattr(layer, "activation", None)
+            name = getattr(activation, "__name__", "")
+            if isinstance(layer, keras.layers.Softmax) or (
+                isinstance(layer, keras.layers.Activation) and name in PROBABILITY_ACTIVATIONS
+            ):
+                logits = info.inputs[0]
+            elif name in PROBABILITY_ACTIVATIONS:
+                logits = _LinearView(layer)(*info.inputs)
+            else:
+                logits = self.outputs[output_index]
+            self._logits[output_index] = logits
+        return self._logits[output_index]
+
+    def score_model(self, path: str, output_index: int = 0, probabilities: bool = False):
+        """A model giving the output of ``path`` and the class scores (cached)."""
+        scores = self.outputs[output_index] if probabilities else self.logits(output_index)
+        key = ("scores", path, output_index, probabilities)
+        return self._model_for_tensors(key, [self.info(path).output, scores])
+
+
+def _unknown_layer_message(name, available) -> str:
+    shown = ", ".join(available[:40]) + (", …" if len(available) > 40 else "")
+    hint = ""
+    close = [p for p in available if p.endswith(SEPARATOR + str(name))]
+    if close:
+        hint = f" Did you mean '{close[0]}'? Layers inside a nested model are named 'outer/inner'."
+    return f"Unknown layer '{name}'.{hint} Available: {shown}"
+
+
+def layer_names(model) -> list[str]:
+    """Every layer of ``model`` whose output can be shown; nested ones as "outer/inner"."""
+    return LayerGraph.of(model).paths
