@@ -1,6 +1,9 @@
 """Interactive Jupyter widgets that show what a Keras convolutional network computes."""
 
+from .core.activations import activations
+from .core.gradcam import grad_cam
 from .core.graph import layer_names
+from .core.patterns import filter_patterns
 
-__all__ = ["layer_names"]
+__all__ = ["activations", "filter_patterns", "grad_cam", "layer_names"]
 __version__ = "0.1.0"

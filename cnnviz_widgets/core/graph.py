@@ -123,9 +123,7 @@ class LayerGraph:
         self.layers: dict[str, LayerInfo] = {}
         self._path_of_tensor: dict[int, str] = {}
         self.outputs = keras.tree.flatten(self._trace(functional, self.inputs, prefix=""))
-        self._models: dict[tuple, keras.Model] = {}
-        self._functions: dict[tuple, tf.types.experimental.PolymorphicFunction] = {}
-        self._logits: dict[int, object] = {}
+        self._memo: dict[tuple, object] = {}
 
     def _trace(self, functional, inputs, prefix):
         def operation_fn(operation):
@@ -175,25 +173,27 @@ class LayerGraph:
 
     # -- models over the flat graph ------------------------------------------
 
+    def cached(self, key: tuple, build):
+        """``build()`` once per key: models and compiled functions over this graph."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def _model(self, outputs) -> keras.Model:
+        return keras.Model(self.inputs if len(self.inputs) > 1 else self.inputs[0], outputs)
+
     def model_for(self, paths) -> keras.Model:
         """One keras.Model from the inputs to the outputs of ``paths`` (cached)."""
-        return self._model_for_tensors(tuple(paths), [self.info(p).output for p in paths])
-
-    def _model_for_tensors(self, key, outputs) -> keras.Model:
-        if key not in self._models:
-            inputs = self.inputs if len(self.inputs) > 1 else self.inputs[0]
-            self._models[key] = keras.Model(inputs, outputs)
-        return self._models[key]
+        paths = tuple(paths)
+        return self.cached(("model", paths), lambda: self._model([self.info(p).output for p in paths]))
 
     def function_for(self, paths):
-        """A compiled inference function returning the outputs of ``paths``."""
-        key = tuple(paths)
-        if key not in self._functions:
-            model = self.model_for(key)
-            self._functions[key] = tf.function(
-                lambda inputs: model(inputs, training=False), reduce_retracing=True
-            )
-        return self._functions[key]
+        """A compiled inference function returning the outputs of ``paths`` (cached)."""
+        model = self.model_for(paths)
+        return self.cached(
+            ("function", tuple(paths)),
+            lambda: tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True),
+        )
 
     def run(self, paths, inputs, batch_size: int = 32) -> list[np.ndarray]:
         """Outputs of ``paths`` for prepared ``inputs`` (list of arrays), batched."""
@@ -224,27 +224,42 @@ class LayerGraph:
         separate ``Softmax`` or ``Activation("softmax")`` layer is skipped; any other
         output is already a score.
         """
-        if output_index not in self._logits:
-            info = self.layers[self.output_path(output_index)]
-            layer = info.layer
-            activation = getattr(layer, "activation", None)
-            name = getattr(activation, "__name__", "")
-            if isinstance(layer, keras.layers.Softmax) or (
-                isinstance(layer, keras.layers.Activation) and name in PROBABILITY_ACTIVATIONS
-            ):
-                logits = info.inputs[0]
-            elif name in PROBABILITY_ACTIVATIONS:
-                logits = _LinearView(layer)(*info.inputs)
-            else:
-                logits = self.outputs[output_index]
-            self._logits[output_index] = logits
-        return self._logits[output_index]
+        return self.cached(("logits", output_index), lambda: self._build_logits(output_index))
+
+    def _build_logits(self, output_index):
+        info = self.layers[self.output_path(output_index)]
+        layer = info.layer
+        name = getattr(getattr(layer, "activation", None), "__name__", "")
+        if isinstance(layer, keras.layers.Softmax) or (
+            isinstance(layer, keras.layers.Activation) and name in PROBABILITY_ACTIVATIONS
+        ):
+            return info.inputs[0]
+        if name in PROBABILITY_ACTIVATIONS:
+            return _LinearView(layer)(*info.inputs)
+        return self.outputs[output_index]
+
+    def feeds(self, path: str, output_index: int = 0) -> bool:
+        """Whether the output of ``path`` is used to compute model output ``output_index``."""
+        target = id(self.info(path).output)
+        seen, stack = set(), [self.outputs[output_index]]
+        while stack:
+            tensor = stack.pop()
+            if id(tensor) == target:
+                return True
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            operation, node_index, _ = tensor._keras_history
+            stack.extend(operation._inbound_nodes[node_index].input_tensors)
+        return False
 
     def score_model(self, path: str, output_index: int = 0, probabilities: bool = False):
         """A model giving the output of ``path`` and the class scores (cached)."""
         scores = self.outputs[output_index] if probabilities else self.logits(output_index)
-        key = ("scores", path, output_index, probabilities)
-        return self._model_for_tensors(key, [self.info(path).output, scores])
+        return self.cached(
+            ("scores", path, output_index, probabilities),
+            lambda: self._model([self.info(path).output, scores]),
+        )
 
 
 def _unknown_layer_message(name, available) -> str:

@@ -1,0 +1,98 @@
+"""Check and convert user images into what a model's graph takes.
+
+Documented conversions (everything else is a clear error):
+- one image without a batch axis, e.g. (H, W, C), becomes a batch of one;
+- a batch of grayscale images without a channel axis, (N, H, W), gets one when the
+  model takes a single channel;
+- any integer or float dtype is cast to float32; values are NOT rescaled (a uint8
+  image stays 0..255, so pass what the model was trained on).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError, InputTypeError
+
+
+def prepare_inputs(graph, x) -> list[np.ndarray]:
+    """``x`` (one array, or a list with one array per model input) as float32 arrays."""
+    specs = graph.inputs
+    if len(specs) > 1:
+        if not isinstance(x, (list, tuple)) or len(x) != len(specs):
+            raise InputError(
+                f"The model has {len(specs)} inputs, so pass a list of {len(specs)} "
+                f"arrays in this order: {', '.join(_shape_text(s.shape) for s in specs)}."
+            )
+        arrays = [_prepare_one(a, s.shape, f"input {i}") for i, (a, s) in enumerate(zip(x, specs))]
+        counts = {len(a) for a in arrays}
+        if len(counts) > 1:
+            raise InputError(f"All inputs must hold the same number of images; got {sorted(counts)}.")
+        return arrays
+    if isinstance(x, (list, tuple)) and len(x) == 1:
+        x = x[0]
+    return [_prepare_one(x, specs[0].shape, "images")]
+
+
+def _prepare_one(x, expected, what) -> np.ndarray:
+    try:
+        array = np.asarray(x)
+    except Exception as error:  # tf tensors, lists of arrays, PIL images all convert
+        raise InputTypeError(f"Could not read {what} as an array: {error}") from error
+    if array.dtype == bool or array.dtype.kind not in "iuf":
+        raise InputTypeError(
+            f"{what} have dtype {array.dtype}; pass numbers (uint8 or float pixels)."
+        )
+    expected = tuple(expected)
+    rank = len(expected)
+    if array.ndim == rank - 1:
+        if _fits(array.shape, expected[1:]):
+            array = array[None]
+        elif expected[-1] == 1 and _fits(array.shape[1:], expected[1:-1]):
+            array = array[..., None]
+    if array.ndim != rank:
+        raise InputError(
+            f"{what} have shape {array.shape}, but the model takes a batch shaped "
+            f"{_shape_text(expected)}. Give a batch (N, ...) of images; add a batch "
+            "axis to one image with x[None]."
+        )
+    if array.shape[0] == 0:
+        raise InputError(f"{what} are an empty batch (shape {array.shape}); pass at least one image.")
+    if expected[-1] is not None and array.shape[-1] != expected[-1]:
+        raise InputError(
+            f"{what} have {array.shape[-1]} channel(s), but the model takes "
+            f"{expected[-1]}. {_channel_fix(array.shape[-1], expected[-1])}"
+        )
+    if not _fits(array.shape[1:], expected[1:]):
+        size = tuple(expected[1:-1])
+        raise InputError(
+            f"{what} have shape {array.shape}, but the model takes "
+            f"{_shape_text(expected)}. Resize them first, e.g. "
+            f"tf.image.resize(x, {size})."
+        )
+    array = array.astype(np.float32, copy=False)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise InputError(
+            f"{what} contain {int(bad.sum())} NaN or infinite value(s) (first in image "
+            f"{int(np.argwhere(bad)[0][0])}); replace them, e.g. np.nan_to_num(x)."
+        )
+    return array
+
+
+def _fits(shape, expected) -> bool:
+    return len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected))
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("N" if i == 0 else ("any" if d is None else str(d)) for i, d in enumerate(shape)) + ")"
+
+
+def _channel_fix(have, want) -> str:
+    if have == 1 and want == 3:
+        return "Repeat the gray channel: np.repeat(x, 3, axis=-1)."
+    if have == 3 and want == 1:
+        return "Convert to gray first: x.mean(axis=-1, keepdims=True)."
+    if have == 4 and want == 3:
+        return "Drop the alpha channel: x[..., :3]."
+    return "Convert the images to the model's channel count."
