@@ -1,0 +1,164 @@
+"""Grad-CAM (Selvaraju et al. 2017), as in "Deep Learning with Python" 5.4 and keras-io.
+
+For a class c and a convolutional layer with feature maps A (h, w, channels):
+  weights_k = mean over (h, w) of d score_c / d A_k      (one weight per channel)
+  map       = ReLU(sum_k weights_k * A_k), divided by its max
+then resized to the input image. The class score is the logit before softmax (or
+sigmoid) unless ``probabilities=True``.
+
+Several classes of the same images cost one forward pass: the feature map and the
+scores are computed once and the per-class gradients come from one batched
+Jacobian of the selected scores with respect to the feature map, which only runs
+back through the layers after the feature map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import InputError, UnsupportedModelError
+from .graph import LayerGraph
+from .inputs import prepare_inputs
+
+
+@dataclass
+class GradCamResult:
+    """Grad-CAM of K classes for each of N images."""
+
+    heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the input's resolution
+    maps: np.ndarray  # (N, K, h, w) in [0, 1] at the layer's resolution
+    channel_weights: np.ndarray  # (N, K, channels): spatial mean of the gradients
+    channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
+    scores: np.ndarray  # (N, classes): the scores the gradients were taken of
+    classes: np.ndarray  # (N, K)
+
+    @property
+    def contributions(self) -> np.ndarray:
+        """(N, K, channels): each channel's Grad-CAM weight times its mean activation."""
+        return self.channel_weights * self.channel_means[:, None, :]
+
+
+def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
+    """The last non-pooling layer with a 4-D output that feeds the class scores."""
+    for path in reversed(graph.spatial_paths(rank=4)):
+        if "Pooling" not in graph.layers[path].kind and graph.feeds(path, output_index):
+            return path
+    raise UnsupportedModelError(
+        "Grad-CAM needs a layer with a 4-D output (batch, height, width, channels), "
+        "such as a Conv2D, before the class scores; this model has none."
+    )
+
+
+class GradCam:
+    """Grad-CAM for one model, layer and output, reusable across images and classes."""
+
+    def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0):
+        self.graph = LayerGraph.of(model)
+        self.layer = default_layer(self.graph, output_index) if layer is None else self._checked(layer, output_index)
+        self.probabilities = probabilities
+        self._model = self.graph.score_model(self.layer, output_index, probabilities)
+        self.num_classes = int(self._model.outputs[1].shape[-1])
+        self._maps = tf.function(self._compute_maps, reduce_retracing=True)
+
+    def _checked(self, layer, output_index) -> str:
+        info = self.graph.info(layer)
+        if len(info.output_shape) != 4:
+            options = ", ".join(self.graph.spatial_paths(rank=4)[-8:])
+            raise UnsupportedModelError(
+                f"Layer '{layer}' has output shape {info.output_shape}; Grad-CAM needs "
+                f"a 4-D (batch, height, width, channels) output. Try one of: {options}."
+            )
+        if not self.graph.feeds(layer, output_index):
+            raise UnsupportedModelError(
+                f"Layer '{layer}' does not feed model output {output_index}, so the "
+                "class scores have no gradient with respect to it; pick a layer before "
+                "the output."
+            )
+        return layer
+
+    def _compute_maps(self, inputs, classes):
+        with tf.GradientTape() as tape:
+            features, scores = self._model(inputs, training=False)
+            features = tf.cast(features, tf.float32)
+            scores = tf.cast(scores, tf.float32)
+            selected = tf.gather(scores, classes, axis=1, batch_dims=1)
+        gradients = tape.batch_jacobian(selected, features)  # (N, K, h, w, channels)
+        weights = tf.reduce_mean(gradients, axis=(2, 3))
+        maps = tf.nn.relu(tf.einsum("nhwc,nkc->nkhw", features, weights))
+        maps = tf.math.divide_no_nan(maps, tf.reduce_max(maps, axis=(2, 3), keepdims=True))
+        return maps, weights, tf.reduce_mean(features, axis=(1, 2)), scores
+
+    def class_matrix(self, classes, count: int) -> np.ndarray:
+        """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
+        matrix = np.asarray(classes)
+        if matrix.dtype.kind not in "iu" and not (matrix.dtype.kind == "f" and np.all(matrix == np.round(matrix))):
+            raise InputError(f"class_index must be integers; got {classes!r}.")
+        matrix = matrix.astype(np.int64)
+        if matrix.ndim == 0:
+            matrix = np.full((count, 1), int(matrix))
+        elif matrix.ndim == 1:
+            matrix = np.broadcast_to(matrix[None], (count, len(matrix)))
+        if matrix.ndim != 2 or matrix.shape[0] != count or matrix.shape[1] == 0:
+            raise InputError(
+                f"class_index must be an int, a list of classes, or one row of classes per "
+                f"image ({count} rows); got shape {np.shape(classes)}."
+            )
+        bad = matrix[(matrix < 0) | (matrix >= self.num_classes)]
+        if bad.size:
+            raise InputError(
+                f"class_index {int(bad[0])} is out of range: the model scores "
+                f"{self.num_classes} classes, so use 0..{self.num_classes - 1}."
+            )
+        return matrix
+
+    def explain(self, x, classes) -> GradCamResult:
+        """Grad-CAM of ``classes`` (see :meth:`class_matrix`) for images ``x``."""
+        inputs = prepare_inputs(self.graph, x)
+        matrix = self.class_matrix(classes, len(inputs[0]))
+        model_inputs = [tf.convert_to_tensor(a) for a in inputs]
+        maps, weights, means, scores = self._maps(
+            model_inputs if len(model_inputs) > 1 else model_inputs[0], tf.constant(matrix)
+        )
+        if not np.all(np.isfinite(scores)):
+            raise UnsupportedModelError(
+                "The model's class scores contain NaN or infinity for these images, so "
+                "Grad-CAM is undefined; check the images' scale and the preprocessing."
+            )
+        count, k, height, width = maps.shape
+        size = inputs[0].shape[1:3]
+        heatmaps = tf.image.resize(tf.reshape(maps, (count * k, height, width, 1)), size)
+        heatmaps = tf.clip_by_value(tf.reshape(heatmaps, (count, k, *size)), 0.0, 1.0)
+        return GradCamResult(
+            heatmaps=heatmaps.numpy(),
+            maps=maps.numpy(),
+            channel_weights=weights.numpy(),
+            channel_means=means.numpy(),
+            scores=scores.numpy(),
+            classes=matrix,
+        )
+
+
+def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0) -> np.ndarray:
+    """Grad-CAM heatmaps (N, H, W) in [0, 1] at the input's resolution.
+
+    ``class_index`` is one class for every image or a sequence of one class per
+    image; ``layer`` defaults to the last non-pooling layer with a 4-D output.
+    """
+    graph = LayerGraph.of(model)
+    cam = graph.cached(
+        ("grad_cam", layer, probabilities, output_index),
+        lambda: GradCam(model, layer, probabilities=probabilities, output_index=output_index),
+    )
+    count = len(prepare_inputs(cam.graph, x)[0])
+    classes = np.asarray(class_index)
+    if classes.ndim == 1:
+        if len(classes) != count:
+            raise InputError(
+                f"class_index has {len(classes)} entries for {count} image(s); give one "
+                "class for all images or exactly one per image."
+            )
+        classes = classes[:, None]
+    return cam.explain(x, classes).heatmaps[:, 0]
