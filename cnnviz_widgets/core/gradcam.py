@@ -42,9 +42,15 @@ class GradCamResult:
 
 
 def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
-    """The last non-pooling layer with a 4-D output that feeds the class scores."""
+    """The last layer with a 4-D output that feeds the class scores.
+
+    Pooling layers are skipped (as in the tutorials), and so are Dropout and noise
+    layers, which repeat the layer before them at inference.
+    """
     for path in reversed(graph.spatial_paths(rank=4)):
-        if "Pooling" not in graph.layers[path].kind and graph.feeds(path, output_index):
+        kind = graph.layers[path].kind
+        skipped = any(word in kind for word in ("Pooling", "Dropout", "Noise"))
+        if not skipped and graph.feeds(path, output_index):
             return path
     raise UnsupportedModelError(
         "Grad-CAM needs a layer with a 4-D output (batch, height, width, channels), "

@@ -123,6 +123,16 @@ class LayerGraph:
         self.layers: dict[str, LayerInfo] = {}
         self._path_of_tensor: dict[int, str] = {}
         self.outputs = keras.tree.flatten(self._trace(functional, self.inputs, prefix=""))
+        # Show layers in model.layers order (as model.summary() does), not graph order.
+        order = {path: i for i, path in enumerate(_declared_paths(functional, ""))}
+        self.layers = dict(sorted(self.layers.items(), key=lambda item: order.get(item[0], len(order))))
+        self._showable = {
+            path: None
+            for path, info in self.layers.items()
+            if not isinstance(info.layer, keras.layers.InputLayer)
+            and isinstance(info.output, keras.KerasTensor)
+            and len(info.output.shape) >= 2
+        }
         self._memo: dict[tuple, object] = {}
 
     def _trace(self, functional, inputs, prefix):
@@ -151,17 +161,11 @@ class LayerGraph:
 
     @property
     def paths(self) -> list[str]:
-        """Every layer whose output is one tensor with a batch axis, in graph order."""
-        return [
-            path
-            for path, info in self.layers.items()
-            if not isinstance(info.layer, keras.layers.InputLayer)
-            and isinstance(info.output, keras.KerasTensor)
-            and len(info.output.shape) >= 2
-        ]
+        """Every layer whose output is one tensor with a batch axis, in model.layers order."""
+        return list(self._showable)
 
     def info(self, path: str) -> LayerInfo:
-        if path not in self.layers or path not in self.paths:
+        if path not in self._showable:
             raise UnknownLayerError(_unknown_layer_message(path, self.paths))
         return self.layers[path]
 
@@ -260,6 +264,14 @@ class LayerGraph:
             ("scores", path, output_index, probabilities),
             lambda: self._model([self.info(path).output, scores]),
         )
+
+
+def _declared_paths(functional, prefix):
+    for layer in functional.layers:
+        if _is_nested_model(layer):
+            yield from _declared_paths(_graph_of(layer), prefix + layer.name + SEPARATOR)
+        else:
+            yield prefix + layer.name
 
 
 def _unknown_layer_message(name, available) -> str:

@@ -1,0 +1,86 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+class CallCounter(keras.layers.Layer):
+    """Identity layer that counts how many times the graph really runs it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def call(self, inputs):
+        self.calls.assign_add(1)
+        return inputs
+
+
+def small_cnn(classes=5, size=16, head="dense_softmax", counter=False):
+    """A small functional CNN with BN and Dropout; the head's softmax comes in 3 forms."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = inputs
+    if counter:
+        x = CallCounter(name="counter")(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(12, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if head == "dense_softmax":
+        outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+    elif head == "softmax_layer":
+        x = keras.layers.Dense(classes, name="logits")(x)
+        outputs = keras.layers.Softmax(name="predictions")(x)
+    elif head == "activation_layer":
+        x = keras.layers.Dense(classes, name="logits")(x)
+        outputs = keras.layers.Activation("softmax", name="predictions")(x)
+    else:
+        outputs = keras.layers.Dense(classes, name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="small_cnn")
+    _randomise_batchnorm(model)
+    return model
+
+
+def _randomise_batchnorm(model):
+    """Give BN moving statistics values that differ from a training-mode batch."""
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma, beta, rng.normal(size=mean.shape), rng.uniform(0.5, 2, var.shape)])
+
+
+def nested_cnn(levels=1):
+    """A Sequential base nested ``levels`` deep in a functional model; returns both."""
+    keras.utils.set_random_seed(2)
+    base = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c1"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
+        ],
+        name="base",
+    )
+    _randomise_batchnorm(base)
+    innermost = base
+    for level in range(1, levels):
+        base = keras.Sequential([keras.Input((16, 16, 3)), base], name=f"wrap{level}")
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(4, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name="transfer"), innermost
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(3).uniform(0, 1, (4, 16, 16, 3)).astype("float32")

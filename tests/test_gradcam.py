@@ -1,0 +1,174 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cnnviz_widgets as cw
+from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
+from cnnviz_widgets.core.gradcam import GradCam
+from conftest import nested_cnn, small_cnn
+
+
+def keras_io_grad_cam(model, images, class_index, layer_name, score_model=None):
+    """The keras-io / DLwP algorithm, written out with a GradientTape."""
+    score_model = score_model or model
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, score_model.output])
+    with tf.GradientTape() as tape:
+        features, scores = grad_model(images, training=False)
+        class_score = scores[:, class_index]
+    grads = tape.gradient(class_score, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2))
+    heatmap = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+    heatmap = heatmap / tf.reduce_max(heatmap, axis=(1, 2), keepdims=True)
+    heatmap = tf.image.resize(heatmap[..., None], images.shape[1:3])[..., 0].numpy()
+    # keras-io divides 0 by 0 where the ReLU zeroes a whole map; we return zeros.
+    return np.nan_to_num(heatmap)
+
+
+def assert_same_maps_for_every_class(actual_fn, expected_fn, classes=5):
+    """Compare per class; some class must give a non-zero map so the test can fail."""
+    signal = 0.0
+    for class_index in range(classes):
+        expected = expected_fn(class_index)
+        np.testing.assert_allclose(actual_fn(class_index), expected, atol=1e-4, err_msg=f"class {class_index}")
+        signal = max(signal, expected.max())
+    assert signal > 0
+
+
+def logits_model(model, logits_layer):
+    return keras.Model(model.inputs, model.get_layer(logits_layer).output)
+
+
+def without_softmax(model):
+    """A copy of ``model`` whose last Dense has its softmax removed (keras-io's way)."""
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    reference.get_layer("predictions").activation = keras.activations.linear
+    return reference
+
+
+def test_softmax_dense_uses_logits_like_keras_io_without_the_softmax(images):
+    model = small_cnn(head="dense_softmax")
+    reference = without_softmax(model)
+    assert_same_maps_for_every_class(
+        lambda c: cw.grad_cam(model, images, c), lambda c: keras_io_grad_cam(reference, images, c, "conv2")
+    )
+
+
+@pytest.mark.parametrize("head", ["softmax_layer", "activation_layer"])
+def test_separate_softmax_layer_is_skipped(head, images):
+    model = small_cnn(head=head)
+    logits = logits_model(model, "logits")
+    assert_same_maps_for_every_class(
+        lambda c: cw.grad_cam(model, images, c), lambda c: keras_io_grad_cam(model, images, c, "conv2", logits)
+    )
+
+
+def test_probabilities_option(images):
+    model = small_cnn()
+    assert_same_maps_for_every_class(
+        lambda c: cw.grad_cam(model, images, c, probabilities=True), lambda c: keras_io_grad_cam(model, images, c, "conv2")
+    )
+
+
+def test_chosen_layer_and_shape(images):
+    model = small_cnn()
+    heatmaps = cw.grad_cam(model, images, 0, layer="conv1")
+    assert heatmaps.shape == (4, 16, 16)
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert_same_maps_for_every_class(
+        lambda c: cw.grad_cam(model, images, c, layer="conv1"),
+        lambda c: keras_io_grad_cam(without_softmax(model), images, c, "conv1"),
+    )
+
+
+def test_many_classes_equal_one_class_at_a_time_and_cost_one_forward_pass(images):
+    model = small_cnn(counter=True)
+    cam = GradCam(model)
+    result = cam.explain(images[:1], [0, 1, 2, 3, 4])
+    assert int(model.get_layer("counter").calls.numpy()) == 1
+    assert result.heatmaps.shape == (1, 5, 16, 16)
+    for k in range(5):
+        np.testing.assert_allclose(result.heatmaps[0, k], cw.grad_cam(model, images[:1], k)[0], atol=1e-5)
+
+
+def test_one_class_per_image(images):
+    model = small_cnn()
+    heatmaps = cw.grad_cam(model, images, [0, 1, 2, 3])
+    for i in range(4):
+        np.testing.assert_allclose(heatmaps[i], cw.grad_cam(model, images[i : i + 1], i)[0], atol=1e-5)
+
+
+def test_contributions_are_weights_times_mean_activation(images):
+    model = small_cnn()
+    result = GradCam(model).explain(images[:2], [1])
+    features = cw.activations(model, images[:2], layers="conv2")["conv2"]
+    np.testing.assert_allclose(result.channel_means, features.mean(axis=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(result.contributions[:, 0], result.channel_weights[:, 0] * features.mean(axis=(1, 2)), atol=1e-6)
+
+
+def test_default_layer_is_the_last_feature_map_before_the_head():
+    # small_cnn: conv2 → Dropout (identity at inference, skipped) → global pooling
+    assert GradCam(small_cnn()).layer == "conv2"
+    assert GradCam(nested_cnn()[0]).layer == "base/c2"
+
+
+@pytest.mark.parametrize(
+    "application, layer",
+    [
+        (keras.applications.VGG16, "block5_conv3"),
+        (keras.applications.ResNet50, "conv5_block3_out"),
+        (keras.applications.MobileNetV2, "out_relu"),
+    ],
+)
+def test_default_layer_of_keras_applications(application, layer):
+    model = application(weights=None, input_shape=(32, 32, 3), classes=3)
+    cam = GradCam(model)
+    assert cam.layer == layer
+    heatmaps = cam.explain(np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)), [0, 2]).heatmaps
+    assert heatmaps.shape == (1, 2, 32, 32) and np.isfinite(heatmaps).all()
+
+
+def test_nested_base_matches_hand_written_tape(images):
+    model, base = nested_cnn()
+    pixels = images * 255
+    with tf.GradientTape() as tape:
+        scaled = pixels / 255.0
+        features = base(scaled, training=False)
+        pooled = tf.reduce_mean(features, axis=(1, 2))
+        kernel, bias = model.get_layer("head").get_weights()
+        score = (tf.matmul(pooled, kernel) + bias)[:, 2]
+    weights = tf.reduce_mean(tape.gradient(score, features), axis=(1, 2))
+    heatmap = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+    heatmap = heatmap / tf.reduce_max(heatmap, axis=(1, 2), keepdims=True)
+    expected = tf.image.resize(heatmap[..., None], (16, 16))[..., 0].numpy()
+    np.testing.assert_allclose(cw.grad_cam(model, pixels, 2), expected, atol=1e-4)
+
+
+def test_non_4d_layer_is_refused_with_alternatives(images):
+    with pytest.raises(UnsupportedModelError, match=r"needs a 4-D .* Try one of: .*conv2"):
+        cw.grad_cam(small_cnn(), images, 0, layer="gap")
+
+
+@pytest.mark.parametrize("bad", [5, -1, [0, 9, 0, 0]])
+def test_class_index_out_of_range(bad, images):
+    with pytest.raises(InputError, match=r"use 0..4"):
+        cw.grad_cam(small_cnn(), images, bad)
+
+
+def test_class_list_of_wrong_length(images):
+    with pytest.raises(InputError, match="one per image"):
+        cw.grad_cam(small_cnn(), images, [0, 1])
+
+
+def test_model_without_conv_layer_is_refused():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    with pytest.raises(UnsupportedModelError, match="Conv2D"):
+        cw.grad_cam(model, np.zeros((1, 4)), 0)
+
+
+def test_constant_image_gives_zeros_not_nan():
+    model = small_cnn()
+    heatmaps = cw.grad_cam(model, np.zeros((1, 16, 16, 3)), 0)
+    assert np.isfinite(heatmaps).all()
