@@ -1,0 +1,1 @@
+"""Thin ipywidgets + bqplot views over cnnviz_widgets.core."""
