@@ -1,0 +1,32 @@
+"""Class names shipped with the package, so nothing is downloaded at run time."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from .errors import InputError
+
+IMAGENET_CLASSES = Path(__file__).resolve().parent.parent / "data" / "imagenet_classes.json"
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k names in Keras' ``decode_predictions`` order (0 = tench)."""
+    return tuple(json.loads(IMAGENET_CLASSES.read_text()))
+
+
+def class_names_for(num_classes: int, class_names=None) -> list[str]:
+    """``class_names`` if given, the ImageNet names for 1000 classes, else "class i"."""
+    if class_names is not None:
+        names = [str(name) for name in class_names]
+        if len(names) != num_classes:
+            raise InputError(
+                f"class_names has {len(names)} names but the model scores {num_classes} "
+                "classes; pass one name per model output."
+            )
+        return names
+    if num_classes == 1000:
+        return [name.replace("_", " ") for name in imagenet_class_names()]
+    return [f"class {i}" for i in range(num_classes)]

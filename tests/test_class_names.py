@@ -1,0 +1,21 @@
+import pytest
+
+from cnnviz_widgets.core.class_names import class_names_for, imagenet_class_names
+from cnnviz_widgets.core.errors import InputError
+
+
+def test_imagenet_names_in_keras_order():
+    names = imagenet_class_names()
+    assert len(names) == 1000
+    known = {0: "tench", 1: "goldfish", 101: "tusker", 385: "Indian_elephant", 386: "African_elephant", 999: "toilet_tissue"}
+    for index, name in known.items():
+        assert names[index] == name
+    assert len(set(names)) == 998  # 'crane' (bird, machine) and 'maillot' appear twice in ImageNet
+
+
+def test_names_for_a_model():
+    assert class_names_for(1000)[386] == "African elephant"
+    assert class_names_for(3) == ["class 0", "class 1", "class 2"]
+    assert class_names_for(2, ["cat", "dog"]) == ["cat", "dog"]
+    with pytest.raises(InputError, match="one name per model output"):
+        class_names_for(3, ["cat", "dog"])
