@@ -1,0 +1,293 @@
+"""Turn arrays into pictures: normalisation, tile grids, colormaps, resizing, overlays, PNG.
+
+Conventions:
+- a value in [0, 1] is a display intensity; pictures leave this module as uint8;
+- a constant input (a dead channel, a flat kernel) has no contrast to stretch and
+  becomes mid-gray: 128 from :func:`normalize_channels`, 0.5 from :func:`normalize`;
+- NaN or infinite values raise :class:`InputError`; they have no colour.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import io
+import math
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from .errors import InputError, InputTypeError
+
+MID_GRAY = 128
+
+
+def _finite(a, what: str) -> np.ndarray:
+    array = np.asarray(a)
+    if array.dtype.kind not in "iuf":
+        raise InputTypeError(f"{what} has dtype {array.dtype}; pass a numeric array.")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise InputError(
+            f"{what} contains {int(bad.sum())} NaN or infinite value(s); replace them "
+            "first, e.g. np.nan_to_num(a)."
+        )
+    return array
+
+
+# -- normalisation ---------------------------------------------------------------
+
+
+def normalize_channels(a, axis: int | None = -1) -> np.ndarray:
+    """Each channel as ``(a - mean) / std * 64 + 128`` clipped to uint8 0..255.
+
+    The display normalisation of "Deep Learning with Python" 5.4. Mean and std are
+    taken per channel over every other axis, so pass ONE image's feature map, e.g.
+    (H, W, C); ``axis=None`` treats the whole array as one channel. A constant
+    channel (std 0, e.g. a dead ReLU) becomes 128.
+    """
+    array = _finite(a, "The activation").astype(np.float64)
+    spatial = None if axis is None else tuple(i for i in range(array.ndim) if i != axis % array.ndim)
+    mean = array.mean(axis=spatial, keepdims=True)
+    std = array.std(axis=spatial, keepdims=True)
+    # A constant channel is divided by 1, not by its std: 0 would give NaN, and
+    # a rounding error above 0 would stretch it to 64 or 192. Max == min is exact.
+    dead = array.max(axis=spatial, keepdims=True) == array.min(axis=spatial, keepdims=True)
+    scaled = (array - mean) / np.where(dead, 1.0, std) * 64 + MID_GRAY
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def normalize(a, scale: str = "global") -> np.ndarray:
+    """Min-max to float32 [0, 1] over the whole array (``"global"``) or per ``a[i]`` (``"tile"``).
+
+    A constant array (or tile) becomes 0.5.
+    """
+    array = _finite(a, "The array").astype(np.float64)
+    if scale == "global":
+        axes = None
+    elif scale == "tile":
+        axes = tuple(range(1, array.ndim))
+    else:
+        raise InputError(f"scale must be 'global' or 'tile', got {scale!r}.")
+    low = array.min(axis=axes, keepdims=True)
+    span = array.max(axis=axes, keepdims=True) - low
+    flat = span == 0
+    scaled = (array - low) / np.where(flat, 1.0, span)
+    return np.where(flat, 0.5, scaled).astype(np.float32)
+
+
+def to_uint8_image(image) -> np.ndarray:
+    """One image as uint8 RGB (H, W, 3).
+
+    Takes uint8, integers in 0..255, floats in [0, 1] (scaled by 255) or floats in
+    [0, 255] (an image whose maximum is at most 1 counts as [0, 1]). Grayscale
+    (H, W) or (H, W, 1) is repeated to RGB; an alpha channel is dropped.
+    """
+    array = _finite(image, "The image")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise InputError(
+            f"The image has shape {array.shape}; pass one image (H, W), (H, W, 1), "
+            "(H, W, 3) or (H, W, 4). Take one image of a batch with images[0]."
+        )
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise InputError(
+                f"The image has values in [{array.min():g}, {array.max():g}], not pixels "
+                "in [0, 1] or [0, 255]. Pass the raw image, not the preprocessed one, "
+                "or rescale it with normalize(image)."
+            )
+        if array.dtype.kind == "f" and array.max(initial=0) <= 1:
+            array = array * 255
+        array = np.round(array).astype(np.uint8)
+    if array.shape[-1] == 1:
+        return np.repeat(array, 3, axis=-1)
+    return array[..., :3]
+
+
+# -- tile grids ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where the tiles of a :func:`grid` lie: tile ``i`` is at row ``i // columns``."""
+
+    count: int
+    tile_height: int
+    tile_width: int
+    columns: int
+    gap: int
+
+    @classmethod
+    def for_tiles(cls, count: int, tile_shape, columns: int = 16, gap: int = 1) -> "GridLayout":
+        if count < 1 or columns < 1 or gap < 0:
+            raise InputError(
+                f"A grid needs at least one tile, columns >= 1 and gap >= 0; got "
+                f"{count} tile(s), columns={columns}, gap={gap}."
+            )
+        height, width = tile_shape[:2]
+        return cls(count, int(height), int(width), min(int(columns), count), int(gap))
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.count / self.columns)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the whole grid image; gaps only between tiles."""
+        return (
+            self.rows * (self.tile_height + self.gap) - self.gap,
+            self.columns * (self.tile_width + self.gap) - self.gap,
+        )
+
+    def origin(self, index: int) -> tuple[int, int]:
+        """(top, left) pixel of tile ``index``."""
+        row, column = divmod(index, self.columns)
+        return row * (self.tile_height + self.gap), column * (self.tile_width + self.gap)
+
+    def index_at(self, y: float, x: float) -> int | None:
+        """The tile under pixel (y, x) of the grid image; None on a gap or an empty cell."""
+        if y < 0 or x < 0:
+            return None
+        row, inside_y = divmod(int(y), self.tile_height + self.gap)
+        column, inside_x = divmod(int(x), self.tile_width + self.gap)
+        if column >= self.columns or inside_y >= self.tile_height or inside_x >= self.tile_width:
+            return None
+        index = row * self.columns + column
+        return index if index < self.count else None
+
+
+def grid(tiles, columns: int = 16, gap: int = 1, fill=0) -> np.ndarray:
+    """Tiles (N, h, w) or (N, h, w, C) as one image, row by row, ``gap`` pixels apart.
+
+    Like ``skimage.util.montage`` with gaps between (not around) the tiles; gaps and
+    the empty cells of a last, short row are ``fill``. Use
+    ``GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, gap)`` to find a
+    tile's position or the tile under a click.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim not in (3, 4):
+        raise InputError(
+            f"Tiles have shape {tiles.shape}; pass a stack (N, h, w) or (N, h, w, C). "
+            "Wrap a single image as image[None]."
+        )
+    layout = GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, gap)
+    image = np.full(layout.shape + tiles.shape[3:], fill, dtype=tiles.dtype)
+    for index, tile in enumerate(tiles):
+        top, left = layout.origin(index)
+        image[top : top + layout.tile_height, left : left + layout.tile_width] = tile
+    return image
+
+
+# -- resizing --------------------------------------------------------------------
+
+
+def upscale(image, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement: every pixel of (H, W[, C]) becomes a factor×factor block."""
+    if int(factor) != factor or factor < 1:
+        raise InputError(f"factor must be a whole number >= 1, got {factor!r}.")
+    factor = int(factor)
+    return np.repeat(np.repeat(np.asarray(image), factor, axis=0), factor, axis=1)
+
+
+def resize(image, size, method: str = "bilinear") -> np.ndarray:
+    """(H, W), (H, W, C) or a batch (N, H, W, C) resized to ``size`` = (height, width), as float32.
+
+    ``method`` is any ``tf.image.resize`` method: "bilinear", "nearest", "bicubic", …
+    """
+    array = _finite(image, "The image")
+    gray = array.ndim == 2
+    if gray:
+        array = array[..., None]
+    if array.ndim not in (3, 4):
+        raise InputError(
+            f"Cannot resize an array of shape {array.shape}; pass (H, W), (H, W, C) or (N, H, W, C)."
+        )
+    try:
+        resized = tf.image.resize(array, tuple(size), method=method).numpy().astype(np.float32)
+    except ValueError as error:
+        raise InputError(f"Cannot resize with method {method!r}: {error}") from error
+    return resized[..., 0] if gray else resized
+
+
+# -- colour ----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def colormap_table(name: str) -> np.ndarray:
+    """The (256, 3) uint8 RGB lookup table of matplotlib colormap ``name``."""
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        known = sorted(matplotlib.colormaps)
+        close = difflib.get_close_matches(name, known, n=3) if isinstance(name, str) else []
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InputError(
+            f"Unknown colormap {name!r}.{hint} Try 'viridis', 'gray', 'jet', 'magma', "
+            f"'inferno', 'RdBu_r'; all {len(known)} names are in matplotlib.colormaps."
+        ) from None
+    table = cmap(np.linspace(0, 1, 256), bytes=True)[:, :3]
+    table.flags.writeable = False
+    return table
+
+
+def colormap(values, name: str = "viridis") -> np.ndarray:
+    """Values in [0, 1] (clipped) as uint8 RGB, shape ``values.shape + (3,)``.
+
+    Same colours as ``matplotlib.colormaps[name](values, bytes=True)``, from a
+    cached 256-entry table, so it is cheap enough to run on every slider move.
+    """
+    array = _finite(values, "The values")
+    table = colormap_table(name)
+    # matplotlib's own indexing: value v falls in bin floor(v * 256).
+    index = np.minimum((np.clip(array, 0, 1) * 256).astype(np.int64), 255)
+    return table[index]
+
+
+def overlay(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+    """``heatmap`` (h, w) in [0, 1] coloured and blended over ``image``, as uint8 RGB.
+
+    The heatmap is resized (bilinear) to the image and mixed as
+    ``(1 - alpha) * image + alpha * colour``: alpha is the heatmap's opacity, 0 shows
+    the image alone and 1 the heatmap alone. (The Grad-CAM tutorials instead add
+    ``0.4 * colour`` to the image and rescale the sum; a blend never saturates.)
+    ``image`` is anything :func:`to_uint8_image` accepts.
+    """
+    if not 0 <= alpha <= 1:
+        raise InputError(f"alpha is the heatmap's opacity and must be in [0, 1], got {alpha!r}.")
+    picture = to_uint8_image(image)
+    heat = _finite(heatmap, "The heatmap")
+    if heat.ndim != 2:
+        raise InputError(f"The heatmap has shape {heat.shape}; pass one (h, w) map, e.g. heatmaps[0].")
+    colour = colormap(resize(heat, picture.shape[:2]), cmap)
+    blended = (1 - alpha) * picture + alpha * colour.astype(np.float64)
+    return np.round(blended).astype(np.uint8)
+
+
+# -- PNG -------------------------------------------------------------------------
+
+
+def to_png(array) -> bytes:
+    """uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as PNG bytes (gray, RGB, RGBA)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise InputTypeError(
+            f"PNG needs uint8 pixels, got {array.dtype}. Convert with to_uint8_image(a), "
+            "normalize_channels(a) or colormap(normalize(a))."
+        )
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2 and not (array.ndim == 3 and array.shape[-1] in (3, 4)):
+        raise InputError(f"Cannot make a PNG of shape {array.shape}; pass (H, W), (H, W, 3) or (H, W, 4).")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def from_png(data: bytes) -> np.ndarray:
+    """The pixels of PNG ``data`` as a uint8 array."""
+    return np.asarray(Image.open(io.BytesIO(data)))
