@@ -27,3 +27,7 @@ class InputError(CnnvizError, ValueError):
 
 class InputTypeError(CnnvizError, TypeError):
     """An argument of the wrong type."""
+
+
+class NoKernelError(UnsupportedModelError):
+    """A layer without a kernel (Flatten, pooling, BatchNormalization) asked for one."""

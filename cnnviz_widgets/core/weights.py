@@ -1,0 +1,174 @@
+"""Kernels, biases and every named weight of a model; kernels as pictures.
+
+Layers are named by the paths of :class:`~cnnviz_widgets.core.graph.LayerGraph`
+(``"conv1"``, ``"vgg16/block1_conv1"``), so weights of layers inside nested base
+models are reached exactly like their activations.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+import numpy as np
+
+from . import imaging
+from .errors import InputError, NoKernelError
+from .graph import LayerGraph
+
+# keras.applications models whose preprocess_input uses mode "caffe": their inputs,
+# and so their first kernels, are in BGR order. ResNet V2, MobileNet, EfficientNet,
+# DenseNet… use other modes and take RGB.
+CAFFE_MODEL_NAMES = re.compile(r"vgg16|vgg19|resnet50|resnet101|resnet152")
+
+
+def _kernel_variable(layer):
+    """The variable holding a layer's spatial filters, or None.
+
+    SeparableConv2D keeps them in ``depthwise_kernel``; its 1×1 ``pointwise_kernel``
+    only mixes channels and is in :func:`weight_table`.
+    """
+    kernel = getattr(layer, "kernel", None)
+    return kernel if kernel is not None else getattr(layer, "depthwise_kernel", None)
+
+
+def _layer_with_kernel(model, layer: str):
+    graph = LayerGraph.of(model)
+    found = graph.layer(layer)
+    if _kernel_variable(found) is None:
+        with_kernels = [p for p in graph.paths if _kernel_variable(graph.layer(p)) is not None]
+        shown = ", ".join(with_kernels[:40]) + (", …" if len(with_kernels) > 40 else "")
+        raise NoKernelError(
+            f"Layer '{layer}' ({type(found).__name__}) has no kernel. Layers with "
+            f"kernels: {shown or 'none'}."
+        )
+    return found
+
+
+def filter_weights(model, layer: str) -> np.ndarray:
+    """The kernel of ``layer`` as Keras stores it.
+
+    Conv2D (kh, kw, cin, cout), Conv1D (k, cin, cout), Dense (in, out),
+    DepthwiseConv2D (kh, kw, cin, multiplier), SeparableConv2D its depthwise kernel
+    (kh, kw, cin, multiplier), Conv2DTranspose (kh, kw, cout, cin). A layer without
+    one (Flatten, pooling, BatchNormalization) raises :class:`NoKernelError`.
+    """
+    return keras.ops.convert_to_numpy(_kernel_variable(_layer_with_kernel(model, layer)))
+
+
+def bias(model, layer: str) -> np.ndarray | None:
+    """The bias of a layer with a kernel, or None when it was built with ``use_bias=False``."""
+    variable = getattr(_layer_with_kernel(model, layer), "bias", None)
+    return None if variable is None else keras.ops.convert_to_numpy(variable)
+
+
+def weight_table(model, layer: str | None = None) -> list[dict]:
+    """One row per weight variable of ``layer``, or of every layer (nested models flattened).
+
+    Row keys: ``layer`` (path), ``name`` (``"L4_bn/moving_mean"``: layer and variable
+    name), ``shape``, ``dtype``, ``trainable`` and ``params``. ``trainable`` is what
+    training would update: False for BatchNormalization's moving statistics and for
+    every weight of a frozen layer or frozen base model.
+    """
+    graph = LayerGraph.of(model)
+    if layer is None:
+        layers = [(path, info.layer) for path, info in graph.layers.items()]
+    else:
+        layers = [(layer, graph.layer(layer))]
+    trainable = {id(variable) for variable in model.trainable_weights}
+    return [
+        {
+            "layer": path,
+            "name": f"{found.name}/{variable.name}",
+            "shape": tuple(variable.shape),
+            "dtype": str(variable.dtype),
+            "trainable": id(variable) in trainable,
+            "params": math.prod(variable.shape),
+        }
+        for path, found in layers
+        for variable in found.weights
+    ]
+
+
+def param_counts(model) -> dict[str, int]:
+    """Total, trainable and non-trainable parameter counts, as ``model.summary()`` prints them."""
+    trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
+    non_trainable = sum(math.prod(v.shape) for v in model.non_trainable_weights)
+    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
+
+
+def is_caffe_mode(model) -> bool:
+    """Whether ``model`` is, or wraps, a keras.applications model that takes BGR input.
+
+    Detected by model name (``vgg16``, ``vgg19``, ``resnet50``, ``resnet101``,
+    ``resnet152``), so a renamed application model is not recognised.
+    """
+    if not isinstance(model, keras.Model):
+        return False
+    if CAFFE_MODEL_NAMES.fullmatch(model.name):
+        return True
+    return any(is_caffe_mode(inner) for inner in model.layers)
+
+
+def is_bgr_kernel(model, layer: str) -> bool:
+    """Whether the kernel of ``layer`` reads BGR colour channels: 3 input channels in a caffe-mode model."""
+    kernel = filter_weights(model, layer)
+    return kernel.ndim == 4 and kernel.shape[2] == 3 and is_caffe_mode(model)
+
+
+def kernel_tiles(kernel, rgb: bool | None = None, bgr: bool = False, scale: str = "tile") -> np.ndarray:
+    """A conv kernel (kh, kw, cin, cout) as float32 tiles in [0, 1].
+
+    With 3 input channels and ``rgb`` not False: one colour tile per filter,
+    (cout, kh, kw, 3). Otherwise one gray tile per filter and input channel,
+    (cout * cin, kh, kw), filter by filter: tile ``f * cin + c`` is ``kernel[:, :, c, f]``.
+    ``bgr=True`` reverses the input channels first (caffe-trained weights). ``scale``
+    is ``"tile"`` (min-max each tile) or ``"global"`` (one min-max for the kernel).
+    A Conv1D kernel (k, cin, cout) gives 1×k tiles.
+    """
+    kernel = np.asarray(kernel)
+    if kernel.ndim == 3:
+        kernel = kernel[None]
+    if kernel.ndim != 4:
+        raise InputError(
+            f"A kernel of shape {kernel.shape} has no (kh, kw, cin, cout) filters to draw. "
+            "Dense kernels (in, out) are one matrix: show normalize(kernel) with colormap()."
+        )
+    channels = kernel.shape[2]
+    if (bgr or rgb) and channels != 3:
+        raise InputError(
+            f"The kernel has {channels} input channels; rgb=True and bgr=True need 3. "
+            "Pass rgb=False, bgr=False for gray tiles."
+        )
+    if bgr:
+        kernel = kernel[:, :, ::-1]
+    if channels == 3 and rgb is not False:
+        tiles = kernel.transpose(3, 0, 1, 2)
+    else:
+        tiles = kernel.transpose(3, 2, 0, 1).reshape(-1, *kernel.shape[:2])
+    return imaging.normalize(tiles, scale)
+
+
+def kernel_montage(
+    model,
+    layer: str,
+    bgr: bool | str = "auto",
+    gap: int = 1,
+    columns: int | None = None,
+    upscale: int = 8,
+    scale: str = "tile",
+) -> np.ndarray:
+    """All filters of ``layer`` as one uint8 grid image (RGB for 3 input channels, else gray).
+
+    ``bgr="auto"`` uses :func:`is_bgr_kernel`. Each tile is enlarged ``upscale``
+    times (nearest neighbour) before tiling, so gaps stay ``gap`` pixels wide;
+    ``columns=None`` makes the grid about square. ResNet50's ``conv1_conv`` gives
+    an 8×8 grid of 56-pixel colour tiles.
+    """
+    if bgr == "auto":
+        bgr = is_bgr_kernel(model, layer)
+    tiles = kernel_tiles(filter_weights(model, layer), bgr=bgr, scale=scale)
+    pixels = np.round(tiles * 255).astype(np.uint8)
+    enlarged = np.stack([imaging.upscale(tile, upscale) for tile in pixels])
+    return imaging.grid(enlarged, columns=columns or math.ceil(math.sqrt(len(tiles))), gap=gap)

@@ -1,0 +1,269 @@
+import keras
+import numpy as np
+import pytest
+
+import cnnviz_widgets as cw
+from cnnviz_widgets.core import weights
+from cnnviz_widgets.core.errors import NoKernelError, UnknownLayerError, UnsupportedModelError
+
+
+def s3_model(name="s3"):
+    """S3's example: 1,025 parameters, 2 of them (BN's moving statistics) non-trainable.
+
+    padding="same" keeps the 10×10 map, so Dense sees 100 inputs: 10 + 1000 + 11 + 4.
+    """
+    keras.utils.set_random_seed(3)
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.Conv2D(1, 3, padding="same", name="L0_conv2d"),
+            keras.layers.Flatten(name="L1_flatten"),
+            keras.layers.Dense(10, use_bias=False, name="L2_dense"),
+            keras.layers.Dense(1, name="L3_dense"),
+            keras.layers.BatchNormalization(name="L4_bn"),
+        ],
+        name=name,
+    )
+
+
+S3_ROWS = [
+    ("L0_conv2d", "L0_conv2d/kernel", (3, 3, 1, 1), True, 9),
+    ("L0_conv2d", "L0_conv2d/bias", (1,), True, 1),
+    ("L2_dense", "L2_dense/kernel", (100, 10), True, 1000),
+    ("L3_dense", "L3_dense/kernel", (10, 1), True, 10),
+    ("L3_dense", "L3_dense/bias", (1,), True, 1),
+    ("L4_bn", "L4_bn/gamma", (1,), True, 1),
+    ("L4_bn", "L4_bn/beta", (1,), True, 1),
+    ("L4_bn", "L4_bn/moving_mean", (1,), False, 1),
+    ("L4_bn", "L4_bn/moving_variance", (1,), False, 1),
+]
+
+
+def rows_of(table):
+    return [(r["layer"], r["name"], r["shape"], r["trainable"], r["params"]) for r in table]
+
+
+@pytest.fixture(scope="module")
+def vgg_in_sequential():
+    keras.utils.set_random_seed(4)
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, name="head"),
+        ]
+    )
+    return model, base
+
+
+# -- weight_table and param_counts (S3) ------------------------------------------
+
+
+def test_s3_weight_table_names_shapes_and_trainable_flags():
+    model = s3_model()
+    table = weights.weight_table(model)
+    assert rows_of(table) == S3_ROWS
+    assert {r["dtype"] for r in table} == {"float32"}
+    assert sum(r["params"] for r in table) == 1025
+    assert sum(r["params"] for r in table if not r["trainable"]) == 2
+
+
+def test_s3_param_counts_match_keras():
+    model = s3_model()
+    counts = weights.param_counts(model)
+    assert counts == {"total": 1025, "trainable": 1023, "non_trainable": 2}
+    assert counts["total"] == model.count_params()
+    assert counts["non_trainable"] == sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+
+
+def test_weight_table_of_one_layer():
+    assert rows_of(weights.weight_table(s3_model(), "L4_bn")) == S3_ROWS[5:]
+    with pytest.raises(UnknownLayerError, match="L4_bn"):
+        weights.weight_table(s3_model(), "L5_bn")
+
+
+def test_sequential_inside_sequential_is_flattened_and_freezing_is_seen():
+    inner = s3_model(name="inner")
+    model = keras.Sequential(
+        [keras.Input((10, 10, 1)), inner, keras.layers.Dense(2, name="head")], name="outer"
+    )
+    expected = [("inner/" + layer, *rest) for layer, *rest in S3_ROWS]
+    expected += [("head", "head/kernel", (1, 2), True, 2), ("head", "head/bias", (2,), True, 2)]
+    assert rows_of(weights.weight_table(model)) == expected
+    assert weights.param_counts(model) == {"total": 1029, "trainable": 1027, "non_trainable": 2}
+
+    inner.trainable = False
+    table = weights.weight_table(model)
+    assert [r["trainable"] for r in table] == [False] * len(S3_ROWS) + [True, True]
+    counts = weights.param_counts(model)
+    assert counts == {"total": model.count_params(), "trainable": 4, "non_trainable": 1025}
+
+
+def test_weight_table_sums_to_count_params_on_a_nested_application(vgg_in_sequential):
+    model, _ = vgg_in_sequential
+    table = weights.weight_table(model)
+    assert table[0]["layer"] == "vgg16/block1_conv1" and table[0]["name"] == "block1_conv1/kernel"
+    assert sum(r["params"] for r in table) == model.count_params()
+
+
+# -- kernels and biases ----------------------------------------------------------
+
+
+def test_filter_weights_and_bias_are_the_layers_own():
+    model = s3_model()
+    conv = model.get_layer("L0_conv2d")
+    np.testing.assert_array_equal(weights.filter_weights(model, "L0_conv2d"), conv.get_weights()[0])
+    np.testing.assert_array_equal(weights.bias(model, "L0_conv2d"), conv.get_weights()[1])
+    np.testing.assert_array_equal(
+        weights.filter_weights(model, "L2_dense"), model.get_layer("L2_dense").kernel.numpy()
+    )
+    assert weights.bias(model, "L2_dense") is None
+
+
+def test_filter_weights_is_public():
+    assert cw.filter_weights is weights.filter_weights and "filter_weights" in cw.__all__
+
+
+def test_filter_weights_of_a_nested_layer(vgg_in_sequential):
+    model, base = vgg_in_sequential
+    kernel = weights.filter_weights(model, "vgg16/block3_conv2")
+    assert kernel.shape == (3, 3, 256, 256)
+    np.testing.assert_array_equal(kernel, base.get_layer("block3_conv2").kernel.numpy())
+    with pytest.raises(UnknownLayerError, match="vgg16/block1_conv1"):
+        weights.filter_weights(model, "block1_conv1")
+
+
+@pytest.mark.parametrize(
+    "layer, attribute",
+    [
+        (keras.layers.DepthwiseConv2D(3, depth_multiplier=2), "kernel"),
+        (keras.layers.SeparableConv2D(4, 3), "depthwise_kernel"),
+        (keras.layers.Conv2DTranspose(4, 3), "kernel"),
+    ],
+)
+def test_filter_weights_of_other_conv_layers(layer, attribute):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, layer(inputs))
+    expected = getattr(layer, attribute).numpy()
+    np.testing.assert_array_equal(weights.filter_weights(model, layer.name), expected)
+
+
+@pytest.mark.parametrize("layer", ["L1_flatten", "L4_bn"])
+def test_layers_without_kernel_name_the_ones_with(layer):
+    with pytest.raises(NoKernelError) as caught:
+        weights.filter_weights(s3_model(), layer)
+    message = str(caught.value)
+    assert f"'{layer}'" in message
+    assert "Layers with kernels: L0_conv2d, L2_dense, L3_dense." in message
+    assert isinstance(caught.value, UnsupportedModelError) and isinstance(caught.value, ValueError)
+    with pytest.raises(NoKernelError):
+        weights.bias(s3_model(), layer)
+
+
+# -- kernel tiles ----------------------------------------------------------------
+
+
+def minmax(a):
+    return (a - a.min()) / (a.max() - a.min())
+
+
+@pytest.fixture
+def rgb_kernel():
+    return np.random.default_rng(5).normal(size=(7, 7, 3, 6)).astype("float32")
+
+
+def test_rgb_tiles_are_each_filter_min_maxed(rgb_kernel):
+    tiles = weights.kernel_tiles(rgb_kernel)
+    assert tiles.shape == (6, 7, 7, 3)
+    for index, tile in enumerate(tiles):
+        np.testing.assert_allclose(tile, minmax(rgb_kernel[:, :, :, index]), atol=1e-6)
+
+
+def test_bgr_reverses_the_channels(rgb_kernel):
+    np.testing.assert_array_equal(
+        weights.kernel_tiles(rgb_kernel, bgr=True), weights.kernel_tiles(rgb_kernel)[..., ::-1]
+    )
+
+
+def test_global_scale_keeps_filters_comparable(rgb_kernel):
+    rgb_kernel[:, :, :, 0] *= 0.01
+    tiles = weights.kernel_tiles(rgb_kernel, scale="global")
+    expected = minmax(rgb_kernel).transpose(3, 0, 1, 2)
+    np.testing.assert_allclose(tiles, expected, atol=1e-6)
+    assert np.ptp(tiles[0]) < 0.05 < np.ptp(tiles[1])
+
+
+def test_gray_tiles_go_filter_by_filter(rgb_kernel):
+    tiles = weights.kernel_tiles(rgb_kernel, rgb=False)
+    assert tiles.shape == (18, 7, 7)
+    for f in range(6):
+        for c in range(3):
+            np.testing.assert_allclose(tiles[f * 3 + c], minmax(rgb_kernel[:, :, c, f]), atol=1e-6)
+    kernel = np.random.default_rng(6).normal(size=(3, 3, 4, 2))
+    assert weights.kernel_tiles(kernel).shape == (8, 3, 3)
+    np.testing.assert_allclose(weights.kernel_tiles(kernel)[5], minmax(kernel[:, :, 1, 1]), atol=1e-6)
+
+
+def test_kernel_tiles_other_ranks_and_refusals():
+    conv1d = np.random.default_rng(7).normal(size=(5, 2, 3))
+    assert weights.kernel_tiles(conv1d).shape == (6, 1, 5)
+    with pytest.raises(ValueError, match="Dense"):
+        weights.kernel_tiles(np.zeros((100, 10)))
+    with pytest.raises(ValueError, match="need 3"):
+        weights.kernel_tiles(np.zeros((3, 3, 4, 2)), bgr=True)
+
+
+# -- BGR detection and montages (S2) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "application, options, caffe",
+    [
+        ("VGG19", {}, True),
+        ("ResNet50V2", {}, False),
+        ("MobileNet", {"alpha": 0.25}, False),
+        ("EfficientNetB0", {}, False),
+    ],
+)
+def test_is_caffe_mode(application, options, caffe):
+    build = getattr(keras.applications, application)
+    model = build(weights=None, include_top=False, input_shape=(32, 32, 3), **options)
+    assert weights.is_caffe_mode(model) is caffe
+    assert not weights.is_caffe_mode(s3_model())
+
+
+def test_caffe_mode_is_found_in_a_nested_base(vgg_in_sequential):
+    model, base = vgg_in_sequential
+    assert weights.is_caffe_mode(base) and weights.is_caffe_mode(model)
+    assert weights.is_bgr_kernel(model, "vgg16/block1_conv1")
+    assert not weights.is_bgr_kernel(model, "vgg16/block1_conv2")
+
+
+def test_resnet50_first_layer_montage_as_in_s2():
+    keras.utils.set_random_seed(8)
+    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    montage = weights.kernel_montage(model, "conv1_conv")
+    assert montage.shape == (8 * 56 + 7, 8 * 56 + 7, 3) and montage.dtype == np.uint8
+
+    kernel = model.get_layer("conv1_conv").kernel.numpy()
+    for index in (0, 9, 63):
+        rgb = minmax(kernel[:, :, ::-1, index])
+        expected = np.kron(np.round(rgb * 255), np.ones((8, 8, 1)))
+        top, left = (index // 8) * 57, (index % 8) * 57
+        np.testing.assert_allclose(montage[top : top + 56, left : left + 56], expected, atol=1)
+    assert (montage[56, :] == 0).all() and (montage[:, 56] == 0).all()
+
+
+def test_montage_without_bgr_and_gray_layers():
+    model = s3_model()
+    montage = weights.kernel_montage(model, "L0_conv2d", upscale=2)
+    assert montage.shape == (6, 6)  # one 3×3 gray tile, twice as large
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")
+    plain = keras.Model(inputs, conv(inputs), name="vgg16_lookalike")
+    assert not weights.is_caffe_mode(plain)
+    montage = weights.kernel_montage(plain, "conv", upscale=1, gap=0)
+    expected = minmax(conv.kernel.numpy()[:, :, :, 0])
+    np.testing.assert_allclose(montage[:3, :3], np.round(expected * 255), atol=1)
