@@ -1,0 +1,346 @@
+"""The model-kind matrix: every technique on every kind of Keras model.
+
+Each cell either works, checked against an independent computation, or raises one
+clear error. ``docs/MODEL_MATRIX.md`` is this matrix as a table; regenerate it with
+``python tests/test_model_matrix.py`` after a change.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import cnnviz_widgets as cw  # noqa: E402
+from cnnviz_widgets.core.errors import CnnvizError  # noqa: E402
+from cnnviz_widgets.core.graph import SEPARATOR  # noqa: E402
+from conftest import nested_cnn, small_cnn  # noqa: E402
+
+MATRIX_DOC = Path(__file__).parent.parent / "docs" / "MODEL_MATRIX.md"
+
+
+# -- the rows: model kinds ------------------------------------------------------
+
+
+def _sequential_layers():
+    return [
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ]
+
+
+def sequential_built_by_build():
+    model = keras.Sequential(_sequential_layers())
+    model.build((None, 12, 12, 3))
+    return model
+
+
+def sequential_built_by_a_call():
+    model = keras.Sequential(_sequential_layers())
+    model(np.zeros((1, 12, 12, 3), "float32"))
+    return model
+
+
+def sequential_never_built():
+    return keras.Sequential(_sequential_layers(), name="unbuilt")
+
+
+def functional_with_batchnorm_and_dropout():
+    return small_cnn()
+
+
+def base_nested_in_sequential():
+    _, base = nested_cnn()
+    return keras.Sequential([keras.Input((16, 16, 3)), base, keras.layers.Flatten(name="flat"), keras.layers.Dense(3, activation="softmax", name="out")])
+
+
+def base_nested_in_functional():
+    return nested_cnn()[0]
+
+
+def base_nested_two_levels_deep():
+    return nested_cnn(levels=2)[0]
+
+
+def multi_input():
+    image, extra = keras.Input((12, 12, 3), name="image"), keras.Input((12, 12, 1), name="mask")
+    x = keras.layers.Concatenate(name="join")([image, extra])
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model([image, extra], keras.layers.Dense(3, activation="softmax", name="out")(x))
+
+
+def multi_output():
+    image = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(image)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(x)
+    size = keras.layers.Dense(1, name="size")(x)
+    return keras.Model(image, [kind, size])
+
+
+def subclassed():
+    class Net(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3, name="conv")
+            self.pool = keras.layers.GlobalAveragePooling2D()
+            self.out = keras.layers.Dense(3, activation="softmax")
+
+        def call(self, x):
+            return self.out(self.pool(self.conv(x)))
+
+    net = Net(name="net")
+    net(np.zeros((1, 12, 12, 3), "float32"))
+    return net
+
+
+def application(constructor, **kwargs):
+    return lambda: constructor(weights=None, input_shape=(32, 32, 3), classes=4, **kwargs)
+
+
+def mobilenet_nested_dotted_name():
+    base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False)
+    return keras.Sequential([keras.Input((32, 32, 3)), base, keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(3, activation="softmax", name="out")])
+
+
+def conv1d():
+    inputs = keras.Input((40, 2))
+    x = keras.layers.Conv1D(4, 5, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+
+
+def no_conv_layer():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+
+
+def saved_and_loaded(tmp_dir=Path("/tmp")):
+    path = tmp_dir / "cnnviz_matrix_model.keras"
+    small_cnn().save(path)
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+MODELS = {
+    "Sequential, no Input, build()": sequential_built_by_build,
+    "Sequential, no Input, first call": sequential_built_by_a_call,
+    "Sequential, never built": sequential_never_built,
+    "functional with BN + Dropout": functional_with_batchnorm_and_dropout,
+    "base nested in Sequential": base_nested_in_sequential,
+    "base nested in functional": base_nested_in_functional,
+    "base nested two levels deep": base_nested_two_levels_deep,
+    "multi-input functional": multi_input,
+    "multi-output functional": multi_output,
+    "subclassed keras.Model": subclassed,
+    "VGG16 (weights=None, 32 px)": application(keras.applications.VGG16),
+    "ResNet50 (weights=None, 32 px)": application(keras.applications.ResNet50),
+    "MobileNetV2 (weights=None, 32 px)": application(keras.applications.MobileNetV2),
+    "EfficientNetB0 (weights=None, 32 px)": application(keras.applications.EfficientNetB0),
+    "MobileNetV2 nested, dotted name": mobilenet_nested_dotted_name,
+    "1-D conv": conv1d,
+    "no conv layer": no_conv_layer,
+    "saved to .keras and loaded": saved_and_loaded,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def model_named(name):
+    keras.utils.set_random_seed(0)
+    return MODELS[name]()
+
+
+def sample_inputs(model, count=2):
+    rng = np.random.default_rng(0)
+    try:
+        shapes = [tuple(t.shape) for t in model.inputs]
+    except AttributeError:  # unbuilt Sequential, subclassed model: they are refused anyway
+        shapes = [(None, 12, 12, 3)]
+    arrays = [rng.uniform(0, 1, (count, *shape[1:])).astype("float32") for shape in shapes]
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+# -- independent computations ----------------------------------------------------
+
+
+def declared_layer_names(model, prefix=""):
+    """Leaf layers from model.layers, recursively: the names users read in summary()."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            names += declared_layer_names(layer, prefix + layer.name + SEPARATOR)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            names.append(prefix + layer.name)
+    return names
+
+
+def resolve(model, path):
+    layer = model
+    for part in path.split(SEPARATOR):
+        layer = layer.get_layer(part)
+    return layer
+
+
+def first_kernel_layer(model):
+    names = declared_layer_names(model)
+    # An unbuilt model has no kernels yet: ask for its first layer, which is refused.
+    return next((p for p in names if getattr(resolve(model, p), "kernel", None) is not None), names[0])
+
+
+def recorded_call(layer):
+    """Wrap ``layer.call`` so the layer's output in an eager model call is kept."""
+    store = {}
+    original = layer.call
+
+    def call(*args, **kwargs):
+        store["output"] = original(*args, **kwargs)
+        return store["output"]
+
+    layer.call = call
+    return store
+
+
+def tape_grad_cam(model, x, path, class_index):
+    """Grad-CAM of the softmax output with a tape around a plain eager model call."""
+    layer = resolve(model, path)
+    store = recorded_call(layer)
+    try:
+        with tf.GradientTape() as tape:
+            output = model(x, training=False)
+            output = output[0] if isinstance(output, (list, tuple)) else output
+            score = output[:, class_index]
+        features = store["output"]
+        grads = tape.gradient(score, features)
+    finally:
+        del layer.call
+    weights = tf.reduce_mean(grads, axis=(1, 2))
+    heatmap = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights)).numpy()
+    peak = heatmap.max(axis=(1, 2), keepdims=True)
+    heatmap = np.divide(heatmap, peak, out=np.zeros_like(heatmap), where=peak > 0)
+    image = x[0] if isinstance(x, list) else x
+    return tf.image.resize(heatmap[..., None], image.shape[1:3])[..., 0].numpy()
+
+
+# -- the columns: techniques ---------------------------------------------------
+
+
+def check_layer_names(model):
+    assert cw.layer_names(model) == declared_layer_names(model)
+
+
+def check_activations(model):
+    x = sample_inputs(model)
+    names = cw.layer_names(model)
+    result = cw.activations(model, x)
+    assert list(result) == names
+    expected = model(x, training=False)
+    expected = expected if isinstance(expected, (list, tuple)) else [expected]
+    # The last declared layer computes the model's last output.
+    np.testing.assert_allclose(result[names[-1]], expected[-1], atol=1e-4)
+
+
+def check_filter_weights(model):
+    path = first_kernel_layer(model)
+    np.testing.assert_array_equal(cw.filter_weights(model, path), resolve(model, path).kernel.numpy())
+
+
+def check_filter_patterns(model):
+    path = first_kernel_layer(model)
+    patterns = cw.filter_patterns(model, path, [0, 1], size=None, steps=3)
+    image_shape = tuple(model.inputs[0].shape[1:])
+    assert patterns.shape == (2, *image_shape) and patterns.dtype == np.uint8
+
+
+def check_grad_cam(model):
+    x = sample_inputs(model)
+    cam = cw.core.gradcam.GradCam(model, probabilities=True)
+    heatmaps = cw.grad_cam(model, x, 1, probabilities=True)
+    np.testing.assert_allclose(heatmaps, tape_grad_cam(model, x, cam.layer, 1), atol=1e-4)
+
+
+TECHNIQUES = {
+    "layer_names": check_layer_names,
+    "activations": check_activations,
+    "filter_weights": check_filter_weights,
+    "filter_patterns": check_filter_patterns,
+    "grad_cam": check_grad_cam,
+}
+
+
+def outcome(model_name, technique):
+    """'works', or the error class and message the cell raises."""
+    try:
+        TECHNIQUES[technique](model_named(model_name))
+    except CnnvizError as error:
+        return f"{type(error).__name__}: {error}"
+    return "works"
+
+
+# -- what each cell must do -------------------------------------------------------
+
+REFUSED = {
+    ("Sequential, never built", technique): "ModelNotBuiltError" for technique in TECHNIQUES
+}
+REFUSED.update({("subclassed keras.Model", technique): "UnsupportedModelError" for technique in TECHNIQUES})
+REFUSED.update(
+    {
+        ("1-D conv", "filter_patterns"): "UnsupportedModelError",
+        ("1-D conv", "grad_cam"): "UnsupportedModelError",
+        ("no conv layer", "filter_patterns"): "UnsupportedModelError",
+        ("no conv layer", "grad_cam"): "UnsupportedModelError",
+        ("multi-input functional", "filter_patterns"): "UnsupportedModelError",
+    }
+)
+
+
+@pytest.mark.parametrize("technique", list(TECHNIQUES))
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_cell(model_name, technique):
+    result = outcome(model_name, technique)
+    expected = REFUSED.get((model_name, technique), "works")
+    assert result.split(":")[0] == expected, result
+
+
+def render_matrix() -> str:
+    header = "| model kind | " + " | ".join(f"`{t}`" for t in TECHNIQUES) + " |"
+    rows = [header, "|" + "---|" * (len(TECHNIQUES) + 1)]
+    for model_name in MODELS:
+        cells = []
+        for technique in TECHNIQUES:
+            expected = REFUSED.get((model_name, technique), "works")
+            cells.append("✓" if expected == "works" else f"refused: `{expected}`")
+        rows.append(f"| {model_name} | " + " | ".join(cells) + " |")
+    reasons = sorted({(name, e) for (name, _), e in REFUSED.items()})
+    notes = ["", "What a refused cell says (the error's message, which names the way out):", ""]
+    for model_name, error in reasons:
+        technique = next(t for t in TECHNIQUES if REFUSED.get((model_name, t)) == error)
+        message = outcome(model_name, technique).split(": ", 1)[1]
+        notes.append(f"- **{model_name}**, `{error}`: {message}")
+    intro = [
+        "# Model-kind matrix",
+        "",
+        "Generated by `python tests/test_model_matrix.py`; `tests/test_model_matrix.py`",
+        "checks every cell (✓ = works and matches an independent computation) and that",
+        "this file is up to date.",
+        "",
+    ]
+    return "\n".join(intro + rows + notes) + "\n"
+
+
+def test_docs_table_is_up_to_date():
+    assert MATRIX_DOC.read_text() == render_matrix(), "run `python tests/test_model_matrix.py` to regenerate"
+
+
+if __name__ == "__main__":
+    MATRIX_DOC.write_text(render_matrix())
+    print(f"wrote {MATRIX_DOC}")
