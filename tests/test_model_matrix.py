@@ -223,11 +223,14 @@ def tape_grad_cam(model, x, path, class_index):
         grads = tape.gradient(score, features)
     finally:
         del layer.call
-    weights = tf.reduce_mean(grads, axis=(1, 2))
-    heatmap = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights)).numpy()
-    peak = heatmap.max(axis=(1, 2), keepdims=True)
+    spatial = tuple(range(1, len(features.shape) - 1))
+    weights = tf.reduce_mean(grads, axis=spatial).numpy()
+    heatmap = np.maximum((features.numpy() * np.expand_dims(weights, spatial)).sum(axis=-1), 0)
+    peak = heatmap.max(axis=spatial, keepdims=True)
     heatmap = np.divide(heatmap, peak, out=np.zeros_like(heatmap), where=peak > 0)
     image = x[0] if isinstance(x, list) else x
+    if len(spatial) == 1:  # a sequence: resize it as a one-pixel-wide image
+        return tf.image.resize(heatmap[..., None, None], (image.shape[1], 1))[..., 0, 0].numpy()
     return tf.image.resize(heatmap[..., None], image.shape[1:3])[..., 0].numpy()
 
 
@@ -295,7 +298,6 @@ REFUSED.update({("subclassed keras.Model", technique): "UnsupportedModelError" f
 REFUSED.update(
     {
         ("1-D conv", "filter_patterns"): "UnsupportedModelError",
-        ("1-D conv", "grad_cam"): "UnsupportedModelError",
         ("no conv layer", "filter_patterns"): "UnsupportedModelError",
         ("no conv layer", "grad_cam"): "UnsupportedModelError",
         ("multi-input functional", "filter_patterns"): "UnsupportedModelError",

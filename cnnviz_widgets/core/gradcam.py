@@ -28,7 +28,7 @@ from .inputs import prepare_inputs
 class GradCamResult:
     """Grad-CAM of K classes for each of N images."""
 
-    heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the input's resolution
+    heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the input's resolution ((N, K, L) for sequences)
     maps: np.ndarray  # (N, K, h, w) in [0, 1] at the layer's resolution
     channel_weights: np.ndarray  # (N, K, channels): spatial mean of the gradients
     channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
@@ -41,20 +41,38 @@ class GradCamResult:
         return self.channel_weights * self.channel_means[:, None, :]
 
 
+def _feature_rank(graph: LayerGraph) -> int:
+    """Rank of the maps Grad-CAM explains: that of the first input (4 images, 3 sequences)."""
+    rank = len(graph.inputs[0].shape)
+    if rank < 3:
+        raise UnsupportedModelError(
+            f"Grad-CAM explains images or sequences, but this model's input has shape "
+            f"{tuple(graph.inputs[0].shape)}, with no spatial axis to map; its layers' "
+            "outputs can still be shown with activations()."
+        )
+    return rank
+
+
+_RANK_TEXT = {4: "4-D (batch, height, width, channels)", 3: "3-D (batch, steps, channels)"}
+
+
 def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
-    """The last layer with a 4-D output that feeds the class scores.
+    """The last layer with an input-shaped (4-D, or 3-D for 1-D convs) output feeding the scores.
 
     Pooling layers are skipped (as in the tutorials), and so are Dropout and noise
     layers, which repeat the layer before them at inference.
     """
-    for path in reversed(graph.spatial_paths(rank=4)):
+    rank = _feature_rank(graph)
+    for path in reversed(graph.spatial_paths(rank=rank)):
         kind = graph.layers[path].kind
         skipped = any(word in kind for word in ("Pooling", "Dropout", "Noise"))
         if not skipped and graph.feeds(path, output_index):
             return path
     raise UnsupportedModelError(
-        "Grad-CAM needs a layer with a 4-D output (batch, height, width, channels), "
-        "such as a Conv2D, before the class scores; this model has none."
+        f"Grad-CAM needs a layer with a {_RANK_TEXT.get(rank, f'{rank}-D')} output, such "
+        "as a Conv2D (Conv1D for sequences), before the class scores; this model has "
+        "none, so there is no map to explain. Its layers' outputs can still be shown "
+        "with activations()."
     )
 
 
@@ -71,11 +89,12 @@ class GradCam:
 
     def _checked(self, layer, output_index) -> str:
         info = self.graph.info(layer)
-        if len(info.output_shape) != 4:
-            options = ", ".join(self.graph.spatial_paths(rank=4)[-8:])
+        rank = _feature_rank(self.graph)
+        if len(info.output_shape) != rank:
+            options = ", ".join(self.graph.spatial_paths(rank=rank)[-8:]) or "none"
             raise UnsupportedModelError(
                 f"Layer '{layer}' has output shape {info.output_shape}; Grad-CAM needs "
-                f"a 4-D (batch, height, width, channels) output. Try one of: {options}."
+                f"a {_RANK_TEXT.get(rank, f'{rank}-D')} output. Try one of: {options}."
             )
         if not self.graph.feeds(layer, output_index):
             raise UnsupportedModelError(
@@ -91,11 +110,14 @@ class GradCam:
             features = tf.cast(features, tf.float32)
             scores = tf.cast(scores, tf.float32)
             selected = tf.gather(scores, classes, axis=1, batch_dims=1)
-        gradients = tape.batch_jacobian(selected, features)  # (N, K, h, w, channels)
-        weights = tf.reduce_mean(gradients, axis=(2, 3))
-        maps = tf.nn.relu(tf.einsum("nhwc,nkc->nkhw", features, weights))
-        maps = tf.math.divide_no_nan(maps, tf.reduce_max(maps, axis=(2, 3), keepdims=True))
-        return maps, weights, tf.reduce_mean(features, axis=(1, 2)), scores
+        gradients = tape.batch_jacobian(selected, features)  # (N, K, *spatial, channels)
+        spatial = list(range(1, len(features.shape) - 1))
+        weights = tf.reduce_mean(gradients, axis=[axis + 1 for axis in spatial])  # (N, K, channels)
+        expanded = tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1]] + [1] * len(spatial) + [-1])
+        maps = tf.nn.relu(tf.reduce_sum(features[:, None] * expanded, axis=-1))  # (N, K, *spatial)
+        peaks = tf.reduce_max(maps, axis=[axis + 1 for axis in spatial], keepdims=True)
+        maps = tf.math.divide_no_nan(maps, peaks)
+        return maps, weights, tf.reduce_mean(features, axis=spatial), scores
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
@@ -133,10 +155,7 @@ class GradCam:
                 "The model's class scores contain NaN or infinity for these images, so "
                 "Grad-CAM is undefined; check the images' scale and the preprocessing."
             )
-        count, k, height, width = maps.shape
-        size = inputs[0].shape[1:3]
-        heatmaps = tf.image.resize(tf.reshape(maps, (count * k, height, width, 1)), size)
-        heatmaps = tf.clip_by_value(tf.reshape(heatmaps, (count, k, *size)), 0.0, 1.0)
+        heatmaps = _resize_maps(maps, inputs[0].shape[1:-1])
         return GradCamResult(
             heatmaps=heatmaps.numpy(),
             maps=maps.numpy(),
@@ -145,6 +164,15 @@ class GradCam:
             scores=scores.numpy(),
             classes=matrix,
         )
+
+
+def _resize_maps(maps, size) -> tf.Tensor:
+    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1]."""
+    count, k, *spatial = maps.shape
+    as_images = tf.reshape(maps, (count * k, *spatial, 1) if len(spatial) == 2 else (count * k, spatial[0], 1, 1))
+    target = tuple(size) if len(size) == 2 else (size[0], 1)
+    resized = tf.image.resize(as_images, target)
+    return tf.clip_by_value(tf.reshape(resized, (count, k, *size)), 0.0, 1.0)
 
 
 def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0) -> np.ndarray:
