@@ -1,0 +1,128 @@
+"""Activations of a fixed set of images, kept for interactive browsing.
+
+A view that shows one layer of one image at a time has to answer layer and channel
+changes without running the model. :class:`ActivationCache` therefore runs EVERY
+layer of an image in one forward pass the first time that image is asked for, and
+keeps the results of recently used images. Comparing images needs one layer over all
+of them: that is one batched pass of that layer, kept per layer.
+
+``forward_passes`` counts the runs, so callers and tests can check what an
+interaction cost.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import CnnvizError, InputError, UnsupportedModelError
+from .graph import LayerGraph
+from .inputs import prepare_inputs
+
+DEFAULT_MAX_BYTES = 512 * 2**20
+
+
+class ActivationCache:
+    """Layer outputs of ``images`` for one model, computed on demand and kept.
+
+    ``images`` are what the user looks at: a batch (N, ...) or one image without a
+    batch axis. ``preprocess``, if given, is called ONCE with a copy of the whole
+    batch (so an in-place function such as ``keras.applications.vgg16.preprocess_input``
+    cannot alter the caller's images) and must return what the model takes.
+
+    Each store (per image, per layer) keeps its most recently used entries while they
+    fit in ``max_bytes``; the newest entry always stays, whatever its size.
+    """
+
+    def __init__(self, model, images, preprocess=None, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.graph = LayerGraph.of(model)
+        if len(self.graph.inputs) != 1:
+            raise UnsupportedModelError(
+                f"The model takes {len(self.graph.inputs)} inputs; browsing activations "
+                "needs a model with one image input. Use cw.activations(model, [x1, x2, …]) "
+                "for several inputs."
+            )
+        self.images, self.inputs = _images_and_inputs(self.graph, images, preprocess)
+        self.forward_passes = 0
+        self._by_image = _LruStore(max_bytes)
+        self._by_layer = _LruStore(max_bytes)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def for_image(self, index: int) -> dict[str, np.ndarray]:
+        """Every showable layer's output for image ``index``, batch axis dropped."""
+        if not 0 <= index < len(self):
+            raise InputError(f"Image index {index} is out of range: there are {len(self)} images, so use 0..{len(self) - 1}.")
+
+        def run():
+            outputs = self._run(self.graph.paths, self.inputs[index : index + 1])
+            return {path: _read_only(array[0]) for path, array in outputs.items()}
+
+        return self._by_image.get(index, run)
+
+    def for_layer(self, path: str) -> np.ndarray:
+        """Layer ``path``'s output for every image, batch first."""
+        self.graph.info(path)
+        return self._by_layer.get(path, lambda: _read_only(self._run([path], self.inputs)[path]))
+
+    def _run(self, paths, inputs) -> dict[str, np.ndarray]:
+        self.forward_passes += 1
+        return dict(zip(paths, self.graph.run(paths, [inputs])))
+
+
+def _images_and_inputs(graph: LayerGraph, images, preprocess):
+    """(raw images as a batch, model inputs as float32), both read-only."""
+    raw = np.array(images)
+    if preprocess is None:
+        inputs = prepare_inputs(graph, raw)[0]
+        if inputs.shape[1:] == raw.shape:
+            raw = raw[None]
+        return _read_only(raw), _read_only(inputs)
+    if raw.ndim == len(graph.inputs[0].shape) - 1:
+        raw = raw[None]
+    try:
+        batch = preprocess(raw.copy())
+    except Exception as error:
+        raise InputError(
+            f"preprocess raised {type(error).__name__}: {error}. It is called once with "
+            f"the whole batch of raw images, a numpy array of shape {raw.shape} and dtype "
+            f"{raw.dtype}, and must return the batch the model takes."
+        ) from error
+    try:
+        inputs = prepare_inputs(graph, batch)[0]
+    except CnnvizError as error:
+        raise type(error)(f"The batch returned by preprocess does not fit the model: {error}") from error
+    if len(inputs) != len(raw):
+        raise InputError(
+            f"preprocess returned {len(inputs)} images for {len(raw)} raw images; it must "
+            "return one preprocessed image per raw image, in the same order."
+        )
+    return _read_only(raw), _read_only(inputs)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Cached arrays are shared with every caller; a write would corrupt the cache."""
+    array.flags.writeable = False
+    return array
+
+
+class _LruStore:
+    """Values by key; least recently used ones go first once the store is over budget."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._values: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
+
+    def get(self, key, compute):
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = self._values[key] = compute()
+        self._sizes[key] = sum(a.nbytes for a in value.values()) if isinstance(value, dict) else value.nbytes
+        while len(self._values) > 1 and sum(self._sizes.values()) > self.max_bytes:
+            oldest, _ = self._values.popitem(last=False)
+            del self._sizes[oldest]
+        return value
