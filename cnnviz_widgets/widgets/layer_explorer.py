@@ -1,0 +1,545 @@
+"""LayerExplorer: what every layer of a model computes, image by image.
+
+The views follow the tutorials (shared/SEEDS.md):
+
+- ``"channel"``: one channel as a map, coloured like ``matshow(cmap="viridis")`` (S0, S1);
+- ``"grid"``: every channel, 16 a row, each as ``(a - mean) / std * 64 + 128`` (S1);
+- ``"images"``: one channel for every image (S4).
+
+Layers with one value per unit (Dense, Flatten) are bar charts of the units; 1-D
+convolution outputs (steps, channels) are a chart along the steps, or a picture with
+one row per channel (grid) or per image (images).
+
+The model only runs through :class:`~cnnviz_widgets.core.activation_cache.ActivationCache`:
+changing the layer or channel never runs it, a new image runs it once for every
+layer, and the "images" view runs one batched pass per layer it shows.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import bqplot
+import ipywidgets as widgets
+import matplotlib
+import numpy as np
+from traitlets import Int, Unicode, observe, validate
+
+from ..core import imaging
+from ..core.activation_cache import ActivationCache
+from ..core.errors import InputError, UnknownLayerError
+from ._base import BarChart, VisualizerWidget, image_view, show
+
+VIEWS = ("channel", "grid", "images")
+NORMALIZATIONS = (("per channel", "channel"), ("per layer", "layer"))
+COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
+GRID_COLUMNS = 16
+WHITE = 255
+MAP_BOX_PX = 320
+INPUT_BOX_PX = 256
+BAR_COLOUR = np.array([70, 130, 180], dtype=np.uint8)  # bqplot's steelblue
+SELECTED_BAR_COLOUR = np.array([214, 39, 40], dtype=np.uint8)  # BarChart's selected fill
+
+
+class LayerExplorer(VisualizerWidget):
+    """Feature maps of any layer of ``model`` for ``images``, with clickable charts.
+
+    ``images`` are the raw pixels shown to the user, a batch (N, H, W, C) or one
+    image; ``preprocess`` (called once on the whole batch) maps them to what the
+    model takes. Set the traits from code or with the controls:
+
+    - ``layer``: one of ``layer_names``; the first layer with a 4-D output by default.
+      Changing it keeps ``channel`` when the new layer has it, else the last channel.
+    - ``channel``: channel (unit, for Dense layers) shown.
+    - ``image_index``: image shown.
+    - ``view``: ``"channel"``, ``"grid"`` or ``"images"`` (see the module docstring).
+    - ``colormap``: any matplotlib colormap name.
+    - ``normalization``: ``"channel"`` stretches every map on its own; ``"layer"`` puts
+      everything shown on one scale: the whole layer of the image in the channel and
+      grid views, channel ``channel`` of all images in the images view.
+
+    Clicking a bar of the channel chart selects that channel; clicking the map reads
+    the value under the pointer, and in the grid and images views also selects the
+    clicked tile's channel or image. A bad value is refused with a message in
+    ``error`` and the previous value stays.
+    """
+
+    layer = Unicode(help="Path of the shown layer, one of layer_names.")
+    channel = Int(0, help="Channel (unit, for Dense layers) shown.")
+    image_index = Int(0, help="Index of the image shown.")
+    view = Unicode("channel", help="'channel', 'grid' or 'images'.")
+    colormap = Unicode("viridis", help="matplotlib colormap of the maps.")
+    normalization = Unicode("channel", help="'channel' (each map on its own scale) or 'layer' (one scale).")
+
+    def __init__(self, model, images, preprocess=None):
+        self.cache = ActivationCache(model, images, preprocess)
+        self.layer_names = list(self.cache.graph.paths)
+        self._probe = None  # position of the last clicked value inside a channel map
+        self._content = None
+        self._content_key = None
+        self._build_controls()
+        self._build_views()
+        super().__init__()
+        self.children = [
+            widgets.HBox([self.layer_dropdown, self.view_buttons]),
+            widgets.HBox([self.channel_slider, self.image_slider]),
+            widgets.HBox([self.colormap_dropdown, self.normalization_buttons]),
+            self._error_line,
+            widgets.HBox([self.input_view, self.map_figure.figure, self.signal_chart.figure]),
+            self.readout,
+            self.means_chart.figure,
+        ]
+        self._show_input()
+        spatial = self.cache.graph.spatial_paths(4)
+        self.layer = spatial[0] if spatial else self.layer_names[0]
+
+    def _build_controls(self):
+        graph = self.cache.graph
+        self.layer_dropdown = widgets.Dropdown(
+            options=[(_layer_label(graph.info(path)), path) for path in self.layer_names],
+            description="layer",
+            layout=widgets.Layout(width="460px"),
+        )
+        self.view_buttons = widgets.ToggleButtons(options=VIEWS, value=self.view)
+        # Channel moves never run the model, so the slider can follow the mouse;
+        # an image move may cost a forward pass, so it only reports where it stops.
+        self.channel_slider = widgets.IntSlider(description="channel", max=0, continuous_update=True)
+        self.image_slider = widgets.IntSlider(
+            description="image",
+            max=len(self.cache) - 1,
+            continuous_update=False,
+            layout=widgets.Layout(display="none" if len(self.cache) == 1 else None),
+        )
+        # Every matplotlib name up front: changing a Dropdown's options re-selects
+        # its first option, which would set the trait back behind our back.
+        colormaps = COMMON_COLORMAPS + tuple(sorted(set(matplotlib.colormaps) - set(COMMON_COLORMAPS)))
+        self.colormap_dropdown = widgets.Dropdown(options=colormaps, value=self.colormap, description="colormap")
+        self.normalization_buttons = widgets.ToggleButtons(options=NORMALIZATIONS, value=self.normalization)
+        self._controls = {
+            "layer": self.layer_dropdown,
+            "view": self.view_buttons,
+            "channel": self.channel_slider,
+            "image_index": self.image_slider,
+            "colormap": self.colormap_dropdown,
+            "normalization": self.normalization_buttons,
+        }
+        for name, control in self._controls.items():
+            control.observe(lambda change, name=name: setattr(self, name, change["new"]), "value")
+
+    def _build_views(self):
+        self.input_view = image_view(f"{INPUT_BOX_PX}px")
+        self.map_figure = PictureFigure(MAP_BOX_PX)
+        self.map_figure.on_click(lambda row, column: self._content.click(row, column))
+        self.signal_chart = BarChart()
+        self.signal_chart.figure.layout.width = f"{MAP_BOX_PX * 3 // 2}px"
+        self.signal_chart.on_select(lambda index: self._content.click(index))
+        self.means_chart = BarChart(title="Mean activation per channel", x_label="channel", y_label="mean")
+        self.means_chart.on_select(lambda channel: setattr(self, "channel", channel))
+        self.readout = widgets.HTML()
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def activation(self) -> np.ndarray:
+        """Output of the current layer for the current image, batch axis dropped."""
+        return self.cache.for_image(self.image_index)[self.layer]
+
+    def _channel_count(self) -> int:
+        return self.activation.shape[-1]
+
+    def _channel_noun(self) -> str:
+        return "unit" if self.activation.ndim == 1 else "channel"
+
+    # -- validation: a refused value raises, shows in `error`, and changes nothing --
+
+    @validate("layer")
+    def _check_layer(self, proposal):
+        try:
+            self.cache.graph.info(proposal["value"])
+        except UnknownLayerError as error:
+            self.refuse(str(error))
+        self.accept()
+        return proposal["value"]
+
+    @validate("channel")
+    def _check_channel(self, proposal):
+        channel, count = proposal["value"], self._channel_count()
+        if not 0 <= channel < count:
+            self.refuse(
+                f"channel {channel} is out of range: layer '{self.layer}' has {count} "
+                f"{self._channel_noun()}s, so use 0..{count - 1}."
+            )
+        self.accept()
+        return channel
+
+    @validate("image_index")
+    def _check_image_index(self, proposal):
+        index, count = proposal["value"], len(self.cache)
+        if not 0 <= index < count:
+            self.refuse(f"image_index {index} is out of range: there are {count} images, so use 0..{count - 1}.")
+        self.accept()
+        return index
+
+    @validate("view")
+    def _check_view(self, proposal):
+        if proposal["value"] not in VIEWS:
+            self.refuse(f"Unknown view {proposal['value']!r}. Use one of: {', '.join(VIEWS)}.")
+        self.accept()
+        return proposal["value"]
+
+    @validate("colormap")
+    def _check_colormap(self, proposal):
+        try:
+            imaging.colormap_table(proposal["value"])
+        except InputError as error:
+            self.refuse(str(error))
+        if proposal["value"] not in self.colormap_dropdown.options:
+            self.refuse(
+                f"Colormap {proposal['value']!r} was registered after this LayerExplorer was "
+                "created, so its menu lacks it; create a new LayerExplorer to use it."
+            )
+        self.accept()
+        return proposal["value"]
+
+    @validate("normalization")
+    def _check_normalization(self, proposal):
+        values = [value for _, value in NORMALIZATIONS]
+        if proposal["value"] not in values:
+            self.refuse(f"Unknown normalization {proposal['value']!r}. Use one of: {', '.join(values)}.")
+        self.accept()
+        return proposal["value"]
+
+    # -- reactions -----------------------------------------------------------------
+
+    @observe("layer")
+    def _layer_changed(self, change):
+        self._probe = None
+        self.layer_dropdown.value = self.layer
+        self._show_channel_means()
+        channel = min(self.channel, self._channel_count() - 1)
+        if channel != self.channel:
+            self.channel = channel  # its observer draws
+        else:
+            self._draw()
+
+    @observe("image_index")
+    def _image_changed(self, change):
+        self.image_slider.value = self.image_index
+        self._show_input()
+        self._show_channel_means()
+        self._draw()
+
+    @observe("channel")
+    def _channel_changed(self, change):
+        self._draw()
+
+    @observe("view", "colormap", "normalization")
+    def _style_changed(self, change):
+        self._controls[change["name"]].value = change["new"]
+        self._draw()
+
+    # -- drawing -------------------------------------------------------------------
+
+    def _show_input(self):
+        picture = self._input_picture()
+        show(self.input_view, imaging.upscale(picture, max(1, INPUT_BOX_PX // max(picture.shape[:2]))))
+
+    def _input_picture(self) -> np.ndarray:
+        raw = self.cache.images[self.image_index]
+        if len(self.cache.graph.inputs[0].shape) != 4:  # a signal (steps, features): one row per feature
+            return imaging.colormap(imaging.normalize(raw.reshape(len(raw), -1).T), "gray")
+        if raw.dtype != np.uint8 and (raw.min() < 0 or raw.max() > 255):
+            raw = imaging.normalize(raw)  # not pixels (already preprocessed): stretch to show
+        return imaging.to_uint8_image(raw)
+
+    def _show_channel_means(self):
+        activation = self.activation
+        # A Dense layer's units are already shown as bars by the signal chart.
+        self.means_chart.figure.layout.display = "none" if activation.ndim == 1 else None
+        means = activation.reshape(-1, activation.shape[-1]).mean(axis=0)
+        self.means_chart.show(
+            [str(channel) for channel in range(len(means))], means, selected=min(self.channel, len(means) - 1)
+        )
+
+    def _draw(self):
+        """Redraw what depends on the channel and the view settings."""
+        slider = self.channel_slider
+        with slider.hold_sync(), slider.hold_trait_notifications():
+            slider.max = self._channel_count() - 1
+            slider.value = self.channel
+            slider.description = self._channel_noun()
+        self.means_chart.bars.selected = [self.channel]
+        # A grid shows every channel and the images view every image: moving the
+        # channel or image must not rebuild and re-encode them.
+        units = self.activation.ndim == 1
+        shows_one_channel = self.view != "grid" or units
+        shows_one_image = self.view != "images" or units
+        key = (
+            self.layer,
+            self.view,
+            self.colormap,
+            self.normalization,
+            self.channel if shows_one_channel else None,
+            self.image_index if shows_one_image else None,
+        )
+        if key != self._content_key:
+            self._content = self._build_content()
+            self._content_key = key
+            self._show_content()
+        self._show_readout()
+
+    def _show_content(self):
+        content = self._content
+        is_picture = isinstance(content, _Picture)
+        self.map_figure.figure.layout.display = None if is_picture else "none"
+        self.signal_chart.figure.layout.display = "none" if is_picture else None
+        if is_picture:
+            self.map_figure.show(content.pixels)
+        else:
+            self.signal_chart.figure.title = content.title
+            self.signal_chart.show(content.labels, content.values, content.selected)
+
+    def _show_readout(self):
+        activation, channel = self.activation, self.channel
+        if activation.ndim == 1:
+            text = (
+                f"{self.layer} · unit {channel} of {len(activation)}: {activation[channel]:.4g} "
+                f"(layer min {activation.min():.4g}, max {activation.max():.4g})"
+            )
+        else:
+            values = self._channel_values(activation)
+            text = (
+                f"{self.layer} · channel {channel} of {activation.shape[-1]}: min {values.min():.4g}, "
+                f"max {values.max():.4g}, mean {values.mean():.4g}"
+            )
+            if self._probe is None:
+                text += " · click the map for a value"
+            else:
+                where = f"step {self._probe[0]}" if values.ndim == 1 else f"row {self._probe[0]}, column {self._probe[1]}"
+                text += f" · at {where}: {values[self._probe]:.4g}"
+        self.readout.value = html.escape(text)
+
+    def _channel_values(self, activation) -> np.ndarray:
+        """The current channel as a map (rows, columns) or a signal (steps,)."""
+        maps = _as_maps(activation) if activation.ndim > 2 else activation
+        return maps[..., self.channel]
+
+    # -- what the map area shows, and what a click on it means -------------------
+
+    def _build_content(self):
+        activation = self.activation
+        if activation.ndim == 1:
+            return self._units_across_images() if self.view == "images" else self._units(activation)
+        if self.view == "images":
+            return self._channel_across_images()
+        if self.view == "grid":
+            return self._all_channels(activation)
+        if activation.ndim == 2:
+            return self._channel_along_steps(activation)
+        return self._channel_map(activation)
+
+    def _units(self, activation):
+        return _Signal(
+            title=f"{self.layer}: value of every unit",
+            labels=_index_labels(len(activation)),
+            values=activation,
+            selected=self.channel,
+            click=lambda unit: setattr(self, "channel", unit),
+        )
+
+    def _units_across_images(self):
+        values = self.cache.for_layer(self.layer)[:, self.channel]
+        return _Signal(
+            title=f"{self.layer}: unit {self.channel} for every image",
+            labels=_index_labels(len(values)),
+            values=values,
+            selected=self.image_index,
+            click=lambda image: setattr(self, "image_index", image),
+        )
+
+    def _channel_along_steps(self, activation):
+        return _Signal(
+            title=f"{self.layer}: channel {self.channel} along the steps",
+            labels=_index_labels(len(activation)),
+            values=activation[:, self.channel],
+            selected=None if self._probe is None else self._probe[0],
+            click=lambda step: self._pick((step,)),
+        )
+
+    def _channel_map(self, activation):
+        maps = _as_maps(activation)
+        if self.normalization == "layer":
+            scaled = imaging.normalize(maps)[..., self.channel]
+        else:
+            scaled = imaging.normalize(maps[..., self.channel])
+        return _Picture(imaging.colormap(scaled, self.colormap), click=lambda row, column: self._pick((row, column)))
+
+    def _all_channels(self, activation):
+        axis = -1 if self.normalization == "channel" else None
+        if activation.ndim == 2:  # (steps, channels): one row per channel
+            scaled = imaging.normalize_channels(activation, axis=axis).T / 255
+            return _Picture(
+                imaging.colormap(scaled, self.colormap),
+                click=lambda row, column: self._pick((column,), channel=row),
+            )
+        scaled = imaging.normalize_channels(_as_maps(activation), axis=axis)
+        tiles = imaging.colormap(np.moveaxis(scaled, -1, 0) / 255, self.colormap)
+        return _tiled(tiles, GRID_COLUMNS, lambda channel, probe: self._pick(probe, channel=channel))
+
+    def _channel_across_images(self):
+        layer = self.cache.for_layer(self.layer)
+        scale = "tile" if self.normalization == "channel" else "global"
+        if layer.ndim == 3:  # (images, steps, channels): one row per image
+            scaled = imaging.normalize(layer[..., self.channel], scale)
+            return _Picture(
+                imaging.colormap(scaled, self.colormap),
+                click=lambda row, column: self._pick((column,), image=row),
+            )
+        scaled = imaging.normalize(_as_maps(layer, batched=True)[..., self.channel], scale)
+        columns = math.ceil(math.sqrt(len(scaled)))
+        tiles = imaging.colormap(scaled, self.colormap)
+        return _tiled(tiles, columns, lambda image, probe: self._pick(probe, image=image))
+
+    def _pick(self, probe, channel=None, image=None):
+        """A click on a value: remember where, then select the clicked channel or image."""
+        self._probe = probe
+        if channel is not None:
+            self.channel = channel
+        if image is not None:
+            self.image_index = image
+        self._show_readout()
+
+    # -- static export -------------------------------------------------------------
+
+    def panels(self) -> list[np.ndarray]:
+        """The input image and the map (or a bar picture of a chart), one pixel per value."""
+        return [self._input_picture(), self._content.picture()]
+
+
+class PictureFigure:
+    """A bqplot Image mark on pixel scales: shows a uint8 picture, reports clicked pixels.
+
+    The mark spans x in 0..width and y in 0..height with the top row at y = height,
+    so the front end's click at (click_x, click_y) is pixel
+    (row = height - click_y, column = click_x). Only clicks are reported: bqplot's
+    Image mark sends no position on hover.
+    """
+
+    def __init__(self, box_px: int = MAP_BOX_PX):
+        self.box_px = box_px
+        self.shape = (1, 1)
+        self.x_scale = bqplot.LinearScale(min=0, max=1)
+        self.y_scale = bqplot.LinearScale(min=0, max=1)
+        self.image = widgets.Image(format="png")
+        self.mark = bqplot.Image(image=self.image, scales={"x": self.x_scale, "y": self.y_scale})
+        self.figure = bqplot.Figure(
+            marks=[self.mark],
+            padding_x=0,
+            padding_y=0,
+            fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
+            layout=widgets.Layout(width=f"{box_px}px", height=f"{box_px}px"),
+        )
+
+    def show(self, picture: np.ndarray):
+        height, width = picture.shape[:2]
+        if (height, width) != self.shape:
+            self.shape = (height, width)
+            pixel_px = self.box_px / max(height, width)
+            with self.x_scale.hold_sync(), self.y_scale.hold_sync(), self.mark.hold_sync():
+                self.x_scale.max, self.y_scale.max = width, height
+                self.mark.x, self.mark.y = (0, width), (0, height)
+            with self.figure.layout.hold_sync():
+                self.figure.layout.width = f"{max(16, round(width * pixel_px))}px"
+                self.figure.layout.height = f"{max(16, round(height * pixel_px))}px"
+        self.image.value = imaging.to_png(picture)
+
+    def on_click(self, callback: Callable[[int, int], None]):
+        """Call ``callback(row, column)`` with the pixel under a click."""
+
+        def forward(_mark, content):
+            data = content.get("data") or {}
+            if data.get("click_x") is None or data.get("click_y") is None:
+                return
+            height, width = self.shape
+            row = min(max(math.floor(height - data["click_y"]), 0), height - 1)
+            column = min(max(math.floor(data["click_x"]), 0), width - 1)
+            callback(row, column)
+
+        self.mark.on_element_click(forward)
+
+
+@dataclass
+class _Picture:
+    """A picture for the map area; ``click(row, column)`` handles a click on it."""
+
+    pixels: np.ndarray
+    click: Callable[[int, int], None]
+
+    def picture(self) -> np.ndarray:
+        return self.pixels
+
+
+@dataclass
+class _Signal:
+    """A bar chart for the map area; ``click(index)`` handles a click on a bar."""
+
+    title: str
+    labels: list[str]
+    values: np.ndarray
+    selected: int | None
+    click: Callable[[int], None]
+
+    def picture(self) -> np.ndarray:
+        return _bar_picture(self.values, self.selected)
+
+
+def _tiled(tiles, columns: int, pick) -> _Picture:
+    """Coloured tiles as one grid picture; a click calls ``pick(tile, (row, column) in the tile)``."""
+    layout = imaging.GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns)
+
+    def click(row, column):
+        index = layout.index_at(row, column)
+        if index is not None:
+            top, left = layout.origin(index)
+            pick(index, (row - top, column - left))
+
+    return _Picture(imaging.grid(tiles, columns, fill=WHITE), click)
+
+
+def _as_maps(activation: np.ndarray, batched: bool = False) -> np.ndarray:
+    """(…, H, W, C) as (H', W, C), or (N, H', W, C): extra spatial axes (Conv3D depth) stack into the height."""
+    lead = activation.shape[:1] if batched else ()
+    return activation.reshape(*lead, -1, *activation.shape[-2:])
+
+
+def _index_labels(count: int) -> list[str]:
+    return [str(index) for index in range(count)]
+
+
+def _layer_label(info) -> str:
+    shape = "×".join("?" if size is None else str(size) for size in info.output_shape[1:])
+    return f"{info.path} · {info.kind} · {shape}"
+
+
+def _bar_picture(values, selected: int | None = None, height: int = 120, bar_px: int = 3) -> np.ndarray:
+    """Bars from a zero line, ``selected`` in red, one white column between bars.
+
+    A static stand-in for a bqplot bar chart, for :meth:`LayerExplorer.panels`.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    top, bottom = max(values.max(), 0.0), min(values.min(), 0.0)
+    span = (top - bottom) or 1.0
+    ends = np.round((top - values) / span * (height - 1))
+    zero = np.round(top / span * (height - 1))
+    rows = np.arange(height)[:, None]
+    filled = (rows >= np.minimum(ends, zero)) & (rows <= np.maximum(ends, zero))
+    colours = np.tile(BAR_COLOUR, (len(values), 1))
+    if selected is not None:
+        colours[selected] = SELECTED_BAR_COLOUR
+    picture = np.where(filled[..., None], colours[None], WHITE).astype(np.uint8)
+    picture = np.repeat(picture, bar_px + 1, axis=1)
+    picture[:, bar_px :: bar_px + 1] = WHITE
+    return picture
