@@ -1,0 +1,287 @@
+"""GradCamViewer: where a CNN looks when it scores a class, for one image (S1 part 3).
+
+The model's top-k classes are chosen by one forward pass, then explained by ONE
+Grad-CAM call (one more forward pass, one batched Jacobian); each (layer, class)
+result is cached, so moving between the top-k classes or changing the opacity
+never runs the model again. A class outside the top-k costs one Grad-CAM call.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+import numpy as np
+from traitlets import CFloat, CInt, Unicode, observe, validate
+
+from ..core import imaging
+from ..core.class_names import class_names_for
+from ..core.errors import CnnvizError, InputError, UnsupportedModelError
+from ..core.gradcam import GradCam, default_layer
+from ..core.graph import LayerGraph
+from ..core.inputs import prepare_inputs
+from ._base import BarChart, VisualizerWidget, image_view, show
+
+HEATMAP_COLORMAP = "jet"
+TOP_CHANNELS = 32
+DISPLAY_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ClassExplanation:
+    """Grad-CAM of one class at one layer."""
+
+    heatmap: np.ndarray  # (H, W) in [0, 1] at the image's resolution
+    contributions: np.ndarray  # (channels,): Grad-CAM weight × mean activation
+
+
+class GradCamViewer(VisualizerWidget):
+    """Grad-CAM of one image: top-k predictions, heatmap, overlay and channel contributions.
+
+    ``image`` is what you look at (raw pixels, (H, W, C) or (1, H, W, C));
+    ``preprocess`` maps a batch of raw images to what the model takes, e.g.
+    ``keras.applications.vgg16.preprocess_input``. Without ``class_names``, a
+    1000-class model gets the ImageNet names and any other model "class i".
+
+    Read-only results: ``heatmap`` (H, W) in [0, 1]; ``predictions``, the top-k
+    (class_index, name, probability), best first; ``probabilities`` of every
+    class; ``class_names``; ``layer_names``, the layers ``layer`` accepts.
+    """
+
+    class_index = CInt(help="The model output index explained; default: the top-1 class.")
+    layer = Unicode(help="The layer with a 4-D output whose feature maps Grad-CAM weights.")
+    alpha = CFloat(0.4, help="Opacity of the heatmap over the image: 0 = image only, 1 = heatmap only.")
+
+    def __init__(self, model, image, preprocess=None, class_names=None, top_k: int = 5, **kwargs):
+        self.image = _single_image(image)
+        self._model = model
+        self._graph = graph = LayerGraph.of(model)
+        self._model_input = _model_input(graph, self.image, preprocess)
+        self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
+        self.num_classes = len(self.probabilities)
+        self.class_names = class_names_for(self.num_classes, class_names)
+        top_classes = np.argsort(-self.probabilities, kind="stable")[: _checked_top_k(top_k)]
+        self._top_classes = top_classes.tolist()
+        self.predictions = [(c, self.class_names[c], float(self.probabilities[c])) for c in self._top_classes]
+        self.layer_names = [path for path in graph.spatial_paths(rank=4) if graph.feeds(path)]
+        self._cams: dict[str, GradCam] = {}
+        self._explanations: dict[tuple[str, int], ClassExplanation] = {}
+        self.heatmap: np.ndarray | None = None
+
+        self._image_view, self._heatmap_view, self._overlay_view = image_view(), image_view(), image_view()
+        self._class_label = widgets.HTML()
+        title = f"Top-{len(top_classes)} classes" + (" (softmax of the model's logits)" if from_logits else "")
+        self.prediction_chart = BarChart(title=title, y_label="probability")
+        self.prediction_chart.show(_unique_labels(top_classes, self.class_names), self.probabilities[top_classes])
+        self.prediction_chart.on_select(self._select_prediction)
+        self.contribution_chart = BarChart(x_label="channel", y_label="weight × mean activation")
+
+        kwargs.setdefault("layer", default_layer(graph))
+        kwargs.setdefault("class_index", self.predictions[0][0])
+        super().__init__(**kwargs)
+
+        self.class_box = widgets.BoundedIntText(min=0, max=self.num_classes - 1, description="class")
+        self.layer_menu = widgets.Dropdown(options=self.layer_names, description="layer")
+        self.alpha_slider = widgets.FloatSlider(min=0, max=1, step=0.05, description="alpha")
+        # Trait first: a link copies its first end's value into the second.
+        widgets.link((self, "class_index"), (self.class_box, "value"))
+        widgets.link((self, "layer"), (self.layer_menu, "value"))
+        widgets.link((self, "alpha"), (self.alpha_slider, "value"))
+        show(self._image_view, _for_display(imaging.to_uint8_image(self.image)))
+        self.children = [
+            widgets.HBox([self.class_box, self._class_label]),
+            widgets.HBox([self.layer_menu, self.alpha_slider]),
+            widgets.HBox(
+                [
+                    _captioned("image", self._image_view),
+                    _captioned("Grad-CAM heatmap", self._heatmap_view),
+                    _captioned("overlay", self._overlay_view),
+                ]
+            ),
+            widgets.HBox([self.prediction_chart.figure, self.contribution_chart.figure]),
+            self._error_line,
+        ]
+
+    # -- validation --------------------------------------------------------------
+
+    @validate("class_index")
+    def _valid_class_index(self, proposal):
+        index = proposal["value"]
+        if not 0 <= index < self.num_classes:
+            self.refuse(
+                f"class_index {index} is out of range: the model scores {self.num_classes} "
+                f"classes, so use 0..{self.num_classes - 1}."
+            )
+        self.accept()
+        return index
+
+    @validate("layer")
+    def _valid_layer(self, proposal):
+        layer = proposal["value"]
+        if layer not in self.layer_names:
+            if layer in self._graph.paths:
+                shape = self._graph.layers[layer].output_shape
+                problem = f"Layer '{layer}' has output shape {shape}."
+            else:
+                problem = f"Unknown layer '{layer}'."
+            self.refuse(
+                f"{problem} Grad-CAM needs a layer with a 4-D output that feeds the class "
+                f"scores: {', '.join(self.layer_names)}."
+            )
+        self.accept()
+        return layer
+
+    @validate("alpha")
+    def _valid_alpha(self, proposal):
+        alpha = proposal["value"]
+        if not 0 <= alpha <= 1:
+            self.refuse(f"alpha is the heatmap's opacity and must be in [0, 1], got {alpha!r}.")
+        self.accept()
+        return alpha
+
+    # -- reactions ---------------------------------------------------------------
+
+    @observe("layer", "class_index")
+    def _explain(self, change):
+        explanation = self._explanation(self.layer, self.class_index)
+        self.heatmap = explanation.heatmap
+        top = self._top_classes
+        self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
+        name = self.class_names[self.class_index]
+        self._class_label.value = (
+            f"<b>{html.escape(name)}</b>, probability {self.probabilities[self.class_index]:.3g}"
+        )
+        self._show_contributions(explanation.contributions, name)
+        show(self._heatmap_view, _for_display(imaging.colormap(self.heatmap, HEATMAP_COLORMAP)))
+        self._blend()
+
+    @observe("alpha")
+    def _blend(self, change=None):
+        show(self._overlay_view, _for_display(self._overlay()))
+
+    def _select_prediction(self, position: int):
+        self.class_index = self._top_classes[position]
+
+    def _show_contributions(self, contributions, class_name):
+        channels = np.argsort(-np.abs(contributions), kind="stable")[:TOP_CHANNELS]
+        self.contribution_chart.figure.title = f"Channels of {self.layer} for '{class_name}'"
+        self.contribution_chart.show([str(c) for c in channels], contributions[channels])
+
+    # -- computation and cache ---------------------------------------------------
+
+    def _explanation(self, layer: str, class_index: int) -> ClassExplanation:
+        if (layer, class_index) not in self._explanations:
+            # One Grad-CAM call (one forward pass) for the asked class and every
+            # top-k class not yet explained at this layer.
+            wanted = [
+                c
+                for c in dict.fromkeys([class_index, *self._top_classes])
+                if (layer, c) not in self._explanations
+            ]
+            result = self._cam(layer).explain(self._model_input, wanted)
+            for column, c in enumerate(wanted):
+                self._explanations[layer, c] = ClassExplanation(
+                    self._at_image_size(result.heatmaps[0, column]), result.contributions[0, column]
+                )
+        return self._explanations[layer, class_index]
+
+    def _cam(self, layer: str) -> GradCam:
+        if layer not in self._cams:
+            self._cams[layer] = GradCam(self._model, layer)
+        return self._cams[layer]
+
+    def _at_image_size(self, heatmap: np.ndarray) -> np.ndarray:
+        """The heatmap at the raw image's size, which a resizing ``preprocess`` changes."""
+        size = self.image.shape[:2]
+        if heatmap.shape == size:
+            return heatmap
+        return np.clip(imaging.resize(heatmap, size), 0, 1)
+
+    def _overlay(self) -> np.ndarray:
+        return imaging.overlay(self.image, self.heatmap, self.alpha, HEATMAP_COLORMAP)
+
+    def panels(self) -> list[np.ndarray]:
+        """The raw image, the heatmap alone and the heatmap over the image, uint8 RGB."""
+        return [
+            imaging.to_uint8_image(self.image),
+            imaging.colormap(self.heatmap, HEATMAP_COLORMAP),
+            self._overlay(),
+        ]
+
+
+def _single_image(image) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim == 4:
+        if len(array) != 1:
+            raise InputError(
+                f"GradCamViewer explains one image, got a batch of {len(array)}; pass one, e.g. images[0]."
+            )
+        array = array[0]
+    if array.ndim not in (2, 3):
+        raise InputError(f"The image has shape {array.shape}; pass one image (H, W, C) or (1, H, W, C).")
+    return array
+
+
+def _model_input(graph: LayerGraph, image: np.ndarray, preprocess) -> np.ndarray:
+    """What the model takes for ``image``: ``preprocess`` applied to it as a batch of one."""
+    batch = image[None]
+    if preprocess is None:
+        return prepare_inputs(graph, batch)[0]
+    try:
+        # A copy: keras' preprocess_input edits float arrays in place, which would
+        # change the raw image shown.
+        batch = preprocess(batch.copy())
+    except Exception as error:
+        raise InputError(
+            f"preprocess failed on the image batch of shape {batch.shape} ({batch.dtype}): "
+            f"{type(error).__name__}: {error}. preprocess must take a batch of raw images "
+            "(N, H, W, C) and return what the model takes."
+        ) from error
+    try:
+        return prepare_inputs(graph, batch)[0]
+    except CnnvizError as error:
+        raise type(error)(f"The batch returned by preprocess does not fit the model: {error}") from error
+
+
+def _class_probabilities(graph: LayerGraph, model_input: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The class probabilities for a batch of one image, and whether they came from logits.
+
+    A model without a softmax or sigmoid on its output gives logits; softmax turns
+    them into probabilities for display.
+    """
+    (scores,) = graph.run([graph.output_path()], [model_input])
+    if scores.ndim != 2:
+        raise UnsupportedModelError(
+            f"The model's output has shape {graph.outputs[0].shape}; GradCamViewer needs a "
+            "classifier whose output is (batch, classes)."
+        )
+    scores = scores[0].astype(np.float64)
+    from_logits = graph.logits() is graph.outputs[0]
+    if from_logits:
+        exponentials = np.exp(scores - scores.max())
+        scores = exponentials / exponentials.sum()
+    return scores, from_logits
+
+
+def _checked_top_k(top_k) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise InputError(f"top_k is how many classes to chart and must be an int >= 1, got {top_k!r}.")
+    return int(top_k)
+
+
+def _unique_labels(classes, names) -> list[str]:
+    """Bar labels; ImageNet repeats some names ('crane', 'maillot'), which a chart would merge."""
+    labels = [names[c] for c in classes]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} ({c})" for label, c in zip(labels, classes)]
+    return labels
+
+
+def _for_display(picture: np.ndarray) -> np.ndarray:
+    """Small pictures enlarged with whole pixels, so the browser does not blur them."""
+    return imaging.upscale(picture, max(1, DISPLAY_SIZE // max(picture.shape[:2])))
+
+
+def _captioned(caption: str, view: widgets.Widget) -> widgets.VBox:
+    return widgets.VBox([widgets.HTML(f"<b>{html.escape(caption)}</b>"), view])

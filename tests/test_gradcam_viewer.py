@@ -1,0 +1,253 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cnnviz_widgets as cw
+from cnnviz_widgets import GradCamViewer
+from cnnviz_widgets.core import imaging
+from cnnviz_widgets.core.class_names import imagenet_class_names
+from cnnviz_widgets.core.gradcam import GradCam
+from cnnviz_widgets.widgets._base import WidgetValueError
+from conftest import nested_cnn, small_cnn
+
+
+@pytest.fixture(scope="module")
+def counted_model():
+    return small_cnn(classes=5, counter=True)
+
+
+@pytest.fixture
+def image():
+    return np.random.default_rng(3).uniform(0, 1, (16, 16, 3)).astype("float32")
+
+
+def forward_passes(model) -> int:
+    return int(model.get_layer("counter").calls.numpy())
+
+
+def direct_probabilities(model, model_input) -> np.ndarray:
+    return np.asarray(model(model_input[None], training=False))[0]
+
+
+def assert_predictions_are_top_k(viewer, probabilities, names, k):
+    expected = np.argsort(-probabilities)[:k]
+    assert [c for c, _, _ in viewer.predictions] == expected.tolist()
+    assert [name for _, name, _ in viewer.predictions] == [names[c] for c in expected]
+    np.testing.assert_allclose([p for _, _, p in viewer.predictions], probabilities[expected], rtol=1e-5)
+
+
+def assert_heatmap_is_grad_cam(viewer, model, model_input) -> float:
+    """Returns the heatmap's maximum: a class the ReLU zeroes everywhere has 0."""
+    expected = cw.grad_cam(model, model_input[None], viewer.class_index, layer=viewer.layer)[0]
+    assert viewer.heatmap.shape == model_input.shape[:2]
+    np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-5)
+    return float(expected.max())
+
+
+def assert_contribution_bars(viewer, model, model_input):
+    """Bars are the channels with the largest |contribution| (ties in any order)."""
+    result = GradCam(model, viewer.layer).explain(model_input[None], [viewer.class_index])
+    contributions = result.contributions[0, 0]
+    bars = viewer.contribution_chart.bars
+    shown = np.array([int(label) for label in bars.x])
+    assert len(set(shown)) == len(shown) == min(32, len(contributions))
+    np.testing.assert_allclose(bars.y, contributions[shown], rtol=1e-4, atol=1e-7)
+    hidden = np.setdiff1d(np.arange(len(contributions)), shown)
+    if len(hidden):
+        assert np.abs(contributions[shown]).min() >= np.abs(contributions[hidden]).max()
+    assert np.any(bars.y != 0)
+
+
+def test_predictions_are_the_models_top_k_best_first(counted_model, image):
+    viewer = GradCamViewer(counted_model, image, top_k=3)
+    probabilities = direct_probabilities(counted_model, image)
+    assert_predictions_are_top_k(viewer, probabilities, [f"class {i}" for i in range(5)], 3)
+    assert viewer.class_index == viewer.predictions[0][0]
+    assert list(viewer.prediction_chart.bars.x) == [name for _, name, _ in viewer.predictions]
+    np.testing.assert_allclose(viewer.prediction_chart.bars.y, [p for _, _, p in viewer.predictions])
+
+
+def test_heatmap_and_pictures_follow_grad_cam_for_each_top_class(counted_model, image):
+    viewer = GradCamViewer(counted_model, image, top_k=3)
+    assert viewer.layer == "conv2"
+    heatmaps = []
+    for class_index, _, _ in viewer.predictions:
+        viewer.class_index = class_index
+        assert_heatmap_is_grad_cam(viewer, counted_model, image)
+        assert_contribution_bars(viewer, counted_model, image)
+        picture, heatmap, overlay = viewer.panels()
+        np.testing.assert_array_equal(picture, imaging.to_uint8_image(image))
+        np.testing.assert_array_equal(heatmap, imaging.colormap(viewer.heatmap, "jet"))
+        np.testing.assert_array_equal(overlay, imaging.overlay(image, viewer.heatmap, 0.4))
+        heatmaps.append(viewer.heatmap)
+    assert not np.allclose(heatmaps[0], heatmaps[1])
+
+
+def test_top_k_classes_alpha_and_revisits_run_no_forward_pass(counted_model, image):
+    before = forward_passes(counted_model)
+    viewer = GradCamViewer(counted_model, image, top_k=2)
+    assert forward_passes(counted_model) - before == 2  # predictions, then Grad-CAM of all top-k
+
+    def passes_for(action) -> int:
+        start = forward_passes(counted_model)
+        action()
+        return forward_passes(counted_model) - start
+
+    top = [c for c, _, _ in viewer.predictions]
+    other = next(c for c in range(5) if c not in top)
+    assert passes_for(lambda: setattr(viewer, "class_index", top[1])) == 0
+    assert passes_for(lambda: setattr(viewer, "class_index", top[0])) == 0
+    assert passes_for(lambda: setattr(viewer, "alpha", 0.9)) == 0
+    assert passes_for(lambda: setattr(viewer, "class_index", other)) == 1
+    assert passes_for(lambda: setattr(viewer, "class_index", top[1])) == 0
+    assert passes_for(lambda: setattr(viewer, "class_index", other)) == 0
+    assert passes_for(lambda: setattr(viewer, "layer", "conv1")) == 1
+    assert_heatmap_is_grad_cam(viewer, counted_model, image)
+    assert passes_for(lambda: setattr(viewer, "class_index", top[0])) == 0
+    assert_heatmap_is_grad_cam(viewer, counted_model, image)
+    assert passes_for(lambda: setattr(viewer, "layer", "conv2")) == 0
+
+
+def test_clicking_a_bar_selects_its_class_and_the_box_reaches_any_class(counted_model, image):
+    viewer = GradCamViewer(counted_model, image, top_k=3)
+    bars = viewer.prediction_chart.bars
+    signal = 0.0
+    for position in (2, 0, 1):
+        bars.selected = [position]
+        assert viewer.class_index == viewer.predictions[position][0]
+        signal = max(signal, assert_heatmap_is_grad_cam(viewer, counted_model, image))
+    assert signal > 0
+    other = next(c for c in range(5) if c not in [c for c, _, _ in viewer.predictions])
+    assert viewer.class_box.max == 4
+    viewer.class_box.value = other
+    assert viewer.class_index == other
+    assert bars.selected is None
+    assert_heatmap_is_grad_cam(viewer, counted_model, image)
+    viewer.class_index = viewer.predictions[0][0]
+    assert list(bars.selected) == [0] and viewer.class_box.value == viewer.predictions[0][0]
+
+
+def test_overlay_changes_with_class_and_alpha_alone(counted_model, image):
+    viewer = GradCamViewer(counted_model, image, top_k=2)
+    first = viewer.to_png()
+    heatmap = viewer.heatmap
+    viewer.alpha = 0.8
+    assert viewer.to_png() != first
+    np.testing.assert_array_equal(viewer.heatmap, heatmap)
+    np.testing.assert_array_equal(viewer.panels()[2], imaging.overlay(image, heatmap, 0.8))
+    with_alpha = viewer.to_png()
+    viewer.class_index = viewer.predictions[1][0]
+    assert viewer.to_png() != with_alpha
+
+
+def test_refused_values_keep_the_state_and_show_why(counted_model, image):
+    viewer = GradCamViewer(counted_model, image, top_k=2)
+    state = (viewer.class_index, viewer.layer, viewer.alpha, viewer.heatmap.copy(), viewer.to_png())
+    refusals = [
+        ("class_index", 10_000, r"0\.\.4"),
+        ("class_index", -1, r"0\.\.4"),
+        ("layer", "gap", r"gap.*\(None, 12\).*conv1, bn, pool1, conv2"),
+        ("layer", "conv9", r"Unknown layer 'conv9'.*conv2"),
+        ("alpha", 1.5, r"\[0, 1\]"),
+        ("alpha", -0.1, r"\[0, 1\]"),
+    ]
+    for name, value, message in refusals:
+        with pytest.raises(WidgetValueError, match=message) as refused:
+            setattr(viewer, name, value)
+        assert isinstance(refused.value, ValueError)
+        assert viewer.error == str(refused.value)
+        assert (viewer.class_index, viewer.layer, viewer.alpha) == state[:3]
+        np.testing.assert_array_equal(viewer.heatmap, state[3])
+        assert viewer.to_png() == state[4]
+        assert viewer.class_box.value == state[0] and viewer.layer_menu.value == state[1]
+        setattr(viewer, name, getattr(viewer, name))
+        assert viewer.error == ""
+
+
+def test_logits_output_gets_softmax_for_display(image):
+    model = small_cnn(classes=5, head="logits")
+    viewer = GradCamViewer(model, image, top_k=5)
+    logits = direct_probabilities(model, image)
+    probabilities = np.exp(logits) / np.exp(logits).sum()
+    assert_predictions_are_top_k(viewer, probabilities, [f"class {i}" for i in range(5)], 5)
+    assert "softmax" in viewer.prediction_chart.figure.title
+    assert "softmax" not in GradCamViewer(small_cnn(classes=5), image).prediction_chart.figure.title
+
+
+def test_nested_transfer_model_explains_inner_layers():
+    model, _ = nested_cnn()
+    raw = np.random.default_rng(4).uniform(0, 255, (16, 16, 3)).astype("float32")
+    viewer = GradCamViewer(model, raw, class_names=["cat", "dog", "cow", "owl"], top_k=4)
+    assert viewer.layer_names == ["scale", "base/c1", "base/bn", "base/c2"]
+    assert viewer.layer == "base/c2"
+    assert_predictions_are_top_k(viewer, direct_probabilities(model, raw), ["cat", "dog", "cow", "owl"], 4)
+    signal = 0.0
+    for layer in ("base/c2", "base/c1"):
+        viewer.layer = layer
+        signal = max(signal, assert_heatmap_is_grad_cam(viewer, model, raw))
+        assert_contribution_bars(viewer, model, raw)
+    assert signal > 0
+
+
+def test_vgg16_with_preprocess_and_imagenet_names():
+    keras.utils.set_random_seed(0)
+    model = keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), classes=1000)
+    raw = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype("float32")
+    shown = raw.copy()
+    model_input = keras.applications.vgg16.preprocess_input(raw.copy())
+    viewer = GradCamViewer(model, raw[None], preprocess=keras.applications.vgg16.preprocess_input)
+
+    # preprocess_input edits float arrays in place; the user's image must survive.
+    np.testing.assert_array_equal(raw, shown)
+    np.testing.assert_array_equal(viewer.panels()[0], imaging.to_uint8_image(shown))
+    names = [name.replace("_", " ") for name in imagenet_class_names()]
+    assert_predictions_are_top_k(viewer, direct_probabilities(model, model_input), names, 5)
+    assert viewer.layer == "block5_conv3"
+    assert assert_heatmap_is_grad_cam(viewer, model, model_input) > 0
+    assert_contribution_bars(viewer, model, model_input)
+    assert len(viewer.contribution_chart.bars.x) == 32
+
+    viewer.class_box.value = 999
+    assert viewer.class_index == 999
+    assert viewer.class_names[999] == "toilet tissue"
+    assert_heatmap_is_grad_cam(viewer, model, model_input)
+
+
+def test_heatmap_is_at_the_raw_images_size_when_preprocess_resizes(counted_model):
+    raw = np.random.default_rng(5).uniform(0, 1, (24, 20, 3)).astype("float32")
+    viewer = GradCamViewer(counted_model, raw, preprocess=lambda x: tf.image.resize(x, (16, 16)))
+    model_input = tf.image.resize(raw[None], (16, 16)).numpy()
+    expected = cw.grad_cam(counted_model, model_input, viewer.class_index, layer=viewer.layer)[0]
+    assert viewer.heatmap.shape == (24, 20)
+    np.testing.assert_allclose(viewer.heatmap, np.clip(imaging.resize(expected, (24, 20)), 0, 1), atol=1e-5)
+    assert all(panel.shape == (24, 20, 3) for panel in viewer.panels())
+
+
+def test_bad_arguments_name_the_fix(counted_model, image):
+    def broken(batch):
+        raise RuntimeError("mean file not found")
+
+    with pytest.raises(ValueError, match="preprocess failed.*mean file not found"):
+        GradCamViewer(counted_model, image, preprocess=broken)
+    with pytest.raises(ValueError, match="returned by preprocess does not fit.*1 channel"):
+        GradCamViewer(counted_model, image, preprocess=lambda batch: batch[..., :1])
+    with pytest.raises(ValueError, match="one image, got a batch of 2"):
+        GradCamViewer(counted_model, np.stack([image, image]))
+    with pytest.raises(ValueError, match="one name per model output"):
+        GradCamViewer(counted_model, image, class_names=["cat", "dog"])
+    with pytest.raises(ValueError, match="top_k"):
+        GradCamViewer(counted_model, image, top_k=0)
+    assert len(GradCamViewer(counted_model, image, top_k=50).predictions) == 5
+
+
+def test_demo_model():
+    demo = pytest.importorskip("cnnviz_widgets.demo")
+    try:
+        model = demo.load_model()
+        images, _ = demo.load_images()
+    except (OSError, ValueError) as missing:
+        pytest.skip(f"demo model not available yet: {missing}")
+    viewer = GradCamViewer(model, images[0], class_names=demo.CLASS_NAMES, top_k=3)
+    assert_predictions_are_top_k(viewer, direct_probabilities(model, images[0]), demo.CLASS_NAMES, 3)
+    assert assert_heatmap_is_grad_cam(viewer, model, images[0]) > 0
