@@ -241,6 +241,14 @@ def test_bad_arguments_name_the_fix(counted_model, image):
     assert len(GradCamViewer(counted_model, image, top_k=50).predictions) == 5
 
 
+def test_sequence_model_is_refused_with_the_core_alternative():
+    model = keras.Sequential(
+        [keras.Input((20, 3)), keras.layers.Conv1D(4, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)]
+    )
+    with pytest.raises(ValueError, match=r"\(batch, height, width, channels\) input.*cw.grad_cam"):
+        GradCamViewer(model, np.zeros((20, 3), "float32"))
+
+
 def test_demo_model():
     demo = pytest.importorskip("cnnviz_widgets.demo")
     try:

@@ -56,7 +56,7 @@ class GradCamViewer(VisualizerWidget):
     def __init__(self, model, image, preprocess=None, class_names=None, top_k: int = 5, **kwargs):
         self.image = _single_image(image)
         self._model = model
-        self._graph = graph = LayerGraph.of(model)
+        self._graph = graph = _image_classifier_graph(model)
         self._model_input = _model_input(graph, self.image, preprocess)
         self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
         self.num_classes = len(self.probabilities)
@@ -221,6 +221,18 @@ def _single_image(image) -> np.ndarray:
     if array.ndim not in (2, 3):
         raise InputError(f"The image has shape {array.shape}; pass one image (H, W, C) or (1, H, W, C).")
     return array
+
+
+def _image_classifier_graph(model) -> LayerGraph:
+    graph = LayerGraph.of(model)
+    shapes = [tuple(tensor.shape) for tensor in graph.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4:
+        raise UnsupportedModelError(
+            f"GradCamViewer shows Grad-CAM over one image, so it needs a model with one "
+            f"(batch, height, width, channels) input; this one takes {', '.join(map(str, shapes))}. "
+            "For sequences or several inputs, call cw.grad_cam(model, x, class_index)."
+        )
+    return graph
 
 
 def _model_input(graph: LayerGraph, image: np.ndarray, preprocess) -> np.ndarray:
