@@ -1,0 +1,428 @@
+"""FilterGallery: kernels as pictures (S0, S2, S3) and filter patterns on demand (S1).
+
+Expected values are computed independently: kernels from ``layer.get_weights()``,
+grids from core ``kernel_montage``, histograms with ``np.histogram``, patterns with
+``cw.filter_patterns``. Pattern runs stay tiny (few filters, 3-4 steps, 16 px).
+"""
+
+import re
+import threading
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import cnnviz_widgets as cw
+from cnnviz_widgets import demo
+from cnnviz_widgets.core import imaging
+from cnnviz_widgets.core.patterns import PatternSearch
+from cnnviz_widgets.core.weights import kernel_montage
+from cnnviz_widgets.widgets import filter_gallery
+from cnnviz_widgets.widgets._base import WidgetValueError
+from cnnviz_widgets.widgets.filter_gallery import FilterGallery
+from conftest import nested_cnn, small_cnn
+
+DEMO_DATA = Path(demo.__file__).parent / "data"
+TINY = {"steps": 3, "patterns_per_page": 4}  # 4 patterns of 16 px, 3 steps each
+ONE_FILTER_PER_BATCH = 1e-6  # a memory budget so small that every batch holds one filter
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_cnn(size=16)
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    return keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), include_top=False)
+
+
+def s3_model(frozen_dense=False):
+    """SEEDS S3: 1,025 params, 2 of them (BN's moving statistics) non-trainable."""
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.Conv2D(1, 3, padding="same", name="L0_conv2d"),
+            keras.layers.Flatten(name="L1_flatten"),
+            keras.layers.Dense(10, use_bias=False, name="L2_dense"),
+            keras.layers.Dense(1, name="L3_dense"),
+            keras.layers.BatchNormalization(name="L4_bn"),
+        ]
+    )
+    model.get_layer("L2_dense").trainable = not frozen_dense
+    return model
+
+
+@pytest.fixture
+def run_calls(monkeypatch):
+    """Every PatternSearch.run call's filters, in order."""
+    calls = []
+    original = PatternSearch.run
+
+    def counting(search, filters, **kwargs):
+        calls.append(list(filters))
+        return original(search, filters, **kwargs)
+
+    monkeypatch.setattr(PatternSearch, "run", counting)
+    return calls
+
+
+def minmax_pixels(values):
+    """Min-max to [0, 1] in float64, then to pixels from float32 as kernel_montage rounds them."""
+    values = values.astype(np.float64)
+    unit = ((values - values.min()) / (values.max() - values.min())).astype(np.float32)
+    return np.round(unit * 255).astype(np.uint8)
+
+
+def png_of(view):
+    return bytes(view.value)
+
+
+def click(grid, row, column):
+    """What the front end sends for a click on pixel (row, column) of a grid figure."""
+    height = grid.picture.shape[0]
+    content = {"event": "element_click", "data": {"click_x": column + 0.5, "click_y": height - row - 0.5}}
+    grid.view.mark._handle_custom_msgs(None, content)
+
+
+def table_rows(table_html):
+    body = re.search(r"<tbody>(.*)</tbody>", table_html).group(1)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def tile(picture, index, layout):
+    top, left = layout.origin(index)
+    return picture[top : top + layout.tile_height, left : left + layout.tile_width]
+
+
+# -- weights view -----------------------------------------------------------------
+
+
+def test_lists_only_kernel_layers_and_starts_at_the_first_convolution(model):
+    fg = FilterGallery(model)
+    assert fg.layer_names == ["conv1", "conv2", "predictions"]
+    assert fg.layer_dropdown.options == ("conv1", "conv2", "predictions")
+    assert (fg.layer, fg.channel, fg.view) == ("conv1", 0, "weights")
+    np.testing.assert_array_equal(fg.weights, model.get_layer("conv1").get_weights()[0])
+    fg.layer = "predictions"
+    np.testing.assert_array_equal(fg.weights, model.get_layer("predictions").get_weights()[0])
+
+
+def test_grid_is_the_core_montage_rgb_first_layer_and_one_gray_row_per_filter_after(model):
+    fg = FilterGallery(model)
+    np.testing.assert_array_equal(fg.panels()[0], imaging.to_uint8_image(kernel_montage(model, "conv1")))
+    fg.layer = "conv2"  # 8 input channels: row f holds filter f's 8 gray tiles
+    np.testing.assert_array_equal(fg.panels()[0], imaging.to_uint8_image(kernel_montage(model, "conv2", columns=8)))
+
+
+def test_enlarged_filter_is_its_kernel_min_maxed_and_follows_channel(model):
+    fg = FilterGallery(model)
+    kernel = model.get_layer("conv1").get_weights()[0]
+    before = png_of(fg._weights_filter_view)
+    fg.channel = 5
+    expected = imaging.upscale(minmax_pixels(kernel[:, :, :, 5]), filter_gallery.ENLARGED_SIZE // 3)
+    np.testing.assert_array_equal(fg.panels()[1], expected)
+    assert png_of(fg._weights_filter_view) != before
+    bias = model.get_layer("conv1").get_weights()[1][5]
+    assert f"bias {bias:+.4g}" in fg._weights_caption.value
+
+
+def test_vgg16_first_kernel_is_shown_bgr_reversed_automatically(vgg16):
+    fg = FilterGallery(vgg16)
+    assert fg.layer == "block1_conv1" and fg.bgr == "auto"
+    auto = fg.panels()[0]
+    np.testing.assert_array_equal(auto, kernel_montage(vgg16, "block1_conv1", bgr=True))
+    assert "BGR" in fg._weights_caption.value
+    fg.bgr = False
+    as_stored = fg.panels()[0]
+    np.testing.assert_array_equal(as_stored, kernel_montage(vgg16, "block1_conv1", bgr=False))
+    np.testing.assert_array_equal(auto, as_stored[..., ::-1])
+    assert not np.array_equal(auto, as_stored)
+
+
+def test_an_rgb_model_not_trained_in_caffe_mode_is_not_reversed(model):
+    auto, forced = FilterGallery(model), FilterGallery(model, bgr=True)
+    np.testing.assert_array_equal(auto.panels()[0], kernel_montage(model, "conv1", bgr=False))
+    np.testing.assert_array_equal(forced.panels()[0], kernel_montage(model, "conv1", bgr=True))
+
+
+def test_global_scale_compares_filters_on_one_range(model):
+    fg = FilterGallery(model, scale="global")
+    np.testing.assert_array_equal(fg.panels()[0], kernel_montage(model, "conv1", scale="global"))
+    assert not np.array_equal(fg.panels()[0], kernel_montage(model, "conv1", scale="tile"))
+
+
+def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
+    fg = FilterGallery(model, "conv2", channel=3)
+    kernel = model.get_layer("conv2").get_weights()[0]
+    counts, edges = np.histogram(kernel, bins=filter_gallery.HISTOGRAM_BINS)
+    np.testing.assert_allclose(fg._layer_bars.x, (edges[:-1] + edges[1:]) / 2)
+    np.testing.assert_allclose(fg._layer_bars.y, counts / kernel.size)
+    own, _ = np.histogram(kernel[..., 3], bins=edges)
+    np.testing.assert_allclose(fg._filter_line.y, own / kernel[..., 3].size)
+    fg.channel = 7
+    own, _ = np.histogram(kernel[..., 7], bins=edges)
+    np.testing.assert_allclose(fg._filter_line.y, own / kernel[..., 7].size)
+
+
+@pytest.mark.parametrize("frozen_dense", [False, True])
+def test_weight_table_lists_the_layers_variables_as_keras_has_them(frozen_dense):
+    s3 = s3_model(frozen_dense)
+    fg = FilterGallery(s3)
+    assert fg.layer_names == ["L0_conv2d", "L2_dense", "L3_dense"]
+    assert "model: 1,025 params" in fg._weight_table.value
+    trainable = {id(variable) for variable in s3.trainable_weights}
+    for name in fg.layer_names:
+        fg.layer = name
+        expected = [
+            [f"{name}/{v.name}", str(tuple(v.shape)), "yes" if id(v) in trainable else "no"]
+            for v in s3.get_layer(name).weights
+        ]
+        assert [row[:2] + row[3:4] for row in table_rows(fg._weight_table.value)] == expected
+    fg.layer = "L2_dense"
+    assert "no bias" in fg._weights_caption.value
+    assert table_rows(fg._weight_table.value)[0][3] == ("no" if frozen_dense else "yes")
+
+
+def test_dense_units_are_tiles_of_their_input_weights():
+    inputs = keras.Input((784,))
+    mlp = keras.Model(inputs, keras.layers.Dense(6, name="hidden")(inputs))
+    fg = FilterGallery(mlp, channel=2)
+    assert fg.filter_count == 6
+    kernel = mlp.get_layer("hidden").get_weights()[0]
+    expected = imaging.upscale(minmax_pixels(kernel[:, 2].reshape(28, 28)), filter_gallery.ENLARGED_SIZE // 28)
+    np.testing.assert_array_equal(fg.panels()[1][..., 0], expected)
+
+
+def test_depthwise_filters_are_listed_in_output_channel_order():
+    inputs = keras.Input((12, 12, 3))
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")(inputs))
+    fg = FilterGallery(model, channel=3)  # output channel 3 = input channel 1, multiplier 1
+    assert fg.filter_count == 6
+    kernel = model.get_layer("depthwise").get_weights()[0]
+    expected = imaging.upscale(minmax_pixels(kernel[:, :, 1, 1]), filter_gallery.ENLARGED_SIZE // 3)
+    np.testing.assert_array_equal(fg.panels()[1][..., 0], expected)
+
+
+def test_nested_transfer_model_layers_by_path():
+    transfer, base = nested_cnn()
+    fg = FilterGallery(transfer)
+    assert fg.layer_names == ["base/c1", "base/c2", "head"]
+    assert fg.layer == "base/c1"
+    np.testing.assert_array_equal(fg.weights, base.get_layer("c1").get_weights()[0])
+    np.testing.assert_array_equal(fg.panels()[0], kernel_montage(transfer, "base/c1"))
+
+
+def test_clicking_a_tile_selects_its_filter(model):
+    fg = FilterGallery(model, "conv2")
+    layout = imaging.GridLayout.for_tiles(12 * 8, (24, 24), columns=8, gap=1)
+    top, left = layout.origin(9 * 8 + 5)  # filter 9, input channel 5
+    click(fg._weights_grid, top + 3, left + 3)
+    assert fg.channel == 9
+    click(fg._weights_grid, top + 24, left + 3)  # the gap below: nothing
+    assert fg.channel == 9
+
+
+def test_a_large_layer_is_shown_a_page_of_filters_at_a_time(model, monkeypatch):
+    # conv2's page: 8 gray 3×3 tiles at ×8, 25 × 25 pixels each.
+    monkeypatch.setattr(filter_gallery, "MAX_GRID_PIXELS", 5 * 8 * 25 * 25)
+    fg = FilterGallery(model, "conv2", channel=7)
+    page = kernel_montage(model, "conv2", columns=8)[5 * 25 : 10 * 25 - 1]
+    np.testing.assert_array_equal(fg.panels()[0], imaging.to_uint8_image(page))
+    assert "grid: filters 5–9" in fg._weights_caption.value
+    click(fg._weights_grid, 0, 0)
+    assert fg.channel == 5
+
+
+# -- refusals -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("layer", "nope", ["'nope'", "conv1, conv2, predictions"]),
+        ("layer", "bn", ["'bn'", "no kernel", "conv1, conv2, predictions"]),
+        ("channel", 8, ["Filter 8", "0..7"]),
+        ("channel", -1, ["Filter -1", "0..7"]),
+        ("view", "filters", ["'weights'", "'patterns'"]),
+        ("bgr", "yes", ["'auto'"]),
+        ("scale", "local", ["'tile'", "'global'"]),
+        ("steps", 0, ["steps", "at least 1"]),
+        ("size", 32, ["16x16", "size=None"]),
+        ("value_range", (1.0, 0.0), ["low < high"]),
+    ],
+)
+def test_bad_values_are_refused_and_change_nothing(model, name, value, words):
+    fg = FilterGallery(model, channel=2, **TINY)
+    state = {trait: getattr(fg, trait) for trait in ("layer", "channel", "view", "bgr", "scale", "steps", "size")}
+    grid = png_of(fg._weights_grid.view.image)
+    with pytest.raises(WidgetValueError) as refused:
+        setattr(fg, name, value)
+    assert isinstance(refused.value, ValueError)
+    assert all(word in str(refused.value) for word in words), str(refused.value)
+    assert fg.error == str(refused.value) and "b00020" in fg._error_line.value
+    assert {trait: getattr(fg, trait) for trait in state} == state
+    assert png_of(fg._weights_grid.view.image) == grid
+    fg.channel = 1
+    assert fg.error == "" and fg._error_line.value == ""
+
+
+def test_a_model_without_kernels_is_refused():
+    inputs = keras.Input((8, 8, 3))
+    with pytest.raises(WidgetValueError, match="no layer with a kernel"):
+        FilterGallery(keras.Model(inputs, keras.layers.MaxPooling2D()(inputs)))
+
+
+def test_controls_follow_the_traits_and_put_refused_values_back(model):
+    fg = FilterGallery(model, **TINY)
+    assert (fg.steps_box.value, fg.size_box.value, fg.seed_box.value) == (3, 16, 0)
+    fg.layer_dropdown.value = "conv2"
+    fg.channel_slider.value = 11
+    assert (fg.layer, fg.channel, fg.channel_slider.max) == ("conv2", 11, 11)
+    fg.layer = "conv1"
+    assert (fg.channel, fg.channel_slider.max, fg.channel_slider.value) == (7, 7, 7)
+    fg.steps_box.value = 0
+    assert (fg.steps, fg.steps_box.value) == (3, 3) and "at least 1" in fg.error
+    fg.view_buttons.value = "patterns"
+    assert fg._view_box.children == (fg._views["patterns"],)
+
+
+# -- patterns view --------------------------------------------------------------
+
+
+def test_nothing_is_computed_until_asked(model, run_calls):
+    fg = FilterGallery(model, view="patterns", **TINY)
+    fg.layer, fg.channel = "conv2", 3
+    assert run_calls == [] and fg.patterns == {}
+    assert not fg.panels()[0].any()  # blank tiles
+    assert "press Compute" in fg._pattern_caption.value
+
+
+def test_patterns_equal_filter_patterns_with_the_same_settings(model):
+    def centred(pixels):
+        return pixels * 2 - 1
+
+    settings = {"seed": 3, "value_range": (0, 1), "preprocess": centred}
+    fg = FilterGallery(model, "conv2", view="patterns", **settings, **TINY)
+    thread = fg.compute_patterns(wait=True)
+    assert isinstance(thread, threading.Thread) and not thread.is_alive()
+    expected = cw.filter_patterns(model, "conv2", range(4), size=None, steps=3, **settings)
+    assert not np.array_equal(expected, cw.filter_patterns(model, "conv2", range(4), size=None, steps=3, seed=3))
+    assert list(fg.patterns) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), expected)
+    np.testing.assert_array_equal(fg.panels()[0], imaging.to_uint8_image(imaging.grid(expected, 2, gap=5)))
+    assert (fg.progress.value, fg.progress.max) == (3, 3)  # one batch of 3 steps
+    assert "done: 4" in fg._pattern_status.value
+    fg.channel = 2
+    np.testing.assert_array_equal(fg.panels()[1], imaging.upscale(expected[2], filter_gallery.ENLARGED_SIZE // 16))
+
+
+def test_the_grid_fills_batch_by_batch_with_progress_to_the_end(model):
+    fg = FilterGallery(model, view="patterns", memory_budget_mb=ONE_FILTER_PER_BATCH, **TINY)
+    seen = []  # (progress, patterns shown) at every progress step, from the worker thread
+    fg.progress.observe(lambda change: seen.append((change["new"], len(fg.patterns))), "value")
+    fg.compute_patterns(wait=True)
+    assert fg.progress.max == 4 * 3
+    assert [value for value, _ in seen] == list(range(1, 13))
+    assert [shown for value, shown in seen if value % 3 == 0] == [1, 2, 3, 4]
+
+
+def test_stop_midway_keeps_the_finished_batches(model, run_calls):
+    fg = FilterGallery(model, view="patterns", memory_budget_mb=ONE_FILTER_PER_BATCH, **TINY)
+
+    def stop_after_first_batch(change):
+        if change["new"] == 3:
+            fg.progress.unobserve(stop_after_first_batch, "value")
+            fg.stop_button.click()
+
+    fg.progress.observe(stop_after_first_batch, "value")
+    fg.compute_patterns(wait=True)
+    assert list(fg.patterns) == [0] and not fg.computing
+    assert "stopped: 1 of 4" in fg._pattern_status.value
+    layout = imaging.GridLayout.for_tiles(4, (16, 16), columns=2, gap=5)
+    np.testing.assert_array_equal(tile(fg.panels()[0], 0, layout), imaging.to_uint8_image(fg.patterns[0]))
+    assert not any(tile(fg.panels()[0], index, layout).any() for index in (1, 2, 3))
+
+    fg.compute_patterns(wait=True)  # the rest only
+    assert run_calls == [[0, 1, 2, 3], [1, 2, 3]]
+    expected = cw.filter_patterns(model, "conv1", range(4), size=None, steps=3)
+    np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), expected)
+
+
+def test_revisiting_a_layer_or_settings_does_not_recompute(model, run_calls):
+    fg = FilterGallery(model, view="patterns", **TINY)
+    fg.compute_patterns(wait=True)
+    first = fg.panels()[0]
+    fg.layer = "conv2"
+    assert fg.patterns == {}
+    fg.seed = 1
+    fg.layer = "conv1"
+    assert fg.patterns == {}  # other seed, other patterns
+    fg.seed = 0
+    assert list(fg.patterns) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(fg.panels()[0], first)
+    assert fg.compute_patterns() is None
+    assert len(run_calls) == 1
+
+
+def test_the_page_of_patterns_follows_the_channel(model, run_calls):
+    fg = FilterGallery(model, "conv2", view="patterns", channel=9, **TINY)
+    fg.compute_patterns(wait=True)
+    assert run_calls == [[8, 9, 10, 11]]
+    click(fg._patterns_grid, 21 + 2, 2)  # second row, first column: filter 10
+    assert fg.channel == 10
+
+
+def test_computing_runs_in_the_background_and_a_layer_change_stops_it(model):
+    fg = FilterGallery(model, view="patterns", steps=2000, patterns_per_page=2)
+    thread = fg.compute_patterns()
+    assert thread.is_alive() and fg.computing and fg.stop_button.disabled is False
+    fg.channel = 1  # the widget answers while the thread works
+    assert fg.compute_patterns() is thread  # not started twice
+    fg.layer = "conv2"
+    thread.join(timeout=60)
+    assert not thread.is_alive() and not fg.computing
+    assert fg.progress.value == 0 and fg._pattern_status.value == ""
+    assert fg.compute_button.disabled is False and fg.stop_button.disabled is True
+
+
+def test_an_error_in_the_thread_is_shown_and_raised(model, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(PatternSearch, "run", broken)
+    fg = FilterGallery(model, view="patterns", **TINY)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fg.compute_patterns(wait=True)
+    assert "failed: out of memory" in fg._pattern_status.value and not fg.computing
+
+
+def test_a_layer_without_image_input_has_no_patterns_but_says_why():
+    inputs = keras.Input((20,))
+    fg = FilterGallery(keras.Model(inputs, keras.layers.Dense(3)(inputs)), view="patterns")
+    with pytest.raises(ValueError, match="one image input"):
+        fg.compute_patterns()
+    assert "one image input" in fg._pattern_status.value and fg.compute_button.disabled
+
+
+def test_to_png_is_what_the_view_shows(model):
+    fg = FilterGallery(model)
+    picture = imaging.from_png(fg.to_png())
+    grid, enlarged = fg.panels()
+    assert picture.shape == (max(grid.shape[0], enlarged.shape[0]), grid.shape[1] + 8 + enlarged.shape[1], 3)
+    np.testing.assert_array_equal(picture[: grid.shape[0], : grid.shape[1]], grid)
+
+
+@pytest.mark.skipif(not (DEMO_DATA / "shapes.keras").exists(), reason="the demo models are not built yet")
+@pytest.mark.parametrize("name", ["shapes", "digits"])
+def test_demo_models(name):
+    demo_model = demo.load_model(name)
+    fg = FilterGallery(demo_model, view="patterns", value_range=(0, 1), **TINY)
+    first = next(layer for layer in demo_model.layers if len(getattr(layer, "kernel", np.zeros(0)).shape) == 4)
+    assert fg.layer == first.name
+    np.testing.assert_array_equal(fg.weights, first.get_weights()[0])
+    fg.compute_patterns(wait=True)
+    expected = cw.filter_patterns(demo_model, fg.layer, range(4), size=None, steps=3, value_range=(0, 1))
+    np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), expected)
