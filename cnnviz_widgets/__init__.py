@@ -5,8 +5,9 @@ from .core.gradcam import grad_cam
 from .core.graph import layer_names
 from .core.patterns import filter_patterns
 from .core.weights import filter_weights
+from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
 
-__all__ = ["GradCamViewer", "LayerExplorer", "activations", "filter_patterns", "filter_weights", "grad_cam", "layer_names"]
+__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "filter_patterns", "filter_weights", "grad_cam", "layer_names"]
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """Thin ipywidgets + bqplot views over cnnviz_widgets.core."""
 
+from .filter_gallery import FilterGallery
 from .gradcam_viewer import GradCamViewer
 from .layer_explorer import LayerExplorer
 
-__all__ = ["GradCamViewer", "LayerExplorer"]
+__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer"]
