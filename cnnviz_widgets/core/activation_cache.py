@@ -16,9 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import CnnvizError, InputError, UnsupportedModelError
+from .errors import InputError, UnsupportedModelError
 from .graph import LayerGraph
-from .inputs import prepare_inputs
+from .inputs import raw_and_model_inputs
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 
@@ -43,7 +43,7 @@ class ActivationCache:
                 "needs a model with one image input. Use cw.activations(model, [x1, x2, …]) "
                 "for several inputs."
             )
-        self.images, self.inputs = _images_and_inputs(self.graph, images, preprocess)
+        self.images, self.inputs = map(_read_only, raw_and_model_inputs(self.graph, images, preprocess))
         self.forward_passes = 0
         self._by_image = _LruStore(max_bytes)
         self._by_layer = _LruStore(max_bytes)
@@ -70,36 +70,6 @@ class ActivationCache:
     def _run(self, paths, inputs) -> dict[str, np.ndarray]:
         self.forward_passes += 1
         return dict(zip(paths, self.graph.run(paths, [inputs])))
-
-
-def _images_and_inputs(graph: LayerGraph, images, preprocess):
-    """(raw images as a batch, model inputs as float32), both read-only."""
-    raw = np.array(images)
-    if preprocess is None:
-        inputs = prepare_inputs(graph, raw)[0]
-        if inputs.shape[1:] == raw.shape:
-            raw = raw[None]
-        return _read_only(raw), _read_only(inputs)
-    if raw.ndim == len(graph.inputs[0].shape) - 1:
-        raw = raw[None]
-    try:
-        batch = preprocess(raw.copy())
-    except Exception as error:
-        raise InputError(
-            f"preprocess raised {type(error).__name__}: {error}. It is called once with "
-            f"the whole batch of raw images, a numpy array of shape {raw.shape} and dtype "
-            f"{raw.dtype}, and must return the batch the model takes."
-        ) from error
-    try:
-        inputs = prepare_inputs(graph, batch)[0]
-    except CnnvizError as error:
-        raise type(error)(f"The batch returned by preprocess does not fit the model: {error}") from error
-    if len(inputs) != len(raw):
-        raise InputError(
-            f"preprocess returned {len(inputs)} images for {len(raw)} raw images; it must "
-            "return one preprocessed image per raw image, in the same order."
-        )
-    return _read_only(raw), _read_only(inputs)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import CnnvizError, InputError, InputTypeError
 
 
 def prepare_inputs(graph, x) -> list[np.ndarray]:
@@ -32,6 +32,40 @@ def prepare_inputs(graph, x) -> list[np.ndarray]:
     if isinstance(x, (list, tuple)) and len(x) == 1:
         x = x[0]
     return [_prepare_one(x, specs[0].shape, "images")]
+
+
+def raw_and_model_inputs(graph, images, preprocess=None) -> tuple[np.ndarray, np.ndarray]:
+    """(the raw images as a batch, what the model takes for them) for a one-input model.
+
+    ``images`` are what the user looks at: a batch (N, ...) or one image without a
+    batch axis. ``preprocess``, if given, is called ONCE with a copy of the whole
+    batch (keras' ``preprocess_input`` edits float arrays in place, which would alter
+    the images shown) and must return one model input per raw image.
+    """
+    raw = np.array(images)
+    if preprocess is None:
+        inputs = prepare_inputs(graph, raw)[0]
+        return (raw[None] if inputs.shape[1:] == raw.shape else raw), inputs
+    if raw.ndim == len(graph.inputs[0].shape) - 1:
+        raw = raw[None]
+    try:
+        batch = preprocess(raw.copy())
+    except Exception as error:
+        raise InputError(
+            f"preprocess raised {type(error).__name__}: {error}. It is called once with "
+            f"the whole batch of raw images, a numpy array of shape {raw.shape} and dtype "
+            f"{raw.dtype}, and must return the batch the model takes."
+        ) from error
+    try:
+        inputs = prepare_inputs(graph, batch)[0]
+    except CnnvizError as error:
+        raise type(error)(f"The batch returned by preprocess does not fit the model: {error}") from error
+    if len(inputs) != len(raw):
+        raise InputError(
+            f"preprocess returned {len(inputs)} images for {len(raw)} raw images; it must "
+            "return one preprocessed image per raw image, in the same order."
+        )
+    return raw, inputs
 
 
 def _prepare_one(x, expected, what) -> np.ndarray:

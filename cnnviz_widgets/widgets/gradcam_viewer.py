@@ -17,10 +17,10 @@ from traitlets import CFloat, CInt, Unicode, observe, validate
 
 from ..core import imaging
 from ..core.class_names import class_names_for
-from ..core.errors import CnnvizError, InputError, UnsupportedModelError
+from ..core.errors import InputError, UnsupportedModelError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
-from ..core.inputs import prepare_inputs
+from ..core.inputs import raw_and_model_inputs
 from ._base import BarChart, VisualizerWidget, image_view, show
 
 HEATMAP_COLORMAP = "jet"
@@ -57,7 +57,7 @@ class GradCamViewer(VisualizerWidget):
         self.image = _single_image(image)
         self._model = model
         self._graph = graph = _image_classifier_graph(model)
-        self._model_input = _model_input(graph, self.image, preprocess)
+        self._model_input = raw_and_model_inputs(graph, self.image, preprocess)[1]
         self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
         self.num_classes = len(self.probabilities)
         self.class_names = class_names_for(self.num_classes, class_names)
@@ -233,27 +233,6 @@ def _image_classifier_graph(model) -> LayerGraph:
             "For sequences or several inputs, call cw.grad_cam(model, x, class_index)."
         )
     return graph
-
-
-def _model_input(graph: LayerGraph, image: np.ndarray, preprocess) -> np.ndarray:
-    """What the model takes for ``image``: ``preprocess`` applied to it as a batch of one."""
-    batch = image[None]
-    if preprocess is None:
-        return prepare_inputs(graph, batch)[0]
-    try:
-        # A copy: keras' preprocess_input edits float arrays in place, which would
-        # change the raw image shown.
-        batch = preprocess(batch.copy())
-    except Exception as error:
-        raise InputError(
-            f"preprocess failed on the image batch of shape {batch.shape} ({batch.dtype}): "
-            f"{type(error).__name__}: {error}. preprocess must take a batch of raw images "
-            "(N, H, W, C) and return what the model takes."
-        ) from error
-    try:
-        return prepare_inputs(graph, batch)[0]
-    except CnnvizError as error:
-        raise type(error)(f"The batch returned by preprocess does not fit the model: {error}") from error
 
 
 def _class_probabilities(graph: LayerGraph, model_input: np.ndarray) -> tuple[np.ndarray, bool]:
