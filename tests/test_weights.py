@@ -267,3 +267,14 @@ def test_montage_without_bgr_and_gray_layers():
     montage = weights.kernel_montage(plain, "conv", upscale=1, gap=0)
     expected = minmax(conv.kernel.numpy()[:, :, :, 0])
     np.testing.assert_allclose(montage[:3, :3], np.round(expected * 255), atol=1)
+
+
+def test_depthwise_kernel_over_rgb_is_drawn_gray_one_tile_per_output_channel():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")(inputs))
+    kernel, rgb = weights.display_kernel(model, "depthwise")
+    assert not rgb and kernel.shape == (3, 3, 1, 6)
+    np.testing.assert_array_equal(kernel[:, :, 0, 1], model.get_layer("depthwise").get_weights()[0][:, :, 0, 1])
+    montage = weights.kernel_montage(model, "depthwise", upscale=1)
+    assert montage.ndim == 2 or np.array_equal(montage[..., 0], montage[..., 1])
+    assert weights.kernel_layer_names(model) == ["depthwise"]

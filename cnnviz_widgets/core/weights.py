@@ -37,13 +37,19 @@ def _layer_with_kernel(model, layer: str):
     graph = LayerGraph.of(model)
     found = graph.layer(layer)
     if _kernel_variable(found) is None:
-        with_kernels = [p for p in graph.paths if _kernel_variable(graph.layer(p)) is not None]
+        with_kernels = kernel_layer_names(model)
         shown = ", ".join(with_kernels[:40]) + (", …" if len(with_kernels) > 40 else "")
         raise NoKernelError(
             f"Layer '{layer}' ({type(found).__name__}) has no kernel. Layers with "
             f"kernels: {shown or 'none'}."
         )
     return found
+
+
+def kernel_layer_names(model) -> list[str]:
+    """The layers of ``model`` that have a kernel to show, in layer_names order."""
+    graph = LayerGraph.of(model)
+    return [path for path in graph.paths if _kernel_variable(graph.layer(path)) is not None]
 
 
 def filter_weights(model, layer: str) -> np.ndarray:
@@ -117,6 +123,43 @@ def is_bgr_kernel(model, layer: str) -> bool:
     return kernel.ndim == 4 and kernel.shape[2] == 3 and is_caffe_mode(model)
 
 
+TRANSPOSED_CONVOLUTIONS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+DEPTHWISE_CONVOLUTIONS = (
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+
+
+def display_kernel(model, layer: str) -> tuple[np.ndarray, bool]:
+    """The kernel of ``layer`` as (kh, kw, cin, filters), one filter per output channel,
+    and whether its tiles are RGB.
+
+    Only a plain convolution over 3 input channels draws in colour. A Dense unit's
+    weight vector is wrapped into rows, so an MLP on flattened 28×28 images shows
+    28×28 tiles and a Dense after Flatten shows (positions × channels).
+    """
+    found = _layer_with_kernel(model, layer)
+    kernel = filter_weights(model, layer)
+    if kernel.ndim == 2:
+        inputs, units = kernel.shape
+        rows = max(d for d in range(1, math.isqrt(inputs) + 1) if inputs % d == 0)
+        return kernel.reshape(rows, inputs // rows, 1, units), False
+    rgb = kernel.ndim == 4 and kernel.shape[2] == 3
+    if isinstance(found, TRANSPOSED_CONVOLUTIONS):  # stored (..., out, in)
+        kernel, rgb = np.swapaxes(kernel, -1, -2), False
+    if isinstance(found, DEPTHWISE_CONVOLUTIONS):
+        # (..., cin, multiplier): output channel c * multiplier + m sees input c only.
+        kernel, rgb = kernel.reshape(*kernel.shape[:-2], 1, -1), False
+    if kernel.ndim == 3:  # Conv1D (k, cin, filters): 1 × k tiles
+        kernel = kernel[None]
+    if kernel.ndim == 5:  # Conv3D (kd, kh, kw, cin, filters): depth slices side by side
+        kd, kh, kw, cin, filters = kernel.shape
+        kernel = np.moveaxis(kernel, 0, 2).reshape(kh, kw, kd * cin, filters)
+    return kernel, rgb
+
+
 def kernel_tiles(kernel, rgb: bool | None = None, bgr: bool = False, scale: str = "tile") -> np.ndarray:
     """A conv kernel (kh, kw, cin, cout) as float32 tiles in [0, 1].
 
@@ -168,7 +211,8 @@ def kernel_montage(
     """
     if bgr == "auto":
         bgr = is_bgr_kernel(model, layer)
-    tiles = kernel_tiles(filter_weights(model, layer), bgr=bgr, scale=scale)
+    kernel, rgb = display_kernel(model, layer)
+    tiles = kernel_tiles(kernel, rgb=rgb, bgr=bgr and rgb, scale=scale)
     pixels = np.round(tiles * 255).astype(np.uint8)
     enlarged = np.stack([imaging.upscale(tile, upscale) for tile in pixels])
     return imaging.grid(enlarged, columns=columns or math.ceil(math.sqrt(len(tiles))), gap=gap)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import html
+import math
+from typing import Callable
 
 import bqplot
 import ipywidgets as widgets
@@ -118,3 +120,55 @@ class BarChart:
                 callback(int(change["new"][0]))
 
         self.bars.observe(forward, "selected")
+
+
+class PictureFigure:
+    """A bqplot Image mark on pixel scales: shows a uint8 picture, reports clicked pixels.
+
+    The mark spans x in 0..width and y in 0..height with the top row at y = height,
+    so the front end's click at (click_x, click_y) is pixel
+    (row = height - click_y, column = click_x). Only clicks are reported: bqplot's
+    Image mark sends no position on hover.
+    """
+
+    def __init__(self, box_px: int = 320):
+        self.box_px = box_px
+        self.shape = (1, 1)
+        self.x_scale = bqplot.LinearScale(min=0, max=1)
+        self.y_scale = bqplot.LinearScale(min=0, max=1)
+        self.image = widgets.Image(format="png")
+        self.mark = bqplot.Image(image=self.image, scales={"x": self.x_scale, "y": self.y_scale})
+        self.figure = bqplot.Figure(
+            marks=[self.mark],
+            padding_x=0,
+            padding_y=0,
+            fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
+            layout=widgets.Layout(width=f"{box_px}px", height=f"{box_px}px"),
+        )
+
+    def show(self, picture: np.ndarray):
+        height, width = picture.shape[:2]
+        if (height, width) != self.shape:
+            self.shape = (height, width)
+            pixel_px = self.box_px / max(height, width)
+            with self.x_scale.hold_sync(), self.y_scale.hold_sync(), self.mark.hold_sync():
+                self.x_scale.max, self.y_scale.max = width, height
+                self.mark.x, self.mark.y = (0, width), (0, height)
+            with self.figure.layout.hold_sync():
+                self.figure.layout.width = f"{max(16, round(width * pixel_px))}px"
+                self.figure.layout.height = f"{max(16, round(height * pixel_px))}px"
+        self.image.value = imaging.to_png(picture)
+
+    def on_click(self, callback: Callable[[int, int], None]):
+        """Call ``callback(row, column)`` with the pixel under a click."""
+
+        def forward(_mark, content):
+            data = content.get("data") or {}
+            if data.get("click_x") is None or data.get("click_y") is None:
+                return
+            height, width = self.shape
+            row = min(max(math.floor(height - data["click_y"]), 0), height - 1)
+            column = min(max(math.floor(data["click_x"]), 0), width - 1)
+            callback(row, column)
+
+        self.mark.on_element_click(forward)

@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import bqplot
 import ipywidgets as widgets
-import keras
 import numpy as np
 from traitlets import Any, Float, Int, Tuple, Unicode, observe, validate
 
@@ -33,16 +32,16 @@ from ..core.errors import CnnvizError
 from ..core.graph import LayerGraph
 from ..core.patterns import PatternSearch
 from ..core.weights import (
-    _kernel_variable,
     bias,
+    display_kernel,
     filter_weights,
     is_bgr_kernel,
+    kernel_layer_names,
     kernel_tiles,
     param_counts,
     weight_table,
 )
-from ._base import VisualizerWidget, WidgetValueError, image_view, show
-from .layer_explorer import PictureFigure
+from ._base import PictureFigure, VisualizerWidget, WidgetValueError, image_view, show
 
 VIEWS = ("weights", "patterns")
 SCALES = ("tile", "global")
@@ -55,40 +54,6 @@ MAX_TILE_SIZE = 64  # …but big tiles (a Dense unit's 28×28 weights) less
 ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
 GRID_BOX_PX = 420  # the grids are drawn to fit this box
 HISTOGRAM_BINS = 40
-
-TRANSPOSED_CONVOLUTIONS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-DEPTHWISE_CONVOLUTIONS = (
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-)
-
-
-def display_kernel(layer, kernel: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``kernel`` as (kh, kw, cin, filters), one filter per output channel, and whether its tiles are RGB.
-
-    Only a plain convolution over 3 input channels draws in colour. A Dense unit's
-    weight vector is wrapped into rows, so an MLP on flattened 28×28 images shows
-    28×28 tiles and a Dense after Flatten shows (positions × channels).
-    """
-    if kernel.ndim == 2:
-        inputs, units = kernel.shape
-        rows = max(d for d in range(1, math.isqrt(inputs) + 1) if inputs % d == 0)
-        return kernel.reshape(rows, inputs // rows, 1, units), False
-    rgb = kernel.ndim == 4 and kernel.shape[2] == 3
-    if isinstance(layer, TRANSPOSED_CONVOLUTIONS):  # stored (..., out, in)
-        kernel, rgb = np.swapaxes(kernel, -1, -2), False
-    if isinstance(layer, DEPTHWISE_CONVOLUTIONS):
-        # (..., cin, multiplier): output channel c * multiplier + m sees input c only.
-        kernel, rgb = kernel.reshape(*kernel.shape[:-2], 1, -1), False
-    if kernel.ndim == 3:  # Conv1D (k, cin, filters): 1 × k tiles
-        kernel = kernel[None]
-    if kernel.ndim == 5:  # Conv3D (kd, kh, kw, cin, filters): depth slices side by side
-        kd, kh, kw, cin, filters = kernel.shape
-        kernel = np.moveaxis(kernel, 0, 2).reshape(kh, kw, kd * cin, filters)
-    return kernel, rgb
-
 
 @dataclass
 class KernelPages:
@@ -242,7 +207,7 @@ class FilterGallery(VisualizerWidget):
         super().__init__(**kwargs)
         self._model = model
         self._graph = LayerGraph.of(model)
-        self.layer_names = [p for p in self._graph.paths if _kernel_variable(self._graph.layer(p)) is not None]
+        self.layer_names = kernel_layer_names(model)
         if not self.layer_names:
             self.refuse(f"Model '{model.name}' has no layer with a kernel (Conv*, Dense, Depthwise…) to show.")
         self._preprocess, self._step_size, self._memory_budget_mb = preprocess, step_size, memory_budget_mb
@@ -458,8 +423,7 @@ class FilterGallery(VisualizerWidget):
     def _on_kernel_change(self, _):
         if not self.layer:
             return  # still constructing: the layer is set last
-        found = self._graph.layer(self.layer)
-        kernel, rgb = display_kernel(found, filter_weights(self._model, self.layer))
+        kernel, rgb = display_kernel(self._model, self.layer)
         bgr = rgb and (is_bgr_kernel(self._model, self.layer) if self.bgr == "auto" else self.bgr)
         self._pages = KernelPages(kernel, rgb, bgr, self.scale)
         self._weight_page = None
@@ -696,7 +660,7 @@ class FilterGallery(VisualizerWidget):
 
     def _default_layer(self) -> str:
         """The first convolution, else the first layer with a kernel."""
-        convolutions = [p for p in self.layer_names if len(_kernel_variable(self._graph.layer(p)).shape) >= 3]
+        convolutions = [p for p in self.layer_names if filter_weights(self._model, p).ndim >= 3]
         return (convolutions or self.layer_names)[0]
 
 
