@@ -1,5 +1,6 @@
 """Interactive Jupyter widgets that show what a Keras convolutional network computes."""
 
+from . import demo
 from .core.activations import activations
 from .core.gradcam import grad_cam
 from .core.graph import layer_names
@@ -9,5 +10,5 @@ from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
 
-__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "filter_patterns", "filter_weights", "grad_cam", "layer_names"]
+__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names"]
 __version__ = "0.1.0"
