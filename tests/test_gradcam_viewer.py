@@ -241,6 +241,25 @@ def test_bad_arguments_name_the_fix(counted_model, image):
     assert len(GradCamViewer(counted_model, image, top_k=50).predictions) == 5
 
 
+def test_a_gray_image_with_or_without_its_batch_and_channel_axes():
+    keras.utils.set_random_seed(6)
+    gray = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, name="conv"), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    pixels = np.random.default_rng(6).uniform(0, 1, (8, 8)).astype("float32")
+    expected = cw.grad_cam(gray, pixels[None, ..., None], 1)[0]
+    for image in (pixels, pixels[..., None], pixels[None], pixels[None, ..., None]):
+        viewer = GradCamViewer(gray, image, class_index=1)
+        np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-6, err_msg=str(image.shape))
+        np.testing.assert_array_equal(viewer.panels()[0], imaging.to_uint8_image(pixels))
+
+
+def test_a_model_without_image_input_is_refused_before_the_image_is_read():
+    dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"\(batch, height, width, channels\) input"):
+        GradCamViewer(dense, np.zeros(6, "float32"))
+
+
 def test_sequence_model_is_refused_with_the_core_alternative():
     model = keras.Sequential(
         [keras.Input((20, 3)), keras.layers.Conv1D(4, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)]

@@ -3,6 +3,8 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.errors import InputError, InputTypeError
+from cnnviz_widgets.core.graph import LayerGraph
+from cnnviz_widgets.core.inputs import raw_and_model_inputs
 from conftest import small_cnn
 
 
@@ -27,6 +29,29 @@ def test_gray_batch_without_channel_axis():
     np.testing.assert_allclose(result, model(x[..., None]), atol=1e-6)
 
 
+def test_one_gray_image_without_channel_axis():
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv")])
+    x = np.random.default_rng(0).uniform(size=(8, 8)).astype("float32")
+    np.testing.assert_allclose(cw.activations(model, x)["conv"], model(x[None, ..., None]), atol=1e-6)
+
+
+def test_raw_images_are_batched_like_the_model_inputs():
+    import keras
+
+    gray = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv")])
+    graph = LayerGraph.of(gray)
+    x = np.random.default_rng(0).uniform(size=(3, 8, 8)).astype("float32")
+    for preprocess in (None, lambda batch: batch * 2):
+        raw, inputs = raw_and_model_inputs(graph, x, preprocess)
+        assert raw.shape == (3, 8, 8) and inputs.shape == (3, 8, 8, 1)
+        raw, inputs = raw_and_model_inputs(graph, x[0], preprocess)
+        assert raw.shape == (1, 8, 8) and inputs.shape == (1, 8, 8, 1)
+    raw, inputs = raw_and_model_inputs(graph, x[0, ..., None], lambda batch: batch)
+    assert raw.shape == (1, 8, 8, 1) and inputs.shape == (1, 8, 8, 1)
+
+
 def test_uint8_and_float64_are_cast_not_rescaled(model, images):
     pixels = (images * 255).astype(np.uint8)
     as_uint8 = cw.activations(model, pixels, layers="conv1")["conv1"]
@@ -42,7 +67,10 @@ def test_uint8_and_float64_are_cast_not_rescaled(model, images):
         (np.zeros((2, 16, 16, 1)), r"np.repeat\(x, 3, axis=-1\)"),
         (np.zeros((2, 16, 16, 4)), r"x\[\.\.\., :3\]"),
         (np.zeros((2, 20, 20, 3)), r"tf.image.resize\(x, \(16, 16\)\)"),
-        (np.zeros((0, 16, 16, 3)), "empty batch"),
+        (np.zeros((0, 16, 16, 3)), "are empty"),
+        (np.zeros((16, 16, 1)), r"1 channel\(s\).*np.repeat\(x, 3, axis=-1\)"),
+        (np.zeros((2, 16, 16)), r"1 channel\(s\).*np.repeat\(x\[\.\.\., None\], 3, axis=-1\)"),
+        (np.zeros((20, 20, 3)), r"shape \(20, 20, 3\).*tf.image.resize"),
         (np.zeros((2, 2, 16, 16, 3)), r"batch shaped \(N, 16, 16, 3\)"),
         (np.full((2, 16, 16, 3), np.nan), "NaN"),
         (np.full((2, 16, 16, 3), np.inf), "np.nan_to_num"),

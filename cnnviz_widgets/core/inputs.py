@@ -2,8 +2,10 @@
 
 Documented conversions (everything else is a clear error):
 - one image without a batch axis, e.g. (H, W, C), becomes a batch of one;
-- a batch of grayscale images without a channel axis, (N, H, W), gets one when the
-  model takes a single channel;
+- a batch of grayscale images without a channel axis, (N, H, W), gets one, and one
+  gray image (H, W) gets both; an array with one axis fewer than the model's input
+  is one image when its last axis is a channel count (the model's, or 1, 3 or 4:
+  gray, RGB, RGBA), else a gray batch;
 - any integer or float dtype is cast to float32; values are NOT rescaled (a uint8
   image stays 0..255, so pass what the model was trained on).
 """
@@ -43,10 +45,10 @@ def raw_and_model_inputs(graph, images, preprocess=None) -> tuple[np.ndarray, np
     the images shown) and must return one model input per raw image.
     """
     raw = np.array(images)
+    batch_axis_missing, _ = _missing_axes(raw.shape, tuple(graph.inputs[0].shape))
     if preprocess is None:
-        inputs = prepare_inputs(graph, raw)[0]
-        return (raw[None] if inputs.shape[1:] == raw.shape else raw), inputs
-    if raw.ndim == len(graph.inputs[0].shape) - 1:
+        return (raw[None] if batch_axis_missing else raw), prepare_inputs(graph, raw)[0]
+    if batch_axis_missing:
         raw = raw[None]
     try:
         batch = preprocess(raw.copy())
@@ -79,28 +81,29 @@ def _prepare_one(x, expected, what) -> np.ndarray:
         )
     expected = tuple(expected)
     rank = len(expected)
-    if array.ndim == rank - 1:
-        if _fits(array.shape, expected[1:]):
-            array = array[None]
-        elif expected[-1] == 1 and _fits(array.shape[1:], expected[1:-1]):
-            array = array[..., None]
+    given = array.shape
+    batch_axis_missing, channel_axis_missing = _missing_axes(given, expected)
+    if batch_axis_missing:
+        array = array[None]
+    if channel_axis_missing:
+        array = array[..., None]
     if array.ndim != rank:
         raise InputError(
             f"{what} have shape {array.shape}, but the model takes a batch shaped "
             f"{_shape_text(expected)}. Give a batch (N, ...) of images; add a batch "
             "axis to one image with x[None]."
         )
-    if array.shape[0] == 0:
-        raise InputError(f"{what} are an empty batch (shape {array.shape}); pass at least one image.")
+    if array.size == 0:
+        raise InputError(f"{what} are empty (shape {given}); pass at least one image.")
     if expected[-1] is not None and array.shape[-1] != expected[-1]:
         raise InputError(
             f"{what} have {array.shape[-1]} channel(s), but the model takes "
-            f"{expected[-1]}. {_channel_fix(array.shape[-1], expected[-1])}"
+            f"{expected[-1]}. {_channel_fix(array.shape[-1], expected[-1], channel_axis_missing)}"
         )
     if not _fits(array.shape[1:], expected[1:]):
         size = tuple(expected[1:-1])
         raise InputError(
-            f"{what} have shape {array.shape}, but the model takes "
+            f"{what} have shape {given}, but the model takes "
             f"{_shape_text(expected)}. Resize them first, e.g. "
             f"tf.image.resize(x, {size})."
         )
@@ -114,6 +117,17 @@ def _prepare_one(x, expected, what) -> np.ndarray:
     return array
 
 
+def _missing_axes(shape, expected) -> tuple[bool, bool]:
+    """Whether an array of ``shape`` lacks (the batch axis, the channel axis) of model input ``expected``."""
+    rank = len(expected)
+    if len(shape) == rank - 1:
+        one_image = _fits(shape, expected[1:]) or shape[-1] in (1, 3, 4, expected[-1])
+        return one_image, not one_image
+    if len(shape) == rank - 2 and rank >= 3:  # one gray image (H, W), or one signal (steps,)
+        return True, True
+    return False, False
+
+
 def _fits(shape, expected) -> bool:
     return len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected))
 
@@ -122,9 +136,10 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("N" if i == 0 else ("any" if d is None else str(d)) for i, d in enumerate(shape)) + ")"
 
 
-def _channel_fix(have, want) -> str:
+def _channel_fix(have, want, channel_axis_missing=False) -> str:
     if have == 1 and want == 3:
-        return "Repeat the gray channel: np.repeat(x, 3, axis=-1)."
+        gray = "x[..., None]" if channel_axis_missing else "x"
+        return f"Repeat the gray channel: np.repeat({gray}, 3, axis=-1)."
     if have == 3 and want == 1:
         return "Convert to gray first: x.mean(axis=-1, keepdims=True)."
     if have == 4 and want == 3:

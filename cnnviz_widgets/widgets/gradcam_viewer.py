@@ -54,10 +54,12 @@ class GradCamViewer(VisualizerWidget):
     alpha = CFloat(0.4, help="Opacity of the heatmap over the image: 0 = image only, 1 = heatmap only.")
 
     def __init__(self, model, image, preprocess=None, class_names=None, top_k: int = 5, **kwargs):
-        self.image = _single_image(image)
         self._model = model
         self._graph = graph = _image_classifier_graph(model)
-        self._model_input = raw_and_model_inputs(graph, self.image, preprocess)[1]
+        raw, self._model_input = raw_and_model_inputs(graph, image, preprocess)
+        if len(raw) != 1:
+            raise InputError(f"GradCamViewer explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
+        self.image = raw[0]
         self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
         self.num_classes = len(self.probabilities)
         self.class_names = class_names_for(self.num_classes, class_names)
@@ -208,19 +210,6 @@ class GradCamViewer(VisualizerWidget):
             imaging.colormap(self.heatmap, HEATMAP_COLORMAP),
             self._overlay(),
         ]
-
-
-def _single_image(image) -> np.ndarray:
-    array = np.asarray(image)
-    if array.ndim == 4:
-        if len(array) != 1:
-            raise InputError(
-                f"GradCamViewer explains one image, got a batch of {len(array)}; pass one, e.g. images[0]."
-            )
-        array = array[0]
-    if array.ndim not in (2, 3):
-        raise InputError(f"The image has shape {array.shape}; pass one image (H, W, C) or (1, H, W, C).")
-    return array
 
 
 def _image_classifier_graph(model) -> LayerGraph:
