@@ -65,7 +65,9 @@ class PatternSearch:
         self.image_shape = self._image_shape(size)
         self._truncated = self.graph.model_for([layer])
         self._preprocess = preprocess
-        self._step = tf.function(self._ascent_step, reduce_retracing=True)
+        # No autograph: the step has no tensor-dependent Python control flow, and autograph
+        # would wrap an error raised by preprocess in a StagingError.
+        self._step = tf.function(self._ascent_step, reduce_retracing=True, autograph=False)
 
     def _image_shape(self, size):
         if len(self.graph.inputs) != 1 or len(self.graph.inputs[0].shape) != 4:
@@ -87,8 +89,7 @@ class PatternSearch:
     def _ascent_step(self, images, filters, step_size):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            model_input = images if self._preprocess is None else self._preprocess(images)
-            activation = tf.cast(self._truncated(model_input, training=False), tf.float32)
+            activation = tf.cast(self._truncated(self._model_input(images), training=False), tf.float32)
             flat = tf.reshape(activation, (tf.shape(activation)[0], -1, self.num_filters))
             loss = tf.reduce_mean(tf.gather(flat, filters, axis=2, batch_dims=1), axis=1)
             # Images are independent in inference mode: one backward pass gives each
@@ -97,6 +98,19 @@ class PatternSearch:
         gradients = tape.gradient(total, images)
         rms = tf.sqrt(tf.reduce_mean(tf.square(gradients), axis=(1, 2, 3), keepdims=True))
         return images + step_size * gradients / (rms + 1e-5), loss
+
+    def _model_input(self, images):
+        if self._preprocess is None:
+            return images
+        try:
+            return self._preprocess(images)
+        except Exception as error:
+            raise InputError(
+                f"preprocess raised {type(error).__name__}: {error}. Filter patterns call it "
+                f"inside the compiled ascent step on a float32 tf.Tensor batch of shape "
+                f"{tuple(images.shape)}, so it must use differentiable TensorFlow or Keras ops "
+                "(such as keras.applications.vgg16.preprocess_input), not numpy."
+            ) from error
 
     def batch_size(self, memory_budget_mb: float) -> int:
         """Images per batch so that forward and backward activations fit the budget."""
@@ -135,6 +149,8 @@ class PatternSearch:
         of the batches already finished.
         """
         filters = self._checked_filters(filters)
+        if steps < 0:
+            raise InputError(f"steps is the number of gradient ascent steps and must be >= 0, got {steps}.")
         low, high = (float(v) for v in value_range)
         span = high - low
         step_size = span / 255.0 if step_size is None else float(step_size)

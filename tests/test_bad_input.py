@@ -1,0 +1,52 @@
+"""Bad input to every core function and every widget: one clear error, or a documented conversion.
+
+Errors are ValueError/TypeError subclasses whose message names the fix. A widget that
+refuses a value keeps everything it shows (traits, PNG bytes, charts, main array),
+says why in ``error``, and clears ``error`` at the next good value.
+"""
+
+import numpy as np
+import pytest
+
+import cnnviz_widgets as cw
+from cnnviz_widgets.core.errors import InputError, NoKernelError, UnknownLayerError, UnsupportedModelError
+from conftest import small_cnn
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_cnn(classes=5, size=16)
+
+
+def raise_zero_division(batch):
+    return 1 / 0
+
+
+# -- arguments of the core functions ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m, x: cw.activations(m, x, layers="conv9"), UnknownLayerError, "Unknown layer 'conv9'. Available: conv1"),
+        (lambda m, x: cw.grad_cam(m, x, 5), InputError, r"class_index 5 is out of range.*0\.\.4"),
+        (lambda m, x: cw.grad_cam(m, x, -1), InputError, r"class_index -1 is out of range.*0\.\.4"),
+        (lambda m, x: cw.grad_cam(m, x, 0, layer="conv9"), UnknownLayerError, "Unknown layer 'conv9'"),
+        (lambda m, x: cw.grad_cam(m, x, 0, layer="gap"), UnsupportedModelError, "needs a 4-D .* Try one of: conv1"),
+        (lambda m, x: cw.filter_weights(m, "gap"), NoKernelError, "'gap' .* no kernel. Layers with kernels: conv1, conv2"),
+        (lambda m, x: cw.filter_weights(m, "conv9"), UnknownLayerError, "Unknown layer 'conv9'"),
+        (lambda m, x: cw.filter_patterns(m, "conv1", [8], size=None), InputError, r"Filter 8 .* use 0\.\.7"),
+        (lambda m, x: cw.filter_patterns(m, "conv1", [-1], size=None), InputError, r"Filter -1 .* use 0\.\.7"),
+        (lambda m, x: cw.filter_patterns(m, "conv9", [0], size=None), UnknownLayerError, "Unknown layer 'conv9'"),
+        (lambda m, x: cw.filter_patterns(m, "conv1", [0], size=None, steps=-1), InputError, "steps .* >= 0"),
+        (
+            lambda m, x: cw.filter_patterns(m, "conv1", [0], size=None, steps=1, preprocess=raise_zero_division),
+            InputError,
+            "preprocess raised ZeroDivisionError: division by zero.*differentiable TensorFlow",
+        ),
+    ],
+)
+def test_bad_arguments_to_core_functions_name_the_fix(model, call, error, message):
+    x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
+    with pytest.raises(error, match=message):
+        call(model, x)
