@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
-from cnnviz_widgets.core.errors import InputError, NoKernelError, UnknownLayerError, UnsupportedModelError
+from cnnviz_widgets.core.errors import InputError, InputTypeError, NoKernelError, UnknownLayerError, UnsupportedModelError
 from conftest import small_cnn
 
 
@@ -29,6 +29,8 @@ def raise_zero_division(batch):
     "call, error, message",
     [
         (lambda m, x: cw.activations(m, x, layers="conv9"), UnknownLayerError, "Unknown layer 'conv9'. Available: conv1"),
+        (lambda m, x: cw.activations(m, x, layers=3), InputTypeError, "layers must be None .* a layer name or a list"),
+        (lambda m, x: cw.activations(m, x, batch_size=0), InputError, "batch_size .* int >= 1, got 0"),
         (lambda m, x: cw.grad_cam(m, x, 5), InputError, r"class_index 5 is out of range.*0\.\.4"),
         (lambda m, x: cw.grad_cam(m, x, -1), InputError, r"class_index -1 is out of range.*0\.\.4"),
         (lambda m, x: cw.grad_cam(m, x, 0, layer="conv9"), UnknownLayerError, "Unknown layer 'conv9'"),

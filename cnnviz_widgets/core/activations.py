@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError, InputTypeError
 from .graph import LayerGraph
 from .inputs import prepare_inputs
 
@@ -14,7 +15,10 @@ def resolve_layers(graph: LayerGraph, layers) -> list[str]:
         return graph.paths
     if isinstance(layers, str):
         layers = [layers]
-    layers = list(layers)
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise InputTypeError(f"layers must be None (every layer), a layer name or a list of names; got {layers!r}.") from None
     for path in layers:
         graph.info(path)
     return layers
@@ -27,6 +31,8 @@ def activations(model, x, layers=None, batch_size: int = 32) -> dict[str, np.nda
     with its moving statistics) of one cached multi-output graph, run over ``x`` in
     batches of ``batch_size``. Arrays keep the batch axis first.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size is how many images run at once and must be an int >= 1, got {batch_size!r}.")
     graph = LayerGraph.of(model)
     paths = resolve_layers(graph, layers)
     inputs = prepare_inputs(graph, x)
