@@ -248,6 +248,7 @@ def test_a_large_layer_is_shown_a_page_of_filters_at_a_time(model, monkeypatch):
         ("channel", -1, ["Filter -1", "0..7"]),
         ("view", "filters", ["'weights'", "'patterns'"]),
         ("bgr", "yes", ["'auto'"]),
+        ("bgr", None, ["'auto'"]),
         ("scale", "local", ["'tile'", "'global'"]),
         ("steps", 0, ["steps", "at least 1"]),
         ("size", 32, ["16x16", "size=None"]),

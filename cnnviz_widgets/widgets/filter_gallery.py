@@ -178,6 +178,7 @@ class FilterGallery(VisualizerWidget):
     channel = Int(0, help="The selected filter (output channel) in both views.")
     view = Unicode("weights", help="'weights' or 'patterns'.")
     bgr = Any("auto", help="'auto', True or False: reverse the colour channels of 3-channel kernels.")
+    bgr.allow_none = False  # Any lets None past the validator; Any(allow_none=False) does not change that
     scale = Unicode("tile", help="Kernel tile contrast: 'tile' (each its own) or 'global'.")
     steps = Int(40, help="Gradient ascent steps per pattern.")
     size = Int(None, allow_none=True, help="Pattern size in pixels; None: the model's input size, else 64.")
