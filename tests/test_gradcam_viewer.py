@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import cnnviz_widgets as cw
-from cnnviz_widgets import GradCamViewer
+from cnnviz_widgets import GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.class_names import imagenet_class_names
 from cnnviz_widgets.core.gradcam import GradCam
@@ -252,6 +252,15 @@ def test_a_gray_image_with_or_without_its_batch_and_channel_axes():
         viewer = GradCamViewer(gray, image, class_index=1)
         np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-6, err_msg=str(image.shape))
         np.testing.assert_array_equal(viewer.panels()[0], imaging.to_uint8_image(pixels))
+
+
+def test_a_preprocessed_image_is_stretched_to_show_as_in_layer_explorer(counted_model):
+    model_ready = np.random.default_rng(7).uniform(-1, 1, (16, 16, 3)).astype("float32")
+    viewer = GradCamViewer(counted_model, model_ready)
+    picture = imaging.to_uint8_image(imaging.normalize(model_ready))
+    np.testing.assert_array_equal(viewer.panels()[0], picture)
+    np.testing.assert_array_equal(viewer.panels()[0], LayerExplorer(counted_model, model_ready).panels()[0])
+    np.testing.assert_array_equal(viewer.panels()[2], imaging.overlay(picture, viewer.heatmap, viewer.alpha, "jet"))
 
 
 def test_a_model_without_image_input_is_refused_before_the_image_is_read():

@@ -77,6 +77,14 @@ def show(view: widgets.Image, picture: np.ndarray):
     view.value = imaging.to_png(imaging.to_uint8_image(picture))
 
 
+def raw_image_picture(image) -> np.ndarray:
+    """One raw image as uint8 RGB; values that are not pixels (a preprocessed image) are stretched to show."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
+        array = imaging.normalize(array)
+    return imaging.to_uint8_image(array)
+
+
 class BarChart:
     """A bqplot bar chart whose bars can be clicked to select one.
 

@@ -21,7 +21,7 @@ from ..core.errors import InputError, UnsupportedModelError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
 from ..core.inputs import raw_and_model_inputs
-from ._base import BarChart, VisualizerWidget, image_view, show
+from ._base import BarChart, VisualizerWidget, image_view, raw_image_picture, show
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
@@ -39,8 +39,9 @@ class ClassExplanation:
 class GradCamViewer(VisualizerWidget):
     """Grad-CAM of one image: top-k predictions, heatmap, overlay and channel contributions.
 
-    ``image`` is what you look at (raw pixels, (H, W, C) or (1, H, W, C));
-    ``preprocess`` maps a batch of raw images to what the model takes, e.g.
+    ``image`` is what you look at: raw pixels (H, W, C), or (H, W) for a gray
+    model, with or without a batch axis of one (values outside 0..255, an image
+    already preprocessed, are stretched to show); ``preprocess`` maps a batch of raw images to what the model takes, e.g.
     ``keras.applications.vgg16.preprocess_input``. Without ``class_names``, a
     1000-class model gets the ImageNet names and any other model "class i".
 
@@ -60,6 +61,7 @@ class GradCamViewer(VisualizerWidget):
         if len(raw) != 1:
             raise InputError(f"GradCamViewer explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
         self.image = raw[0]
+        self._picture = raw_image_picture(self.image)
         self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
         self.num_classes = len(self.probabilities)
         self.class_names = class_names_for(self.num_classes, class_names)
@@ -90,7 +92,7 @@ class GradCamViewer(VisualizerWidget):
         widgets.link((self, "class_index"), (self.class_box, "value"))
         widgets.link((self, "layer"), (self.layer_menu, "value"))
         widgets.link((self, "alpha"), (self.alpha_slider, "value"))
-        show(self._image_view, _for_display(imaging.to_uint8_image(self.image)))
+        show(self._image_view, _for_display(self._picture))
         self.children = [
             widgets.HBox([self.class_box, self._class_label]),
             widgets.HBox([self.layer_menu, self.alpha_slider]),
@@ -201,12 +203,12 @@ class GradCamViewer(VisualizerWidget):
         return np.clip(imaging.resize(heatmap, size), 0, 1)
 
     def _overlay(self) -> np.ndarray:
-        return imaging.overlay(self.image, self.heatmap, self.alpha, HEATMAP_COLORMAP)
+        return imaging.overlay(self._picture, self.heatmap, self.alpha, HEATMAP_COLORMAP)
 
     def panels(self) -> list[np.ndarray]:
         """The raw image, the heatmap alone and the heatmap over the image, uint8 RGB."""
         return [
-            imaging.to_uint8_image(self.image),
+            self._picture,
             imaging.colormap(self.heatmap, HEATMAP_COLORMAP),
             self._overlay(),
         ]

@@ -30,7 +30,7 @@ from traitlets import Int, Unicode, observe, validate
 from ..core import imaging
 from ..core.activation_cache import ActivationCache
 from ..core.errors import InputError, UnknownLayerError
-from ._base import BarChart, PictureFigure, VisualizerWidget, image_view, show
+from ._base import BarChart, PictureFigure, VisualizerWidget, image_view, raw_image_picture, show
 
 VIEWS = ("channel", "grid", "images")
 NORMALIZATIONS = (("per channel", "channel"), ("per layer", "layer"))
@@ -250,9 +250,7 @@ class LayerExplorer(VisualizerWidget):
         raw = self.cache.images[self.image_index]
         if len(self.cache.graph.inputs[0].shape) != 4:  # a signal (steps, features): one row per feature
             return imaging.colormap(imaging.normalize(raw.reshape(len(raw), -1).T), "gray")
-        if raw.dtype != np.uint8 and (raw.min() < 0 or raw.max() > 255):
-            raw = imaging.normalize(raw)  # not pixels (already preprocessed): stretch to show
-        return imaging.to_uint8_image(raw)
+        return raw_image_picture(raw)
 
     def _show_channel_means(self):
         activation = self.activation
