@@ -5,10 +5,12 @@ refuses a value keeps everything it shows (traits, PNG bytes, charts, main array
 says why in ``error``, and clears ``error`` at the next good value.
 """
 
+import keras
 import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
+from cnnviz_widgets import FilterGallery
 from cnnviz_widgets.core.errors import InputError, InputTypeError, NoKernelError, UnknownLayerError, UnsupportedModelError
 from conftest import small_cnn
 
@@ -16,6 +18,22 @@ from conftest import small_cnn
 @pytest.fixture(scope="module")
 def model():
     return small_cnn(classes=5, size=16)
+
+
+@pytest.fixture(scope="module")
+def nan_branch_model():
+    """Output 0 is healthy; output 1 passes a BatchNormalization whose negative variance gives NaN."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(features)
+    scores = keras.layers.Dense(3, activation="softmax", name="scores")(pooled)
+    broken = keras.layers.BatchNormalization(name="broken_bn")(features)
+    after = keras.layers.Conv2D(2, 1, name="after_nan")(broken)
+    model = keras.Model(inputs, [scores, after])
+    gamma, beta, mean, variance = model.get_layer("broken_bn").get_weights()
+    model.get_layer("broken_bn").set_weights([gamma, beta, mean, np.full_like(variance, -1.0)])
+    return model
 
 
 def raise_zero_division(batch):
@@ -52,3 +70,16 @@ def test_bad_arguments_to_core_functions_name_the_fix(model, call, error, messag
     x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
     with pytest.raises(error, match=message):
         call(model, x)
+
+
+# -- a model that computes NaN --------------------------------------------------------
+
+
+def test_patterns_that_reach_nan_are_an_error_not_black_pictures(nan_branch_model):
+    with pytest.raises(UnsupportedModelError, match=r"filter\(s\) 0, 1 of layer 'after_nan' reached NaN"):
+        cw.filter_patterns(nan_branch_model, "after_nan", [0, 1], size=None, steps=2)
+    assert cw.filter_patterns(nan_branch_model, "conv", [0, 1], size=None, steps=2).shape == (2, 16, 16, 3)
+    gallery = FilterGallery(nan_branch_model, "after_nan", view="patterns", steps=2, patterns_per_page=2)
+    with pytest.raises(UnsupportedModelError, match="reached NaN"):
+        gallery.compute_patterns(wait=True)
+    assert "failed: Gradient ascent" in gallery._pattern_status.value and gallery.patterns == {}

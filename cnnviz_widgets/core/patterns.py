@@ -168,15 +168,28 @@ class PatternSearch:
                 start_loss = loss.numpy() if start_loss is None else start_loss
             final_loss = self._loss(images, chunk_ids)
             start_loss = final_loss if start_loss is None else start_loss
+            images = images.numpy()
+            self._check_finite(chunk, images, final_loss)
             done = AscentResult(
                 np.concatenate([done.filters, chunk]),
-                np.concatenate([done.images, images.numpy()]),
+                np.concatenate([done.images, images]),
                 np.concatenate([done.start_loss, start_loss]),
                 np.concatenate([done.final_loss, final_loss]),
             )
             if on_batch is not None:
                 on_batch(len(done.filters), len(filters), done)
         return done
+
+    def _check_finite(self, filters, images, loss):
+        """A NaN pattern would be drawn black as if it were one; say where the NaN comes from instead."""
+        bad = ~np.isfinite(images).all(axis=(1, 2, 3)) | ~np.isfinite(loss)
+        if bad.any():
+            raise UnsupportedModelError(
+                f"Gradient ascent on filter(s) {', '.join(map(str, filters[bad][:10]))} of layer "
+                f"'{self.layer}' reached NaN or infinity: the model's output at this layer, or "
+                "its gradient, is not finite for these images. Check value_range and preprocess, "
+                "and the weights of this layer and the layers before it."
+            )
 
     def _loss(self, images, filters) -> np.ndarray:
         _, loss = self._step(images, filters, tf.constant(0.0))
