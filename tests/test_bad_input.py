@@ -5,14 +5,18 @@ refuses a value keeps everything it shows (traits, PNG bytes, charts, main array
 says why in ``error``, and clears ``error`` at the next good value.
 """
 
+import ipywidgets as widgets
 import keras
 import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
-from cnnviz_widgets import FilterGallery
+from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
 from cnnviz_widgets.core.errors import InputError, InputTypeError, NoKernelError, UnknownLayerError, UnsupportedModelError
+from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import small_cnn
+
+IMAGES = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,33 @@ def nan_branch_model():
 
 def raise_zero_division(batch):
     return 1 / 0
+
+
+def shown_widgets(widget, found=None) -> dict:
+    """Every widget that ``widget`` shows, reached through its synced traits (children, marks, images…)."""
+    found = {} if found is None else found
+    if isinstance(widget, widgets.Widget) and widget.model_id not in found:
+        found[widget.model_id] = widget
+        for name in widget.keys:
+            shown_widgets(getattr(widget, name), found)
+    elif isinstance(widget, (list, tuple)):
+        for item in widget:
+            shown_widgets(item, found)
+    elif isinstance(widget, dict):
+        for item in widget.values():
+            shown_widgets(item, found)
+    return found
+
+
+MAIN_ARRAY = {LayerExplorer: "activation", FilterGallery: "weights", GradCamViewer: "heatmap"}
+
+
+def everything_shown(widget) -> tuple:
+    """What the front end has, the traits, the PNG and the main array: everything but the error."""
+    state = {key: shown.get_state() for key, shown in shown_widgets(widget).items() if shown is not widget._error_line}
+    traits = {name: getattr(widget, name) for name in widget.trait_names() if name != "error" and not name.startswith("_")}
+    main = np.array(getattr(widget, MAIN_ARRAY[type(widget)]))
+    return state, traits, widget.to_png(), main.shape, main.tobytes()
 
 
 # -- arguments of the core functions ------------------------------------------------
@@ -83,3 +114,17 @@ def test_patterns_that_reach_nan_are_an_error_not_black_pictures(nan_branch_mode
     with pytest.raises(UnsupportedModelError, match="reached NaN"):
         gallery.compute_patterns(wait=True)
     assert "failed: Gradient ascent" in gallery._pattern_status.value and gallery.patterns == {}
+
+
+def test_layer_explorer_refuses_a_layer_the_model_computes_nan_for(nan_branch_model):
+    explorer = LayerExplorer(nan_branch_model, IMAGES)
+    before = everything_shown(explorer)
+    for layer in ("broken_bn", "after_nan"):
+        with pytest.raises(WidgetValueError, match=f"Layer '{layer}' outputs .* NaN or infinite value.* for image 0"):
+            explorer.layer = layer
+        assert everything_shown(explorer) == before
+    explorer.view = "images"
+    with pytest.raises(WidgetValueError, match="'broken_bn' outputs .* for the images"):
+        explorer.layer = "broken_bn"
+    explorer.layer = "gap"
+    assert explorer.error == ""

@@ -154,12 +154,27 @@ class LayerExplorer(VisualizerWidget):
 
     # -- validation: a refused value raises, shows in `error`, and changes nothing --
 
+    def _refuse_unless_finite(self, layer: str, image_index: int, view: str):
+        """Refuse a state that would show NaN or infinite values: they have no colour."""
+        shown = [self.cache.for_image(image_index)[layer]]
+        if view == "images":
+            shown.append(self.cache.for_layer(layer))
+        bad = sum(int((~np.isfinite(values)).sum()) for values in shown)
+        if bad:
+            images = "the images" if view == "images" else f"image {image_index}"
+            self.refuse(
+                f"Layer '{layer}' outputs {bad} NaN or infinite value(s) for {images}, which cannot "
+                "be drawn. The model computes them: check the images' scale and preprocess, and "
+                "the weights of this layer and the layers before it."
+            )
+
     @validate("layer")
     def _check_layer(self, proposal):
         try:
             self.cache.graph.info(proposal["value"])
         except UnknownLayerError as error:
             self.refuse(str(error))
+        self._refuse_unless_finite(proposal["value"], self.image_index, self.view)
         self.accept()
         return proposal["value"]
 
@@ -179,6 +194,7 @@ class LayerExplorer(VisualizerWidget):
         index, count = proposal["value"], len(self.cache)
         if not 0 <= index < count:
             self.refuse(f"image_index {index} is out of range: there are {count} images, so use 0..{count - 1}.")
+        self._refuse_unless_finite(self.layer, index, self.view)
         self.accept()
         return index
 
@@ -186,6 +202,7 @@ class LayerExplorer(VisualizerWidget):
     def _check_view(self, proposal):
         if proposal["value"] not in VIEWS:
             self.refuse(f"Unknown view {proposal['value']!r}. Use one of: {', '.join(VIEWS)}.")
+        self._refuse_unless_finite(self.layer, self.image_index, proposal["value"])
         self.accept()
         return proposal["value"]
 
