@@ -1,0 +1,144 @@
+"""P3: Grad-CAM of an image's top-5 classes, then a class change in GradCamViewer.
+
+``GradCam(model).explain(x, top5)`` (one forward pass and one batched Jacobian) is
+timed against one plain ``model(x)`` (the floor), against keras-io's hand-written
+Grad-CAM (a ``GradientTape`` per class, eager) and against tf-keras-vis's
+``Gradcam`` (one call per class), all on the same image, layer and classes. The
+class change is the time from ``viewer.class_index = c`` to new PNG bytes, moving
+between the top-5 classes that the viewer has explained already.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cnnviz_widgets import GradCamViewer
+from cnnviz_widgets.core.gradcam import GradCam
+
+from .common import change_seconds, incompatible, peer, pixels, vgg16
+from .timing import INFO, Row, checked_row, interleaved, ms, times
+
+TOP_K = 5
+
+
+def run(settings) -> list:
+    size = settings.image_size
+    model = vgg16(size)
+    image = pixels(1, size)
+    x = image.astype(np.float32)
+    cam = GradCam(model)
+    classes = np.argsort(-np.asarray(model(x))[0])[:TOP_K]
+
+    def forward():
+        return np.asarray(model(x, training=False))
+
+    def ours():
+        return cam.explain(x, classes).heatmaps
+
+    hand_written = _per_class_tape(model, cam.layer, x, classes)
+    against_forward = interleaved({"forward": forward, "ours": ours}, settings.forward_rounds, warmups=2)
+    baselines = {"ours": ours, "tape": hand_written}
+    peer_gradcam, peer_problem = _tf_keras_vis_gradcam(model, cam.layer, x, classes)
+    if peer_gradcam is not None:
+        baselines["tf-keras-vis"] = peer_gradcam
+    against_peers = interleaved(baselines, settings.per_layer_rounds)
+
+    what = f"Grad-CAM of the top-{TOP_K} classes, VGG16-{size}, `{cam.layer}`"
+    return [
+        _against_forward(what, against_forward),
+        _against_peer(what, against_peers, peer_problem),
+        _against_tape(what, against_peers),
+        _class_change(model, image, settings),
+    ]
+
+
+def _against_forward(what, seconds) -> Row:
+    ratio = seconds["ours"] / seconds["forward"]
+    return checked_row(
+        "P3a",
+        f"{what}, vs one plain `model(x)`",
+        ratio,
+        f"{times(ratio)} one forward ({ms(seconds['ours'])} vs {ms(seconds['forward'])})",
+        "≤ 1.3×",
+        at_most=1.3,
+    )
+
+
+def _against_peer(what, seconds, peer_problem) -> Row:
+    what = f"{what}, vs tf-keras-vis `Gradcam`, one call per class"
+    if peer_problem is not None:
+        return Row("P3b", what, peer_problem, "≥ 15×", INFO)
+    speedup = seconds["tf-keras-vis"] / seconds["ours"]
+    return checked_row(
+        "P3b",
+        what,
+        speedup,
+        f"{times(speedup)} faster ({ms(seconds['ours'])} vs {ms(seconds['tf-keras-vis'])})",
+        "≥ 15×",
+        at_least=15,
+    )
+
+
+def _against_tape(what, seconds) -> Row:
+    speedup = seconds["tape"] / seconds["ours"]
+    return Row(
+        "P3c",
+        f"{what}, vs a hand-written `GradientTape` per class (keras-io)",
+        f"{times(speedup)} faster ({ms(seconds['ours'])} vs {ms(seconds['tape'])})",
+        "—",
+        INFO,
+    )
+
+
+def _per_class_tape(model, layer, x, classes):
+    """keras-io's ``make_gradcam_heatmap``, once per class."""
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+
+    def heatmaps():
+        maps = []
+        for class_index in classes:
+            with tf.GradientTape() as tape:
+                features, predictions = grad_model(x)
+                score = predictions[:, class_index]
+            gradients = tape.gradient(score, features)
+            weights = tf.reduce_mean(gradients, axis=(0, 1, 2))
+            heatmap = tf.nn.relu(features[0] @ weights[..., None])[..., 0]
+            maps.append((heatmap / tf.reduce_max(heatmap)).numpy())
+        return maps
+
+    return heatmaps
+
+
+def _tf_keras_vis_gradcam(model, layer, x, classes):
+    """``(heatmaps function, None)`` or ``(None, why tf-keras-vis cannot run)``."""
+    gradcam_module, problem = peer("tf_keras_vis.gradcam")
+    if gradcam_module is None:
+        return None, problem
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    try:
+        gradcam = gradcam_module.Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+
+        def heatmaps():
+            return [gradcam(CategoricalScore([int(c)]), x, penultimate_layer=layer) for c in classes]
+
+        heatmaps()
+    except Exception as error:
+        return None, incompatible(error)
+    return heatmaps, None
+
+
+def _class_change(model, image, settings) -> Row:
+    viewer = GradCamViewer(model, image[0], top_k=TOP_K)
+    seconds = change_seconds(viewer, "class_index", [c for c, _, _ in viewer.predictions], settings.trait_repeats)
+    return checked_row(
+        "P3d",
+        f"GradCamViewer class change among the top-{TOP_K}, VGG16-{settings.image_size}",
+        seconds,
+        f"{ms(seconds)} (median of {settings.trait_repeats})",
+        "≤ 30 ms",
+        at_most=0.030,
+    )

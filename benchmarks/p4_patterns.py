@@ -1,0 +1,243 @@
+"""P4: filter patterns of VGG16 ``block3_conv1`` by gradient ascent (S1).
+
+``PatternSearch.run`` (filters batched under its default 512 MB budget, one
+compiled step per batch) is timed against
+
+- the S1 loop ported to TF 2: one filter at a time, a compiled function standing
+  for S1's ``K.function([model.input], [loss, grads])``, the step in numpy;
+- tf-keras-vis ``ActivationMaximization`` set up as the same algorithm (plain SGD
+  of step 1 on the RMS-normalised gradient, no jitter or regularisers) with the
+  same batches, size and steps;
+- a large compiled ``tf.matmul``, for the FLOP/s this CPU reaches now.
+
+All start from the same gray noise. FLOPs are counted from the conv layers'
+shapes: 2·kh·kw·cin·cout·H·W per conv forward, and as much again for the
+gradient with respect to the conv's input; the kernels' gradients are not asked
+for, and the compiled step never computes them. So a step costs 2× the forward
+pass (training would cost 3×), and ReLU and pooling are not counted.
+
+Compute-bound work cannot beat the FLOP ceiling; the last figure is what a
+larger step buys: the time to reach the S1 loop's 40-step mean activation.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cnnviz_widgets.core.patterns import PatternSearch
+
+from .common import incompatible, peer, vgg16
+from .timing import INFO, Row, checked_row, duration, interleaved, times
+
+LAYER = "block3_conv1"
+BUDGET_MB = 512  # PatternSearch.run's default memory budget
+STEP_FACTOR = 4  # the larger step of the last figure, with 1/STEP_FACTOR of the steps
+
+
+def run(settings) -> list:
+    size, steps = settings.pattern_size, settings.pattern_steps
+    base = vgg16(size, include_top=False)
+    truncated = keras.Model(base.inputs, base.get_layer(LAYER).output)
+    filters = np.arange(settings.pattern_filters)
+    search = PatternSearch(base, LAYER, size=size)
+    batch = search.batch_size(BUDGET_MB)
+    starts = _gray_noise(filters, size)
+
+    # Each method maps a step count to the final images of every filter.
+    methods = {
+        "ours": lambda count: search.run(filters, steps=count, memory_budget_mb=BUDGET_MB).images,
+        "S1 loop": _s1_loop(truncated, starts),
+        "larger step": lambda count: (
+            search.run(
+                filters, steps=max(1, count // STEP_FACTOR), step_size=STEP_FACTOR, memory_budget_mb=BUDGET_MB
+            ).images
+        ),
+    }
+    peer_ascent, peer_problem = _tf_keras_vis(truncated, starts, batch)
+    if peer_ascent is not None:
+        methods["tf-keras-vis"] = peer_ascent
+    multiply, matmul_flops = _matmul(settings.matmul_size)
+    for ascend in methods.values():
+        ascend(1)  # traces its compiled functions; one step is enough
+    multiply()
+    finals = {}
+
+    def keeping(name, ascend):
+        def candidate():
+            finals[name] = ascend(steps)
+
+        return candidate
+
+    candidates = {name: keeping(name, ascend) for name, ascend in methods.items()}
+    candidates["matmul"] = multiply
+    seconds = interleaved(candidates, settings.pattern_rounds, warmups=0)
+
+    step_flops = 2 * forward_flops(truncated)
+    rate = {name: len(filters) * steps * step_flops / seconds[name] for name in ("ours", "S1 loop")}
+    rate["matmul"] = matmul_flops / seconds["matmul"]
+    level = {name: _mean_activation(truncated, images, filters) for name, images in finals.items()}
+    what = f"{len(filters)} filter patterns, VGG16 `{LAYER}`, {size} px, {steps} steps (batches of {batch})"
+    return [
+        _against_s1_loop(what, seconds, rate),
+        _against_peer(what, seconds, peer_problem),
+        _flop_rate(what, rate, step_flops, settings.matmul_size),
+        _time_to_s1_level(steps, seconds, level),
+    ]
+
+
+def _against_s1_loop(what, seconds, rate) -> Row:
+    speedup = seconds["S1 loop"] / seconds["ours"]
+    return checked_row(
+        "P4a",
+        f"{what}, vs the S1 loop (one filter at a time, compiled)",
+        speedup,
+        f"{times(speedup)} faster ({duration(seconds['ours'])} vs {duration(seconds['S1 loop'])})",
+        "≥ 3×",
+        at_least=3,
+        note=f"the S1 loop itself runs at {rate['S1 loop'] / rate['matmul']:.0%} of matmul FLOP/s",
+    )
+
+
+def _against_peer(what, seconds, peer_problem) -> Row:
+    what = f"{what}, vs tf-keras-vis `ActivationMaximization`, same batches"
+    if peer_problem is not None:
+        return Row("P4b", what, peer_problem, "≥ 1.5×", INFO)
+    speedup = seconds["tf-keras-vis"] / seconds["ours"]
+    return checked_row(
+        "P4b",
+        what,
+        speedup,
+        f"{times(speedup)} faster ({duration(seconds['ours'])} vs {duration(seconds['tf-keras-vis'])})",
+        "≥ 1.5×",
+        at_least=1.5,
+    )
+
+
+def _flop_rate(what, rate, step_flops, matmul_size) -> Row:
+    efficiency = rate["ours"] / rate["matmul"]
+    return checked_row(
+        "P4c",
+        f"{what}, FLOP/s vs a {matmul_size}² `tf.matmul`",
+        efficiency,
+        f"{efficiency:.0%} ({rate['ours'] / 1e9:.1f} vs {rate['matmul'] / 1e9:.1f} GFLOP/s)",
+        "≥ 70 %",
+        at_least=0.70,
+        note=f"{step_flops / 1e9:.2f} GFLOP per image and step (forward + input gradient, convs only)",
+    )
+
+
+def _time_to_s1_level(steps, seconds, level) -> Row:
+    """How much sooner than the S1 loop the S1 loop's final mean activation is reached."""
+    reached = {name: level[name] / level["S1 loop"] for name in ("ours", "larger step")}
+    speedup = {name: seconds["S1 loop"] / seconds[name] for name in reached}
+    return Row(
+        "P4d",
+        f"time to the S1 loop's {steps}-step mean activation, vs the S1 loop",
+        f"same steps: {times(speedup['ours'])} ({reached['ours']:.0%} of the level); step ×{STEP_FACTOR}, "
+        f"{max(1, steps // STEP_FACTOR)} steps: {times(speedup['larger step'])} ({reached['larger step']:.0%})",
+        "—",
+        INFO,
+        note=(
+            f"a {STEP_FACTOR}× step {'reaches' if reached['larger step'] >= 1 else 'does NOT reach'} "
+            f"the level in 1/{STEP_FACTOR} of the steps"
+        ),
+    )
+
+
+def forward_flops(model) -> int:
+    """FLOPs of one image's forward pass through the conv layers of ``model`` (static shapes)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel_height, kernel_width, channels_in, channels_out = layer.kernel.shape
+            _, height, width, _ = layer.output.shape
+            total += 2 * kernel_height * kernel_width * channels_in * channels_out * height * width
+    return total
+
+
+def _gray_noise(filters, size) -> np.ndarray:
+    """S1's start, ``random * 20 + 128``, seeded per filter like PatternSearch(seed=0)."""
+    return np.stack([np.random.default_rng([0, int(f)]).random((size, size, 3)) * 20 + 128 for f in filters]).astype(
+        np.float32
+    )
+
+
+def _s1_loop(truncated, starts):
+    """The S1 loop: one filter at a time, the step in numpy; maps a step count to final images."""
+
+    @tf.function
+    def iterate(image, filter_index):  # S1's K.function([model.input], [loss, grads])
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            loss = tf.reduce_mean(truncated(image)[..., filter_index])
+        grads = tape.gradient(loss, image)
+        grads /= tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5
+        return loss, grads
+
+    def one_filter_at_a_time(steps):
+        images = []
+        for filter_index, start in enumerate(starts):
+            image = start[None].copy()
+            for _ in range(steps):
+                _, grads = iterate(image, tf.constant(filter_index))
+                image += grads.numpy()
+            images.append(image[0])
+        return np.stack(images)
+
+    return one_filter_at_a_time
+
+
+def _tf_keras_vis(truncated, starts, batch):
+    """``(step count → final images, None)``: tf-keras-vis set up as S1's ascent, or ``(None, why not)``."""
+    module, problem = peer("tf_keras_vis.activation_maximization")
+    if module is None:
+        return None, problem
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    maximization = module.ActivationMaximization(truncated, clone=False)
+
+    def rms_normalised(gradients):
+        return gradients / (tf.sqrt(tf.reduce_mean(tf.square(gradients), axis=(1, 2, 3), keepdims=True)) + 1e-5)
+
+    def batched(steps):
+        images = []
+        for first in range(0, len(starts), batch):
+            chunk = list(range(first, min(first + batch, len(starts))))
+            images.append(
+                maximization(
+                    CategoricalScore(chunk),
+                    seed_input=starts[chunk],
+                    steps=steps,
+                    input_range=(None, None),
+                    input_modifiers=[],
+                    regularizers=[],
+                    optimizer=keras.optimizers.SGD(learning_rate=1.0),
+                    gradient_modifier=rms_normalised,
+                )
+            )
+        return np.concatenate(images)
+
+    try:
+        batched(1)
+    except Exception as error:
+        return None, incompatible(error)
+    return batched, None
+
+
+def _matmul(n: int):
+    """A compiled n×n matrix product, and its FLOPs."""
+    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+    product = tf.function(tf.matmul)
+
+    def multiply():
+        return product(a, b).numpy()
+
+    return multiply, 2 * n**3
+
+
+def _mean_activation(truncated, images, filters) -> float:
+    """Mean over filters of filter f's mean activation on its own image."""
+    activations = np.asarray(truncated(images, training=False))
+    return float(np.mean([activations[i, ..., f].mean() for i, f in enumerate(filters)]))
