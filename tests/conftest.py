@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import ipywidgets as widgets  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -79,6 +80,54 @@ def nested_cnn(levels=1):
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(4, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name="transfer"), innermost
+
+
+def shown_widgets(widget, found=None) -> dict:
+    """Every widget that ``widget`` shows, reached through its synced traits (children, marks, images…)."""
+    found = {} if found is None else found
+    if isinstance(widget, widgets.Widget) and widget.model_id not in found:
+        found[widget.model_id] = widget
+        for name in widget.keys:
+            shown_widgets(getattr(widget, name), found)
+    elif isinstance(widget, (list, tuple)):
+        for item in widget:
+            shown_widgets(item, found)
+    elif isinstance(widget, dict):
+        for item in widget.values():
+            shown_widgets(item, found)
+    return found
+
+
+MAIN_ARRAY = {"LayerExplorer": "activation", "FilterGallery": "weights", "GradCamViewer": "heatmap"}
+
+
+def shown_state(widget) -> list:
+    """The synced state of every widget shown but the error line, in a fixed order.
+
+    References between widgets ("IPY_MODEL_<id>") become positions in that order,
+    so two widgets showing the same thing have equal states.
+    """
+    shown = [w for w in shown_widgets(widget).values() if w is not widget._error_line]
+    position = {f"IPY_MODEL_{w.model_id}": f"widget {i}" for i, w in enumerate(shown)}
+    position[f"IPY_MODEL_{widget._error_line.model_id}"] = "error line"
+
+    def by_position(value):
+        if isinstance(value, str):
+            return position.get(value, value)
+        if isinstance(value, (list, tuple)):
+            return [by_position(item) for item in value]
+        if isinstance(value, dict):
+            return {key: by_position(item) for key, item in value.items()}
+        return value
+
+    return [by_position(w.get_state()) for w in shown]
+
+
+def everything_shown(widget) -> tuple:
+    """What the front end has, the widget's own traits, its PNG and its main array: all but the error."""
+    traits = {name: getattr(widget, name) for name in type(widget).class_own_traits()}
+    main = np.array(getattr(widget, MAIN_ARRAY[type(widget).__name__]))
+    return shown_state(widget), traits, widget.to_png(), main.shape, main.tobytes()
 
 
 @pytest.fixture

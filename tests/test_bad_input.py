@@ -5,16 +5,16 @@ refuses a value keeps everything it shows (traits, PNG bytes, charts, main array
 says why in ``error``, and clears ``error`` at the next good value.
 """
 
-import ipywidgets as widgets
 import keras
 import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
+from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.errors import InputError, InputTypeError, NoKernelError, UnknownLayerError, UnsupportedModelError
 from cnnviz_widgets.widgets._base import WidgetValueError
-from conftest import small_cnn
+from conftest import everything_shown, small_cnn
 
 IMAGES = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
 
@@ -22,6 +22,32 @@ IMAGES = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32"
 @pytest.fixture(scope="module")
 def model():
     return small_cnn(classes=5, size=16)
+
+
+@pytest.fixture(scope="module")
+def gray_model():
+    keras.utils.set_random_seed(6)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(2, activation="softmax", name="out"),
+        ]
+    )
+
+
+def dead_relu_model(dead_channels):
+    """A conv layer whose ``dead_channels`` have a zero kernel and bias -1: ReLU gives 0 everywhere."""
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="scores")(pooled))
+    kernel, bias = conv.get_weights()
+    kernel[..., dead_channels], bias[dead_channels] = 0.0, -1.0
+    conv.set_weights([kernel, bias])
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -42,33 +68,6 @@ def nan_branch_model():
 
 def raise_zero_division(batch):
     return 1 / 0
-
-
-def shown_widgets(widget, found=None) -> dict:
-    """Every widget that ``widget`` shows, reached through its synced traits (children, marks, images…)."""
-    found = {} if found is None else found
-    if isinstance(widget, widgets.Widget) and widget.model_id not in found:
-        found[widget.model_id] = widget
-        for name in widget.keys:
-            shown_widgets(getattr(widget, name), found)
-    elif isinstance(widget, (list, tuple)):
-        for item in widget:
-            shown_widgets(item, found)
-    elif isinstance(widget, dict):
-        for item in widget.values():
-            shown_widgets(item, found)
-    return found
-
-
-MAIN_ARRAY = {LayerExplorer: "activation", FilterGallery: "weights", GradCamViewer: "heatmap"}
-
-
-def everything_shown(widget) -> tuple:
-    """What the front end has, the traits, the PNG and the main array: everything but the error."""
-    state = {key: shown.get_state() for key, shown in shown_widgets(widget).items() if shown is not widget._error_line}
-    traits = {name: getattr(widget, name) for name in widget.trait_names() if name != "error" and not name.startswith("_")}
-    main = np.array(getattr(widget, MAIN_ARRAY[type(widget)]))
-    return state, traits, widget.to_png(), main.shape, main.tobytes()
 
 
 # -- arguments of the core functions ------------------------------------------------
@@ -98,9 +97,202 @@ def everything_shown(widget) -> tuple:
     ],
 )
 def test_bad_arguments_to_core_functions_name_the_fix(model, call, error, message):
-    x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
     with pytest.raises(error, match=message):
-        call(model, x)
+        call(model, IMAGES[:2])
+
+
+# -- images: to the core functions and to the widgets that take them -----------------
+
+TAKES_IMAGES = {
+    "activations": lambda model, x: list(cw.activations(model, x).values()),
+    "grad_cam": lambda model, x: [cw.grad_cam(model, x, 0)],
+    "LayerExplorer": lambda model, x: [(explorer := LayerExplorer(model, x)).activation, *explorer.panels()],
+    "GradCamViewer": lambda model, x: [(viewer := GradCamViewer(model, x)).probabilities, viewer.heatmap, *viewer.panels()],
+}
+
+
+def rgb(shape, fill=0.5, dtype="float32"):
+    return np.full(shape, fill, dtype)
+
+
+@pytest.mark.parametrize("taker", list(TAKES_IMAGES))
+@pytest.mark.parametrize(
+    "model_name, images, error, message",
+    [
+        ("model", rgb((1, 1, 16, 16, 3)), InputError, r"shape \(1, 1, 16, 16, 3\).*a batch shaped \(N, 16, 16, 3\)"),
+        ("model", rgb((3,)), InputError, r"shape \(3,\).*a batch shaped \(N, 16, 16, 3\)"),
+        ("model", rgb((1, 20, 20, 3)), InputError, r"tf\.image\.resize\(x, \(16, 16\)\)"),
+        ("model", rgb((1, 16, 16, 1)), InputError, r"1 channel\(s\), but the model takes 3.*np\.repeat\(x, 3, axis=-1\)"),
+        ("model", rgb((16, 16)), InputError, r"np\.repeat\(x\[\.\.\., None\], 3, axis=-1\)"),
+        ("model", rgb((1, 16, 16, 4)), InputError, r"4 channel\(s\).*x\[\.\.\., :3\]"),
+        ("gray_model", rgb((1, 8, 8, 3)), InputError, r"3 channel\(s\), but the model takes 1.*x\.mean\(axis=-1, keepdims=True\)"),
+        ("model", rgb((1, 16, 16, 3), np.nan), InputError, r"768 NaN or infinite.*np\.nan_to_num\(x\)"),
+        ("model", rgb((1, 16, 16, 3), -np.inf), InputError, r"768 NaN or infinite.*np\.nan_to_num\(x\)"),
+        ("model", rgb((0, 16, 16, 3)), InputError, r"are empty.*at least one image"),
+        ("model", rgb((1, 16, 16, 3), True, bool), InputTypeError, "dtype bool; pass numbers"),
+        ("model", np.full((1, 16, 16, 3), "a"), InputTypeError, "dtype <U1; pass numbers"),
+    ],
+)
+def test_bad_images_are_refused_with_the_fix(request, taker, model_name, images, error, message):
+    with pytest.raises(error, match=message):
+        TAKES_IMAGES[taker](request.getfixturevalue(model_name), images)
+
+
+def assert_same_results(first, second):
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("taker", list(TAKES_IMAGES))
+def test_one_image_gets_a_batch_axis(model, taker):
+    assert_same_results(TAKES_IMAGES[taker](model, IMAGES[0]), TAKES_IMAGES[taker](model, IMAGES[:1]))
+
+
+@pytest.mark.parametrize("taker", list(TAKES_IMAGES))
+def test_gray_images_get_a_channel_axis(gray_model, taker):
+    pixels = np.random.default_rng(8).uniform(0, 1, (1, 8, 8)).astype("float32")
+    with_axes = TAKES_IMAGES[taker](gray_model, pixels[..., None])
+    assert_same_results(TAKES_IMAGES[taker](gray_model, pixels), with_axes)
+    assert_same_results(TAKES_IMAGES[taker](gray_model, pixels[0]), with_axes)
+
+
+@pytest.mark.parametrize("taker", list(TAKES_IMAGES))
+def test_uint8_and_float64_are_cast_to_float32_not_rescaled(model, taker):
+    pixels = np.round(IMAGES[:1] * 255).astype(np.uint8)
+    as_float32 = TAKES_IMAGES[taker](model, pixels.astype(np.float32))
+    assert_same_results(TAKES_IMAGES[taker](model, pixels), as_float32)
+    assert_same_results(TAKES_IMAGES[taker](model, pixels.astype(np.float64)), as_float32)
+    rescaled = TAKES_IMAGES[taker](model, pixels.astype(np.float32) / 255)
+    assert not np.allclose(rescaled[0], as_float32[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("widget", [LayerExplorer, GradCamViewer])
+def test_a_raising_preprocess_is_named(model, widget):
+    with pytest.raises(InputError, match=r"preprocess raised ZeroDivisionError: division by zero.*shape \(1, 16, 16, 3\)"):
+        widget(model, IMAGES[:1], preprocess=raise_zero_division)
+
+
+def test_a_raising_preprocess_fails_the_pattern_run_with_its_name(model):
+    gallery = FilterGallery(model, view="patterns", steps=1, patterns_per_page=2, preprocess=raise_zero_division)
+    with pytest.raises(InputError, match="preprocess raised ZeroDivisionError"):
+        gallery.compute_patterns(wait=True)
+    assert "failed: preprocess raised ZeroDivisionError" in gallery._pattern_status.value
+    assert gallery.patterns == {} and not gallery.computing
+
+
+# -- widget values: refused, nothing shown changes, error says why ---------------------
+
+WIDGETS = {
+    "LayerExplorer": lambda model: LayerExplorer(model, IMAGES),
+    "FilterGallery": lambda model: FilterGallery(model, steps=2, patterns_per_page=4),
+    "GradCamViewer": lambda model: GradCamViewer(model, IMAGES[0]),
+}
+
+
+@pytest.mark.parametrize(
+    "widget, name, bad, message, good",
+    [
+        ("LayerExplorer", "layer", "conv9", "Unknown layer 'conv9'. Available: conv1, bn", "conv2"),
+        ("LayerExplorer", "channel", 8, r"channel 8 is out of range: layer 'conv1' has 8 channels, so use 0\.\.7", 3),
+        ("LayerExplorer", "channel", -1, r"channel -1 is out of range.*0\.\.7", 3),
+        ("LayerExplorer", "image_index", 4, r"image_index 4 is out of range: there are 4 images, so use 0\.\.3", 2),
+        ("LayerExplorer", "image_index", -1, r"image_index -1 is out of range.*0\.\.3", 2),
+        ("LayerExplorer", "view", "tiles", "Use one of: channel, grid, images", "grid"),
+        ("LayerExplorer", "colormap", "virdis", "Did you mean 'viridis'", "magma"),
+        ("LayerExplorer", "normalization", "global", "Use one of: channel, layer", "layer"),
+        ("FilterGallery", "layer", "conv9", "not a layer of this model. Layers with kernels: conv1, conv2, predictions", "conv2"),
+        ("FilterGallery", "layer", "gap", "'gap' has no kernel. Layers with kernels: conv1", "conv2"),
+        ("FilterGallery", "channel", 8, r"Filter 8 does not exist: layer 'conv1' has 8 filters, so use 0\.\.7", 3),
+        ("FilterGallery", "channel", -1, r"Filter -1 does not exist.*0\.\.7", 3),
+        ("FilterGallery", "view", "filters", "'weights', 'patterns'", "patterns"),
+        ("FilterGallery", "bgr", "yes", "'auto', True or False", True),
+        ("FilterGallery", "scale", "local", "'tile', 'global'", "global"),
+        ("FilterGallery", "steps", 0, "steps must be at least 1", 3),
+        ("FilterGallery", "size", 32, "16x16 images.*size=None", 16),
+        ("FilterGallery", "value_range", (1.0, 0.0), "low < high", (0.0, 1.0)),
+        ("FilterGallery", "patterns_per_page", 0, "at least 1", 2),
+        ("GradCamViewer", "class_index", 5, r"class_index 5 is out of range.*5 classes, so use 0\.\.4", 3),
+        ("GradCamViewer", "class_index", -1, r"class_index -1 is out of range.*0\.\.4", 3),
+        ("GradCamViewer", "layer", "gap", r"output shape \(None, 12\).*4-D output.*conv1, bn, pool1, conv2", "conv1"),
+        ("GradCamViewer", "layer", "conv9", "Unknown layer 'conv9'.*conv1, bn, pool1, conv2", "conv1"),
+        ("GradCamViewer", "alpha", 1.5, r"opacity and must be in \[0, 1\], got 1\.5", 0.8),
+        ("GradCamViewer", "alpha", np.nan, r"must be in \[0, 1\], got nan", 0.8),
+    ],
+)
+def test_a_refused_value_changes_nothing_shown_and_says_why(model, widget, name, bad, message, good):
+    shown = WIDGETS[widget](model)
+    before = everything_shown(shown)
+    with pytest.raises(WidgetValueError, match=message) as refused:
+        setattr(shown, name, bad)
+    assert isinstance(refused.value, ValueError)
+    assert shown.error == str(refused.value) and "b00020" in shown._error_line.value
+    assert everything_shown(shown) == before
+    setattr(shown, name, good)
+    assert getattr(shown, name) == good
+    assert shown.error == "" and shown._error_line.value == ""
+
+
+# -- dead channels and constant images: finite values, the documented mid-gray -------
+
+
+def test_layer_explorer_shows_constant_maps_of_a_black_image_mid_gray(model):
+    explorer = LayerExplorer(model, np.zeros((2, 16, 16, 3), "float32"))
+    for layer in ("conv1", "bn", "pool1", "conv2", "drop"):  # every map of a black image is flat
+        explorer.layer = layer
+        height, width = explorer.activation.shape[:2]
+        explorer.view = "channel"
+        np.testing.assert_array_equal(explorer.panels()[1], imaging.colormap(np.full((height, width), 0.5)))
+        explorer.view = "grid"
+        np.testing.assert_array_equal(explorer.panels()[1][:height, :width], imaging.colormap(np.full((height, width), 128 / 255)))
+        explorer.view = "images"
+        np.testing.assert_array_equal(explorer.panels()[1][:height, :width], imaging.colormap(np.full((height, width), 0.5)))
+        assert "nan" not in explorer.readout.value.lower()
+    for layer in ("gap", "predictions"):
+        explorer.layer = layer
+        assert np.isfinite(explorer.activation).all() and "nan" not in explorer.readout.value.lower()
+    assert not np.isnan(explorer.means_chart.bars.y).any()
+
+
+@pytest.mark.parametrize("dead_channels", [[0], [0, 1, 2, 3]])
+def test_layer_explorer_shows_a_dead_channel_mid_gray_in_every_view(dead_channels):
+    explorer = LayerExplorer(dead_relu_model(dead_channels), IMAGES)
+    dead = imaging.colormap(np.full((14, 14), 0.5))
+    np.testing.assert_array_equal(explorer.panels()[1], dead)
+    explorer.view = "images"
+    np.testing.assert_array_equal(explorer.panels()[1][:14, :14], dead)
+    explorer.view = "grid"
+    np.testing.assert_array_equal(explorer.panels()[1][:14, :14], imaging.colormap(np.full((14, 14), 128 / 255)))
+    assert explorer.means_chart.bars.y[0] == 0 and "nan" not in explorer.readout.value.lower()
+
+
+def test_grad_cam_viewer_on_a_black_image_is_flat_and_finite(model):
+    viewer = GradCamViewer(model, np.zeros((16, 16, 3), "float32"))
+    for class_index in range(5):
+        viewer.class_index = class_index
+        assert np.isfinite(viewer.heatmap).all() and np.ptp(viewer.heatmap) == 0 and viewer.heatmap[0, 0] in (0, 1)
+        picture, heatmap, overlay = viewer.panels()
+        np.testing.assert_array_equal(heatmap, imaging.colormap(viewer.heatmap, "jet"))
+        np.testing.assert_array_equal(overlay, imaging.overlay(picture, viewer.heatmap, viewer.alpha, "jet"))
+    assert np.isfinite(viewer.contribution_chart.bars.y).all()
+
+
+def test_grad_cam_viewer_with_every_channel_dead_shows_no_heat():
+    viewer = GradCamViewer(dead_relu_model([0, 1, 2, 3]), IMAGES[0])
+    np.testing.assert_array_equal(viewer.heatmap, np.zeros((16, 16)))
+    np.testing.assert_array_equal(viewer.panels()[1], imaging.colormap(np.zeros((16, 16)), "jet"))
+    assert np.isfinite(viewer.probabilities).all() and not np.any(viewer.contribution_chart.bars.y)
+
+
+def test_filter_gallery_shows_a_dead_filter_mid_gray_and_its_start_noise_as_pattern():
+    dead = dead_relu_model([0])
+    gallery = FilterGallery(dead, view="patterns", steps=3, patterns_per_page=2, value_range=(0, 1))
+    np.testing.assert_array_equal(gallery._weights_filter_picture, np.full_like(gallery._weights_filter_picture, 128))
+    gallery.compute_patterns(wait=True)
+    # No gradient reaches a dead filter's input: its pattern is the gray-noise start, deprocessed.
+    start = cw.filter_patterns(dead, "conv", [0], size=None, steps=0, value_range=(0, 1))[0]
+    np.testing.assert_array_equal(gallery.patterns[0], start)
+    assert np.isfinite(gallery._filter_line.y).all()
 
 
 # -- a model that computes NaN --------------------------------------------------------
