@@ -101,6 +101,12 @@ def test_bad_arguments_to_core_functions_name_the_fix(model, call, error, messag
         call(model, IMAGES[:2])
 
 
+def test_filter_patterns_without_an_image_input_point_to_the_kernels():
+    dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="hidden")])
+    with pytest.raises(UnsupportedModelError, match=r"takes \(None, 6\)\. The kernels can still be shown: cw\.filter_weights"):
+        cw.filter_patterns(dense, "hidden", [0])
+
+
 # -- images: to the core functions and to the widgets that take them -----------------
 
 TAKES_IMAGES = {

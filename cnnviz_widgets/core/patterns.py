@@ -71,9 +71,11 @@ class PatternSearch:
 
     def _image_shape(self, size):
         if len(self.graph.inputs) != 1 or len(self.graph.inputs[0].shape) != 4:
+            shapes = ", ".join(str(tuple(tensor.shape)) for tensor in self.graph.inputs)
             raise UnsupportedModelError(
                 "Filter patterns need a model with one image input (batch, height, "
-                "width, channels)."
+                f"width, channels); this one takes {shapes}. The kernels can still be "
+                "shown: cw.filter_weights(model, layer), or FilterGallery's weights view."
             )
         _, height, width, channels = self.graph.inputs[0].shape
         fixed = (height, width) if height is not None and width is not None else None
