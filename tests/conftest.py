@@ -82,12 +82,19 @@ def nested_cnn(levels=1):
     return keras.Model(inputs, outputs, name="transfer"), innermost
 
 
+def is_hidden(widget) -> bool:
+    return getattr(getattr(widget, "layout", None), "display", None) == "none"
+
+
 def shown_widgets(widget, found=None) -> dict:
-    """Every widget that ``widget`` shows, reached through its synced traits (children, marks, images…)."""
+    """Every widget that ``widget`` shows, reached through its synced traits (children, marks, images…).
+
+    A hidden widget (``layout.display == "none"``) is listed, but not what it holds.
+    """
     found = {} if found is None else found
     if isinstance(widget, widgets.Widget) and widget.model_id not in found:
         found[widget.model_id] = widget
-        for name in widget.keys:
+        for name in [] if is_hidden(widget) else widget.keys:
             shown_widgets(getattr(widget, name), found)
     elif isinstance(widget, (list, tuple)):
         for item in widget:
@@ -105,7 +112,8 @@ def shown_state(widget) -> list:
     """The synced state of every widget shown but the error line, in a fixed order.
 
     References between widgets ("IPY_MODEL_<id>") become positions in that order,
-    so two widgets showing the same thing have equal states.
+    so two widgets showing the same thing have equal states; a hidden widget's
+    state is just "hidden".
     """
     shown = [w for w in shown_widgets(widget).values() if w is not widget._error_line]
     position = {f"IPY_MODEL_{w.model_id}": f"widget {i}" for i, w in enumerate(shown)}
@@ -120,7 +128,7 @@ def shown_state(widget) -> list:
             return {key: by_position(item) for key, item in value.items()}
         return value
 
-    return [by_position(w.get_state()) for w in shown]
+    return ["hidden" if is_hidden(w) else by_position(w.get_state()) for w in shown]
 
 
 def everything_shown(widget) -> tuple:

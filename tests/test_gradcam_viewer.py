@@ -9,7 +9,7 @@ from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.class_names import imagenet_class_names
 from cnnviz_widgets.core.gradcam import GradCam
 from cnnviz_widgets.widgets._base import WidgetValueError
-from conftest import nested_cnn, small_cnn
+from conftest import everything_shown, nested_cnn, small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +163,15 @@ def test_refused_values_keep_the_state_and_show_why(counted_model, image):
         assert viewer.class_box.value == state[0] and viewer.layer_menu.value == state[1]
         setattr(viewer, name, getattr(viewer, name))
         assert viewer.error == ""
+
+
+def test_traits_given_to_the_constructor_show_as_if_set_afterwards(counted_model, image):
+    # traitlets notifies constructor traits in set order, which depends on the string
+    # hash seed: alpha could come before the heatmap existed.
+    given = GradCamViewer(counted_model, image, alpha=0.7, layer="conv1", class_index=2)
+    set_later = GradCamViewer(counted_model, image)
+    set_later.layer, set_later.class_index, set_later.alpha = "conv1", 2, 0.7
+    assert everything_shown(given) == everything_shown(set_later)
 
 
 def test_logits_output_gets_softmax_for_display(image):

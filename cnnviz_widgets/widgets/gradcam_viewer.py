@@ -162,6 +162,10 @@ class GradCamViewer(VisualizerWidget):
 
     @observe("alpha")
     def _blend(self, change=None):
+        # Traits given to the constructor are notified in no fixed order; an alpha
+        # notified before the layer and class has no heatmap yet: _explain blends then.
+        if self.heatmap is None:
+            return
         show(self._overlay_view, _for_display(self._overlay()))
 
     def _select_prediction(self, position: int):
