@@ -1,9 +1,10 @@
 """GradCamViewer: where a CNN looks when it scores a class, for one image (S1 part 3).
 
 The model's top-k classes are chosen by one forward pass, then explained by ONE
-Grad-CAM call (one more forward pass, one batched Jacobian); each (layer, class)
-result is cached, so moving between the top-k classes or changing the opacity
-never runs the model again. A class outside the top-k costs one Grad-CAM call.
+Grad-CAM call per layer (one more forward pass, one batched Jacobian); each
+(layer, class) result is cached, so moving between the top-k classes or changing
+the opacity never runs the model again. A class outside the top-k costs one
+Grad-CAM call of its own.
 """
 
 from __future__ import annotations
@@ -180,13 +181,10 @@ class GradCamViewer(VisualizerWidget):
 
     def _explanation(self, layer: str, class_index: int) -> ClassExplanation:
         if (layer, class_index) not in self._explanations:
-            # One Grad-CAM call (one forward pass) for the asked class and every
-            # top-k class not yet explained at this layer.
-            wanted = [
-                c
-                for c in dict.fromkeys([class_index, *self._top_classes])
-                if (layer, c) not in self._explanations
-            ]
+            # One Grad-CAM call (one forward pass) for all top-k classes, or for
+            # one other class alone: never a mix that depends on what was asked
+            # before, so a class's result, to the last bit, does not either.
+            wanted = self._top_classes if class_index in self._top_classes else [class_index]
             result = self._cam(layer).explain(self._model_input, wanted)
             for column, c in enumerate(wanted):
                 self._explanations[layer, c] = ClassExplanation(
