@@ -40,7 +40,14 @@ MB = 2**20
 PEAK_RSS_LIMIT_MB = {"01_quickstart": 1200}
 DEFAULT_PEAK_RSS_LIMIT_MB = 1800
 
-PEAK_RSS_CELL = "import resource\nprint('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+# VmHWM is the peak RSS of this process's own memory since it started. (getrusage's
+# ru_maxrss would not do: Linux carries it over fork and exec, so the kernel would
+# report the pytest worker's peak when that was higher.)
+PEAK_RSS_CELL = """
+import re
+with open("/proc/self/status") as status:
+    print("PEAK_RSS_KB", re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1))
+"""
 
 # Appended to classroom.ipynb: every check must refuse a wrong answer, not only accept the right one.
 WRONG_ANSWERS_CELL = """
