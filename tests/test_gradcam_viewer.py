@@ -121,6 +121,23 @@ def test_a_class_shows_the_same_bits_whatever_was_asked_before(counted_model, im
     assert everything_shown(visited) == everything_shown(fresh)
 
 
+def test_viewers_of_one_model_share_the_compiled_grad_cam(image, monkeypatch):
+    traces = []
+    original = GradCam._compute_maps
+
+    def traced(cam, inputs, classes):
+        traces.append(cam.layer)
+        return original(cam, inputs, classes)
+
+    monkeypatch.setattr(GradCam, "_compute_maps", traced)
+    model = small_cnn(classes=5)
+    GradCamViewer(model, image, top_k=2)
+    assert traces == ["conv2"]
+    GradCamViewer(model, image[::-1], top_k=2).layer = "conv1"
+    GradCamViewer(model, image[:, ::-1], top_k=2, layer="conv1")
+    assert traces == ["conv2", "conv1"]
+
+
 def test_clicking_a_bar_selects_its_class_and_the_box_reaches_any_class(counted_model, image):
     viewer = GradCamViewer(counted_model, image, top_k=3)
     bars = viewer.prediction_chart.bars

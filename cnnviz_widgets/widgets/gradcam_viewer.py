@@ -70,7 +70,6 @@ class GradCamViewer(VisualizerWidget):
         self._top_classes = top_classes.tolist()
         self.predictions = [(c, self.class_names[c], float(self.probabilities[c])) for c in self._top_classes]
         self.layer_names = [path for path in graph.spatial_paths(rank=4) if graph.feeds(path)]
-        self._cams: dict[str, GradCam] = {}
         self._explanations: dict[tuple[str, int], ClassExplanation] = {}
         self.heatmap: np.ndarray | None = None
 
@@ -193,9 +192,8 @@ class GradCamViewer(VisualizerWidget):
         return self._explanations[layer, class_index]
 
     def _cam(self, layer: str) -> GradCam:
-        if layer not in self._cams:
-            self._cams[layer] = GradCam(self._model, layer)
-        return self._cams[layer]
+        """The compiled Grad-CAM of ``layer``, shared by every viewer of the model and cw.grad_cam."""
+        return self._graph.cached(("grad_cam", layer, False, 0), lambda: GradCam(self._model, layer))
 
     def _at_image_size(self, heatmap: np.ndarray) -> np.ndarray:
         """The heatmap at the raw image's size, which a resizing ``preprocess`` changes."""
