@@ -221,7 +221,11 @@ def test_quickstart_widgets_render_and_react_in_jupyterlab(chromium, tmp_path):
 
     with jupyter_lab(tmp_path, ARTIFACTS / "jupyterlab.log") as (base_url, token, remember_children):
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            # Chromium's own files (crash reports, caches) go to XDG dirs: keep them in tmp_path too.
+            xdg = {name: str(tmp_path / name.lower()) for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+            browser = playwright.chromium.launch(
+                executable_path=str(chromium), args=CHROMIUM_ARGS, env={**os.environ, **xdg}
+            )
             try:
                 page = browser.new_page(viewport={"width": 1500, "height": 1000})
                 page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
