@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import CnnvizError
+from ..core.loading import load_model as _load_model_file
 from . import shapes
 
 __all__ = ["CLASS_NAMES", "MODEL_NAMES", "UnknownDemoError", "class_names", "load_history", "load_images", "load_model", "shapes"]
@@ -44,10 +45,7 @@ def _checked(name: str) -> str:
 
 def load_model(name: str = "shapes"):
     """A trained ``keras.Model``, freshly loaded on every call so edits never leak."""
-    import keras
-
-    path = _DATA_DIR / f"{_checked(name)}.keras"
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    return _load_model_file(_DATA_DIR / f"{_checked(name)}.keras")
 
 
 @functools.lru_cache(maxsize=None)
