@@ -45,7 +45,7 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_S = 120
 RUN_ALL_S = 240  # kernel start, TensorFlow import, three widgets, on 2 shared cores
-UPDATE_S = 30  # a widget's reaction to one interaction
+UPDATE_S = 60  # a widget's reaction to one interaction
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -144,7 +144,10 @@ class PictureFigure:
         self.shape = (1, 1)
         self.x_scale = bqplot.LinearScale(min=0, max=1)
         self.y_scale = bqplot.LinearScale(min=0, max=1)
-        self.image = widgets.Image(format="png")
+        # bqplot's Image mark redraws when its `image` trait changes, not when that
+        # Image widget's value does: show() fills the hidden buffer, then swaps it in.
+        self._buffers = (widgets.Image(format="png"), widgets.Image(format="png"))
+        self.image = self._buffers[0]
         self.mark = bqplot.Image(image=self.image, scales={"x": self.x_scale, "y": self.y_scale})
         self.figure = bqplot.Figure(
             marks=[self.mark],
@@ -165,7 +168,9 @@ class PictureFigure:
             with self.figure.layout.hold_sync():
                 self.figure.layout.width = f"{max(16, round(width * pixel_px))}px"
                 self.figure.layout.height = f"{max(16, round(height * pixel_px))}px"
-        self.image.value = imaging.to_png(picture)
+        hidden = self._buffers[1] if self.image is self._buffers[0] else self._buffers[0]
+        hidden.value = imaging.to_png(picture)
+        self.image = self.mark.image = hidden
 
     def on_click(self, callback: Callable[[int, int], None]):
         """Call ``callback(row, column)`` with the pixel under a click."""
