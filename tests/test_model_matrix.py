@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import tempfile
 from pathlib import Path
 
 import keras
@@ -129,10 +130,12 @@ def no_conv_layer():
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
 
 
-def saved_and_loaded(tmp_dir=Path("/tmp")):
-    path = tmp_dir / "cnnviz_matrix_model.keras"
-    small_cnn().save(path)
-    return keras.saving.load_model(path, safe_mode=True)
+def saved_and_loaded():
+    # A folder of its own: both xdist workers build this row, and a shared file would race.
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        small_cnn().save(path)
+        return cw.load_model(path)
 
 
 MODELS = {
