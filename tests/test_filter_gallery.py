@@ -411,7 +411,7 @@ def test_a_layer_without_image_input_has_no_patterns_but_says_why():
 def test_to_png_is_what_the_view_shows(model):
     fg = FilterGallery(model)
     picture = imaging.from_png(fg.to_png())
-    grid, enlarged = fg.panels()
+    grid, enlarged = (imaging.upscale(p, max(1, 256 // max(p.shape[:2]))) for p in fg.panels())
     assert picture.shape == (max(grid.shape[0], enlarged.shape[0]), grid.shape[1] + 8 + enlarged.shape[1], 3)
     np.testing.assert_array_equal(picture[: grid.shape[0], : grid.shape[1]], grid)
 

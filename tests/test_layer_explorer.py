@@ -379,6 +379,7 @@ def test_1d_convolutions_are_charts_along_the_steps_and_step_pictures(images):
 def test_static_png_shows_the_input_and_the_map(model, images):
     explorer = LayerExplorer(model, images)
     picture = imaging.from_png(explorer.to_png())
-    assert picture.shape == (16, 16 + 8 + 14, 3)
-    np.testing.assert_array_equal(picture[:14, -14:], explorer.panels()[1])
+    # Small panels are enlarged to about 256 px for nbconvert: 16 px ×16, 14 px ×18.
+    assert picture.shape == (256, 256 + 8 + 252, 3)
+    np.testing.assert_array_equal(picture[:252, -252:], imaging.upscale(explorer.panels()[1], 18))
     assert "image/png" in explorer._repr_mimebundle_()

@@ -56,7 +56,7 @@ class VisualizerWidget(widgets.VBox):
 
     def to_png(self) -> bytes:
         """A PNG of what the widget shows, for export and where widgets do not render."""
-        pictures = [imaging.to_uint8_image(p) for p in self.panels()]
+        pictures = [_enlarged(imaging.to_uint8_image(p)) for p in self.panels()]
         height = max(p.shape[0] for p in pictures)
         padded = [np.pad(p, ((0, height - p.shape[0]), (0, 8), (0, 0)), constant_values=255) for p in pictures]
         return imaging.to_png(np.concatenate(padded, axis=1)[:, :-8])
@@ -66,6 +66,14 @@ class VisualizerWidget(widgets.VBox):
         bundle = super()._repr_mimebundle_(**kwargs)
         bundle["image/png"] = base64.b64encode(self.to_png()).decode("ascii")
         return bundle
+
+
+STATIC_PANEL_PX = 256
+
+
+def _enlarged(picture: np.ndarray) -> np.ndarray:
+    """A small map (a 28×28 digit, a 7×7 feature map) enlarged to about STATIC_PANEL_PX, pixels kept crisp."""
+    return imaging.upscale(picture, max(1, STATIC_PANEL_PX // max(picture.shape[:2])))
 
 
 def image_view(width: str = "256px") -> widgets.Image:

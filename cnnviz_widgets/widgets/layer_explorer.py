@@ -87,7 +87,10 @@ class LayerExplorer(VisualizerWidget):
             widgets.HBox([self.channel_slider, self.image_slider]),
             widgets.HBox([self.colormap_dropdown, self.normalization_buttons]),
             self._error_line,
-            widgets.HBox([self.input_view, self.map_figure.figure, self.signal_chart.figure]),
+            widgets.HBox(
+                [self.input_view, self.map_figure.figure, self.signal_chart.figure],
+                layout=widgets.Layout(align_items="flex-start"),  # keep the input square
+            ),
             self.readout,
             self.means_chart.figure,
         ]
