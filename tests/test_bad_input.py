@@ -117,25 +117,25 @@ TAKES_IMAGES = {
 }
 
 
-def rgb(shape, fill=0.5, dtype="float32"):
-    return np.full(shape, fill, dtype)
+def filled(shape, value=0.5, dtype="float32"):
+    return np.full(shape, value, dtype)
 
 
 @pytest.mark.parametrize("taker", list(TAKES_IMAGES))
 @pytest.mark.parametrize(
     "model_name, images, error, message",
     [
-        ("model", rgb((1, 1, 16, 16, 3)), InputError, r"shape \(1, 1, 16, 16, 3\).*a batch shaped \(N, 16, 16, 3\)"),
-        ("model", rgb((3,)), InputError, r"shape \(3,\).*a batch shaped \(N, 16, 16, 3\)"),
-        ("model", rgb((1, 20, 20, 3)), InputError, r"tf\.image\.resize\(x, \(16, 16\)\)"),
-        ("model", rgb((1, 16, 16, 1)), InputError, r"1 channel\(s\), but the model takes 3.*np\.repeat\(x, 3, axis=-1\)"),
-        ("model", rgb((16, 16)), InputError, r"np\.repeat\(x\[\.\.\., None\], 3, axis=-1\)"),
-        ("model", rgb((1, 16, 16, 4)), InputError, r"4 channel\(s\).*x\[\.\.\., :3\]"),
-        ("gray_model", rgb((1, 8, 8, 3)), InputError, r"3 channel\(s\), but the model takes 1.*x\.mean\(axis=-1, keepdims=True\)"),
-        ("model", rgb((1, 16, 16, 3), np.nan), InputError, r"768 NaN or infinite.*np\.nan_to_num\(x\)"),
-        ("model", rgb((1, 16, 16, 3), -np.inf), InputError, r"768 NaN or infinite.*np\.nan_to_num\(x\)"),
-        ("model", rgb((0, 16, 16, 3)), InputError, r"are empty.*at least one image"),
-        ("model", rgb((1, 16, 16, 3), True, bool), InputTypeError, "dtype bool; pass numbers"),
+        ("model", filled((1, 1, 16, 16, 3)), InputError, r"shape \(1, 1, 16, 16, 3\).*a batch shaped \(N, 16, 16, 3\)"),
+        ("model", filled((3,)), InputError, r"shape \(3,\).*a batch shaped \(N, 16, 16, 3\)"),
+        ("model", filled((1, 20, 20, 3)), InputError, r"tf\.image\.resize\(x, \(16, 16\)\)"),
+        ("model", filled((1, 16, 16, 1)), InputError, r"1 channel\(s\), but the model takes 3.*np\.repeat\(x, 3, axis=-1\)"),
+        ("model", filled((16, 16)), InputError, r"np\.repeat\(x\[\.\.\., None\], 3, axis=-1\)"),
+        ("model", filled((1, 16, 16, 4)), InputError, r"4 channel\(s\).*x\[\.\.\., :3\]"),
+        ("gray_model", filled((1, 8, 8, 3)), InputError, r"3 channel\(s\), but the model takes 1.*x\.mean\(axis=-1, keepdims=True\)"),
+        ("model", filled((1, 16, 16, 3), np.nan), InputError, r"768 NaN or infinite.*np\.nan_to_num\(x\)"),
+        ("model", filled((1, 16, 16, 3), -np.inf), InputError, r"768 NaN or infinite.*np\.nan_to_num\(x\)"),
+        ("model", filled((0, 16, 16, 3)), InputError, r"are empty.*at least one image"),
+        ("model", filled((1, 16, 16, 3), True, bool), InputTypeError, "dtype bool; pass numbers"),
         ("model", np.full((1, 16, 16, 3), "a"), InputTypeError, "dtype <U1; pass numbers"),
     ],
 )
