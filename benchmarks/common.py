@@ -109,13 +109,14 @@ def change_seconds(widget, trait: str, values, repeats: int) -> float:
     Widgets redraw synchronously in their trait handlers, so the assignment's
     return is when the new bytes are set; each change is checked to have set some.
     """
-    views = png_views(widget)
     setattr(widget, trait, values[-1])  # so that every timed assignment is a change
 
     def change(i):
-        before = [view.value for view in views]
+        # Looked up each time: a bqplot picture swaps in another Image widget to redraw.
+        before = [view.value for view in png_views(widget)]
         setattr(widget, trait, values[i % len(values)])
-        if all(view.value is old for view, old in zip(views, before)):
+        shown = [view.value for view in png_views(widget)]
+        if all(any(new is old for old in before) for new in shown):
             raise RuntimeError(f"Setting {trait} = {values[i % len(values)]!r} showed no new image.")
 
     return median_seconds(change, repeats)
