@@ -141,3 +141,24 @@ def everything_shown(widget) -> tuple:
 @pytest.fixture
 def images():
     return np.random.default_rng(3).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
+
+
+def s3_model(name="s3", frozen_dense=False):
+    """S3's example: 1,025 parameters, 2 of them (BN's moving statistics) non-trainable.
+
+    padding="same" keeps the 10×10 map, so Dense sees 100 inputs: 10 + 1000 + 11 + 4.
+    """
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.Conv2D(1, 3, padding="same", name="L0_conv2d"),
+            keras.layers.Flatten(name="L1_flatten"),
+            keras.layers.Dense(10, use_bias=False, name="L2_dense"),
+            keras.layers.Dense(1, name="L3_dense"),
+            keras.layers.BatchNormalization(name="L4_bn"),
+        ],
+        name=name,
+    )
+    model.get_layer("L2_dense").trainable = not frozen_dense
+    return model

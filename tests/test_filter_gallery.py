@@ -21,7 +21,7 @@ from cnnviz_widgets.core.weights import kernel_montage
 from cnnviz_widgets.widgets import filter_gallery
 from cnnviz_widgets.widgets._base import WidgetValueError
 from cnnviz_widgets.widgets.filter_gallery import FilterGallery
-from conftest import nested_cnn, small_cnn
+from conftest import nested_cnn, s3_model, small_cnn
 
 DEMO_DATA = Path(demo.__file__).parent / "data"
 TINY = {"steps": 3, "patterns_per_page": 4}  # 4 patterns of 16 px, 3 steps each
@@ -36,23 +36,6 @@ def model():
 @pytest.fixture(scope="module")
 def vgg16():
     return keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), include_top=False)
-
-
-def s3_model(frozen_dense=False):
-    """SEEDS S3: 1,025 params, 2 of them (BN's moving statistics) non-trainable."""
-    keras.utils.set_random_seed(4)
-    model = keras.Sequential(
-        [
-            keras.Input((10, 10, 1)),
-            keras.layers.Conv2D(1, 3, padding="same", name="L0_conv2d"),
-            keras.layers.Flatten(name="L1_flatten"),
-            keras.layers.Dense(10, use_bias=False, name="L2_dense"),
-            keras.layers.Dense(1, name="L3_dense"),
-            keras.layers.BatchNormalization(name="L4_bn"),
-        ]
-    )
-    model.get_layer("L2_dense").trainable = not frozen_dense
-    return model
 
 
 @pytest.fixture
@@ -169,7 +152,7 @@ def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
 
 @pytest.mark.parametrize("frozen_dense", [False, True])
 def test_weight_table_lists_the_layers_variables_as_keras_has_them(frozen_dense):
-    s3 = s3_model(frozen_dense)
+    s3 = s3_model(frozen_dense=frozen_dense)
     fg = FilterGallery(s3)
     assert fg.layer_names == ["L0_conv2d", "L2_dense", "L3_dense"]
     assert "model: 1,025 params" in fg._weight_table.value

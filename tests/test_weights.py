@@ -5,25 +5,7 @@ import pytest
 import cnnviz_widgets as cw
 from cnnviz_widgets.core import weights
 from cnnviz_widgets.core.errors import NoKernelError, UnknownLayerError, UnsupportedModelError
-
-
-def s3_model(name="s3"):
-    """S3's example: 1,025 parameters, 2 of them (BN's moving statistics) non-trainable.
-
-    padding="same" keeps the 10×10 map, so Dense sees 100 inputs: 10 + 1000 + 11 + 4.
-    """
-    keras.utils.set_random_seed(3)
-    return keras.Sequential(
-        [
-            keras.Input((10, 10, 1)),
-            keras.layers.Conv2D(1, 3, padding="same", name="L0_conv2d"),
-            keras.layers.Flatten(name="L1_flatten"),
-            keras.layers.Dense(10, use_bias=False, name="L2_dense"),
-            keras.layers.Dense(1, name="L3_dense"),
-            keras.layers.BatchNormalization(name="L4_bn"),
-        ],
-        name=name,
-    )
+from conftest import s3_model
 
 
 S3_ROWS = [

@@ -41,6 +41,11 @@ class VisualizerWidget(widgets.VBox):
         self.error = message
         raise WidgetValueError(message)
 
+    def refuse_outside(self, value: int, count: int, message: str):
+        """Refuse ``value`` unless 0 <= value < count; ``message`` says why, "so use 0..n" is added."""
+        if not 0 <= value < count:
+            self.refuse(f"{message}, so use 0..{count - 1}.")
+
     def accept(self):
         """Clear a shown error after a value was accepted."""
         self.error = ""

@@ -364,11 +364,11 @@ class FilterGallery(VisualizerWidget):
     @validate("channel")
     def _valid_channel(self, proposal):
         channel = proposal["value"]
-        if not 0 <= channel < self.filter_count:
-            self.refuse(
-                f"Filter {channel} does not exist: layer '{self.layer}' has {self.filter_count} filters, "
-                f"so use 0..{self.filter_count - 1}."
-            )
+        self.refuse_outside(
+            channel,
+            self.filter_count,
+            f"Filter {channel} does not exist: layer '{self.layer}' has {self.filter_count} filters",
+        )
         self.accept()
         return channel
 

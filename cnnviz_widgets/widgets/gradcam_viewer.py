@@ -112,11 +112,9 @@ class GradCamViewer(VisualizerWidget):
     @validate("class_index")
     def _valid_class_index(self, proposal):
         index = proposal["value"]
-        if not 0 <= index < self.num_classes:
-            self.refuse(
-                f"class_index {index} is out of range: the model scores {self.num_classes} "
-                f"classes, so use 0..{self.num_classes - 1}."
-            )
+        self.refuse_outside(
+            index, self.num_classes, f"class_index {index} is out of range: the model scores {self.num_classes} classes"
+        )
         self.accept()
         return index
 

@@ -184,19 +184,16 @@ class LayerExplorer(VisualizerWidget):
     @validate("channel")
     def _check_channel(self, proposal):
         channel, count = proposal["value"], self._channel_count()
-        if not 0 <= channel < count:
-            self.refuse(
-                f"channel {channel} is out of range: layer '{self.layer}' has {count} "
-                f"{self._channel_noun()}s, so use 0..{count - 1}."
-            )
+        self.refuse_outside(
+            channel, count, f"channel {channel} is out of range: layer '{self.layer}' has {count} {self._channel_noun()}s"
+        )
         self.accept()
         return channel
 
     @validate("image_index")
     def _check_image_index(self, proposal):
         index, count = proposal["value"], len(self.cache)
-        if not 0 <= index < count:
-            self.refuse(f"image_index {index} is out of range: there are {count} images, so use 0..{count - 1}.")
+        self.refuse_outside(index, count, f"image_index {index} is out of range: there are {count} images")
         self._refuse_unless_finite(self.layer, index, self.view)
         self.accept()
         return index
