@@ -144,6 +144,16 @@ def test_resize_nearest_and_bilinear():
     np.testing.assert_allclose(imaging.resize(np.full((5, 5, 3), 0.25), (9, 2)), 0.25, atol=1e-6)
 
 
+
+def test_shrink_to_fit_averages_blocks_and_keeps_maps_that_fit(rng):
+    maps = rng.normal(size=(2, 100, 50, 3)).astype(np.float32)
+    small = imaging.shrink_to_fit(maps, 20)
+    blocks = maps.reshape(2, 20, 5, 10, 5, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(small, blocks, atol=1e-5)
+    one = maps[0]
+    assert imaging.shrink_to_fit(one, 100) is one
+    assert imaging.shrink_to_fit(np.ones((300, 2, 1)), 30).shape == (30, 1, 1)
+
 # -- colour ----------------------------------------------------------------------
 
 
@@ -226,3 +236,24 @@ def test_png_round_trips(rng, shape):
 def test_png_needs_uint8():
     with pytest.raises(InputTypeError, match="to_uint8_image"):
         imaging.to_png(np.zeros((3, 3)))
+
+
+def test_an_indexed_png_of_colormap_rows_shows_the_colormap(rng):
+    values = rng.uniform(-0.1, 1.1, (70, 90))
+    rows = imaging.colormap_index(values)
+    data = imaging.to_png(rows, palette=imaging.colormap_table("magma"))
+    np.testing.assert_array_equal(imaging.from_png(data), matplotlib.colormaps["magma"](values, bytes=True)[..., :3])
+    assert len(data) < len(imaging.to_png(imaging.colormap(values, "magma")))
+
+
+@pytest.mark.parametrize(
+    "rows, palette, message",
+    [
+        (np.zeros((2, 2), np.int64), np.zeros((4, 3), np.uint8), "uint8"),
+        (np.full((2, 2), 4, np.uint8), np.zeros((4, 3), np.uint8), "no row"),
+        (np.zeros((2, 2), np.uint8), np.zeros((300, 3), np.uint8), "1..256"),
+    ],
+)
+def test_an_indexed_png_refuses_rows_outside_its_palette(rows, palette, message):
+    with pytest.raises(InputError, match=message):
+        imaging.to_png(rows, palette=palette)

@@ -4,6 +4,7 @@ import keras
 import matplotlib
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
@@ -34,6 +35,12 @@ def click_map(explorer, row, column):
     height, _ = explorer.map_figure.shape
     data = {"click_x": column + 0.5, "click_y": height - row - 0.5}
     explorer.map_figure.mark._handle_custom_msgs(None, {"event": "element_click", "data": data})
+
+
+def tiled(values, columns) -> np.ndarray:
+    """Maps of values in [0, 1] as viridis tiles with white gaps; the gaps take the
+    palette's last row, so the top colour shows as the one below it."""
+    return imaging.grid(imaging.colormap(np.minimum(values, 254 / 256), "viridis"), columns=columns, fill=255)
 
 
 def is_shown(view) -> bool:
@@ -267,7 +274,7 @@ def test_grid_view_is_every_channel_normalised_16_a_row(model, images):
 
     def expected_grid(axis):
         tiles = np.moveaxis(imaging.normalize_channels(conv1, axis=axis), -1, 0)
-        return imaging.grid(imaging.colormap(tiles / 255, "viridis"), columns=16, fill=255)
+        return tiled(tiles / 255, columns=16)
 
     np.testing.assert_array_equal(explorer.panels()[1], expected_grid(-1))
     np.testing.assert_array_equal(shown_map(explorer), expected_grid(-1))
@@ -282,6 +289,25 @@ def test_clicking_a_grid_tile_selects_its_channel_and_reads_the_value(model, ima
     assert explorer.channel == 5
     value = explorer.activation[4, 9, 5]
     assert f"at row 4, column 9: {value:.4g}" in explorer.readout.value
+
+
+def test_a_grid_of_large_maps_shrinks_to_tiles_of_64_px_and_clicks_read_full_resolution():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((130, 130, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", name="wide")(inputs))
+    images = rng.uniform(0, 1, (1, 130, 130, 3)).astype(np.float32)
+    explorer = LayerExplorer(model, images)
+    explorer.view = "grid"
+    wide = model(images).numpy()[0]
+    shrunk = tf.image.resize(wide, (64, 64), method="area").numpy()
+    tiles = np.moveaxis(imaging.normalize_channels(shrunk), -1, 0)
+    expected = tiled(tiles / 255, columns=16)
+    np.testing.assert_array_equal(shown_map(explorer), expected)
+    click_map(explorer, row=10, column=2 * 65 + 63)  # tile 2, its last column
+    assert explorer.channel == 2
+    assert f"at row 20, column 127: {wide[20, 127, 2]:.4g}" in explorer.readout.value
+    explorer.view = "channel"  # the channel view keeps every value
+    assert shown_map(explorer).shape[:2] == (130, 130)
 
 
 def test_clicking_the_map_reads_the_value_under_it(model, images):
@@ -301,11 +327,9 @@ def test_images_view_is_one_channel_of_every_image(model, images):
     explorer = LayerExplorer(model, images)
     explorer.layer, explorer.channel, explorer.view = "conv1", 6, "images"
     conv1 = cw.activations(model, images, layers="conv1")["conv1"][..., 6]
-    tiles = imaging.colormap(imaging.normalize(conv1, "tile"), "viridis")
-    np.testing.assert_array_equal(shown_map(explorer), imaging.grid(tiles, columns=2, fill=255))
+    np.testing.assert_array_equal(shown_map(explorer), tiled(imaging.normalize(conv1, "tile"), columns=2))
     explorer.normalization = "layer"
-    tiles = imaging.colormap(imaging.normalize(conv1, "global"), "viridis")
-    np.testing.assert_array_equal(shown_map(explorer), imaging.grid(tiles, columns=2, fill=255))
+    np.testing.assert_array_equal(shown_map(explorer), tiled(imaging.normalize(conv1, "global"), columns=2))
     click_map(explorer, row=15 + 2, column=15 + 3)  # tile 3, pixel (2, 3)
     assert explorer.image_index == 3
     assert f"at row 2, column 3: {conv1[3, 2, 3]:.4g}" in explorer.readout.value

@@ -214,6 +214,22 @@ def resize(image, size, method: str = "bilinear") -> np.ndarray:
     return resized[..., 0] if gray else resized
 
 
+def shrink_to_fit(maps, max_side: int) -> np.ndarray:
+    """Maps (H, W, C) or (N, H, W, C) area-averaged so that neither side exceeds ``max_side``.
+
+    Both sides shrink by the same factor (rounded, at least 1 px); maps that fit are
+    returned as they are. Area averaging keeps a thin bright line visible as a
+    dimmer one, where subsampling would drop it.
+    """
+    array = np.asarray(maps)
+    height, width = array.shape[-3:-1]
+    if max(height, width) <= max_side:
+        return array
+    factor = max_side / max(height, width)
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return tf.image.resize(array, size, method="area").numpy()
+
+
 # -- colour ----------------------------------------------------------------------
 
 
@@ -241,11 +257,18 @@ def colormap(values, name: str = "viridis") -> np.ndarray:
     Same colours as ``matplotlib.colormaps[name](values, bytes=True)``, from a
     cached 256-entry table, so it is cheap enough to run on every slider move.
     """
+    return colormap_table(name)[colormap_index(values)]
+
+
+def colormap_index(values) -> np.ndarray:
+    """Values in [0, 1] (clipped) as uint8 rows of a :func:`colormap_table`.
+
+    matplotlib's own binning: value v falls in row floor(v * 256). With the table as
+    palette, ``to_png(colormap_index(v), palette=colormap_table(name))`` is the PNG of
+    ``colormap(v, name)``, a third of the bytes to encode.
+    """
     array = _finite(values, "The values")
-    table = colormap_table(name)
-    # matplotlib's own indexing: value v falls in bin floor(v * 256).
-    index = np.minimum((np.clip(array, 0, 1) * 256).astype(np.int64), 255)
-    return table[index]
+    return np.minimum(np.clip(array, 0, 1) * 256, 255).astype(np.uint8)
 
 
 def overlay(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
@@ -271,9 +294,15 @@ def overlay(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray
 # -- PNG -------------------------------------------------------------------------
 
 
-def to_png(array) -> bytes:
-    """uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as PNG bytes (gray, RGB, RGBA)."""
+def to_png(array, palette=None) -> bytes:
+    """uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as PNG bytes (gray, RGB, RGBA).
+
+    With ``palette`` (up to 256 uint8 RGB rows), ``array`` is (H, W) row numbers and the
+    PNG is indexed: one byte a pixel, which encodes about six times faster than RGB.
+    """
     array = np.asarray(array)
+    if palette is not None:
+        return _indexed_png(array, np.asarray(palette))
     if array.dtype != np.uint8:
         raise InputTypeError(
             f"PNG needs uint8 pixels, got {array.dtype}. Convert with to_uint8_image(a), "
@@ -288,6 +317,21 @@ def to_png(array) -> bytes:
     return buffer.getvalue()
 
 
+def _indexed_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
+    if indices.dtype != np.uint8 or indices.ndim != 2:
+        raise InputError(f"An indexed PNG needs (H, W) uint8 palette rows, got {indices.dtype} {indices.shape}.")
+    if palette.dtype != np.uint8 or palette.ndim != 2 or palette.shape[1] != 3 or not 0 < len(palette) <= 256:
+        raise InputError(f"A PNG palette is 1..256 uint8 RGB rows, got {palette.dtype} {palette.shape}.")
+    if indices.max(initial=0) >= len(palette):
+        raise InputError(f"Pixel {indices.max()} has no row in a palette of {len(palette)}.")
+    picture = Image.frombytes("P", indices.shape[::-1], np.ascontiguousarray(indices).tobytes())
+    picture.putpalette(palette.tobytes())
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def from_png(data: bytes) -> np.ndarray:
-    """The pixels of PNG ``data`` as a uint8 array."""
-    return np.asarray(Image.open(io.BytesIO(data)))
+    """The pixels of PNG ``data`` as a uint8 array; an indexed PNG comes back as RGB."""
+    picture = Image.open(io.BytesIO(data))
+    return np.asarray(picture.convert("RGB") if picture.mode == "P" else picture)

@@ -170,7 +170,8 @@ class PictureFigure:
             layout=widgets.Layout(width=f"{box_px}px", height=f"{box_px}px"),
         )
 
-    def show(self, picture: np.ndarray):
+    def show(self, picture: np.ndarray, palette: np.ndarray | None = None):
+        """Show uint8 ``picture``; with ``palette``, its pixels are palette rows (see ``imaging.to_png``)."""
         height, width = picture.shape[:2]
         if (height, width) != self.shape:
             self.shape = (height, width)
@@ -182,7 +183,7 @@ class PictureFigure:
                 self.figure.layout.width = f"{max(16, round(width * pixel_px))}px"
                 self.figure.layout.height = f"{max(16, round(height * pixel_px))}px"
         hidden = self._buffers[1] if self.image is self._buffers[0] else self._buffers[0]
-        hidden.value = imaging.to_png(picture)
+        hidden.value = imaging.to_png(picture, palette)
         self.image = self.mark.image = hidden
 
     def on_click(self, callback: Callable[[int, int], None]):

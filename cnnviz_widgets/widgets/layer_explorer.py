@@ -6,6 +6,10 @@ The views follow the tutorials (shared/SEEDS.md):
 - ``"grid"``: every channel, 16 a row, each as ``(a - mean) / std * 64 + 128`` (S1);
 - ``"images"``: one channel for every image (S4).
 
+The two tiled views are overviews: a grid picture is at most ``GRID_MAX_WIDTH_PX``
+wide, larger maps shrink (area averaging) to fit, and a click still reads the
+full-resolution value under it. The channel view shows a map at full resolution.
+
 Layers with one value per unit (Dense, Flatten) are bar charts of the units; 1-D
 convolution outputs (steps, channels) are a chart along the steps, or a picture with
 one row per channel (grid) or per image (images).
@@ -36,6 +40,10 @@ VIEWS = ("channel", "grid", "images")
 NORMALIZATIONS = (("per channel", "channel"), ("per layer", "layer"))
 COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
 GRID_COLUMNS = 16
+# 16 tiles of 64 px: what a notebook column shows anyway; a VGG16 block1 grid at
+# full resolution is 3599×899 px and takes half a second to encode as PNG.
+GRID_MAX_WIDTH_PX = 1039
+GAP_ROW = 255  # the palette row of the white gaps between tiles
 WHITE = 255
 MAP_BOX_PX = 320
 INPUT_BOX_PX = 256
@@ -311,7 +319,7 @@ class LayerExplorer(VisualizerWidget):
         self.map_figure.figure.layout.display = None if is_picture else "none"
         self.signal_chart.figure.layout.display = "none" if is_picture else None
         if is_picture:
-            self.map_figure.show(content.pixels)
+            self.map_figure.show(content.rows, content.palette)
         else:
             self.signal_chart.figure.title = content.title
             self.signal_chart.show(content.labels, content.values, content.selected)
@@ -389,33 +397,53 @@ class LayerExplorer(VisualizerWidget):
             scaled = imaging.normalize(maps)[..., self.channel]
         else:
             scaled = imaging.normalize(maps[..., self.channel])
-        return _Picture(imaging.colormap(scaled, self.colormap), click=lambda row, column: self._pick((row, column)))
+        return self._coloured(scaled, click=lambda row, column: self._pick((row, column)))
 
     def _all_channels(self, activation):
         axis = -1 if self.normalization == "channel" else None
         if activation.ndim == 2:  # (steps, channels): one row per channel
             scaled = imaging.normalize_channels(activation, axis=axis).T / 255
-            return _Picture(
-                imaging.colormap(scaled, self.colormap),
-                click=lambda row, column: self._pick((column,), channel=row),
-            )
-        scaled = imaging.normalize_channels(_as_maps(activation), axis=axis)
-        tiles = imaging.colormap(np.moveaxis(scaled, -1, 0) / 255, self.colormap)
-        return _tiled(tiles, GRID_COLUMNS, lambda channel, probe: self._pick(probe, channel=channel))
+            return self._coloured(scaled, click=lambda row, column: self._pick((column,), channel=row))
+        maps = _as_maps(activation)
+        shown = imaging.shrink_to_fit(maps, _tile_side(GRID_COLUMNS))
+        scaled = np.moveaxis(imaging.normalize_channels(shown, axis=axis), -1, 0) / 255
+        return self._tiled(scaled, GRID_COLUMNS, maps.shape[:2], lambda channel, probe: self._pick(probe, channel=channel))
 
     def _channel_across_images(self):
         layer = self.cache.for_layer(self.layer)
         scale = "tile" if self.normalization == "channel" else "global"
         if layer.ndim == 3:  # (images, steps, channels): one row per image
             scaled = imaging.normalize(layer[..., self.channel], scale)
-            return _Picture(
-                imaging.colormap(scaled, self.colormap),
-                click=lambda row, column: self._pick((column,), image=row),
-            )
-        scaled = imaging.normalize(_as_maps(layer, batched=True)[..., self.channel], scale)
-        columns = math.ceil(math.sqrt(len(scaled)))
-        tiles = imaging.colormap(scaled, self.colormap)
-        return _tiled(tiles, columns, lambda image, probe: self._pick(probe, image=image))
+            return self._coloured(scaled, click=lambda row, column: self._pick((column,), image=row))
+        maps = _as_maps(layer, batched=True)[..., self.channel : self.channel + 1]
+        columns = math.ceil(math.sqrt(len(maps)))
+        scaled = imaging.normalize(imaging.shrink_to_fit(maps, _tile_side(columns))[..., 0], scale)
+        return self._tiled(scaled, columns, maps.shape[1:3], lambda image, probe: self._pick(probe, image=image))
+
+    def _coloured(self, values, click) -> _Picture:
+        """Values in [0, 1] in the current colormap."""
+        return _Picture(imaging.colormap_index(values), imaging.colormap_table(self.colormap), click)
+
+    def _tiled(self, values, columns: int, map_shape, pick) -> _Picture:
+        """Tiles of values in [0, 1], coloured, as one grid picture with white gaps.
+
+        The maps had ``map_shape`` (height, width) before they shrank to tiles; a click
+        calls ``pick(tile, (row, column))`` with the position in the full-size map.
+        The palette's last row is the gaps' white, so the colormap's top colour gives
+        way to the one just below it (one 256th of the range, not visible).
+        """
+        rows = np.minimum(imaging.colormap_index(values), GAP_ROW - 1)
+        palette = np.concatenate([imaging.colormap_table(self.colormap)[:GAP_ROW], [[WHITE] * 3]]).astype(np.uint8)
+        layout = imaging.GridLayout.for_tiles(len(rows), rows.shape[1:], columns)
+        height, width = map_shape
+
+        def click(row, column):
+            index = layout.index_at(row, column)
+            if index is not None:
+                top, left = layout.origin(index)
+                pick(index, ((row - top) * height // layout.tile_height, (column - left) * width // layout.tile_width))
+
+        return _Picture(imaging.grid(rows, columns, fill=GAP_ROW), palette, click)
 
     def _pick(self, probe, channel=None, image=None):
         """A click on a value: remember where, then select the clicked channel or image."""
@@ -435,13 +463,14 @@ class LayerExplorer(VisualizerWidget):
 
 @dataclass
 class _Picture:
-    """A picture for the map area; ``click(row, column)`` handles a click on it."""
+    """A picture for the map area as palette rows; ``click(row, column)`` handles a click on it."""
 
-    pixels: np.ndarray
+    rows: np.ndarray
+    palette: np.ndarray
     click: Callable[[int, int], None]
 
     def picture(self) -> np.ndarray:
-        return self.pixels
+        return self.palette[self.rows]
 
 
 @dataclass
@@ -458,17 +487,9 @@ class _Signal:
         return _bar_picture(self.values, self.selected)
 
 
-def _tiled(tiles, columns: int, pick) -> _Picture:
-    """Coloured tiles as one grid picture; a click calls ``pick(tile, (row, column) in the tile)``."""
-    layout = imaging.GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns)
-
-    def click(row, column):
-        index = layout.index_at(row, column)
-        if index is not None:
-            top, left = layout.origin(index)
-            pick(index, (row - top, column - left))
-
-    return _Picture(imaging.grid(tiles, columns, fill=WHITE), click)
+def _tile_side(columns: int) -> int:
+    """The largest tile side that keeps ``columns`` tiles, 1 px apart, within GRID_MAX_WIDTH_PX."""
+    return max(1, (GRID_MAX_WIDTH_PX + 1) // columns - 1)
 
 
 def _as_maps(activation: np.ndarray, batched: bool = False) -> np.ndarray:
