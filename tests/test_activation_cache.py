@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
+from cnnviz_widgets.core import activation_cache
 from cnnviz_widgets.core.activation_cache import ActivationCache
 from cnnviz_widgets.core.errors import InputError, UnknownLayerError
 from conftest import small_cnn
@@ -43,6 +44,26 @@ def test_one_layer_over_every_image_is_one_batched_pass(counted_model, images):
     cache.for_layer("conv2")
     assert (cache.forward_passes, runs(counted_model) - before) == (1, 1)
     np.testing.assert_allclose(layer, cw.activations(counted_model, images, layers="conv2")["conv2"], atol=1e-6)
+
+
+def test_a_layer_of_every_image_runs_in_batches_that_fit_the_batch_budget(counted_model, images, monkeypatch):
+    graph = cw.core.graph.LayerGraph.of(counted_model)
+    largest = max(np.prod(graph.info(path).output_shape[1:]) for path in graph.paths) * 4
+    monkeypatch.setattr(activation_cache, "BATCH_BYTES", 2 * largest)
+    cache = ActivationCache(counted_model, images)
+    before = runs(counted_model)
+    layer = cache.for_layer("conv1")
+    assert (cache.forward_passes, runs(counted_model) - before) == (1, -(-len(images) // 2))
+    np.testing.assert_allclose(layer, cw.activations(counted_model, images, layers="conv1")["conv1"], atol=1e-6)
+
+
+def test_images_and_layers_share_one_memory_budget(counted_model, images):
+    one_image = sum(a.nbytes for a in ActivationCache(counted_model, images).for_image(0).values())
+    cache = ActivationCache(counted_model, images, max_bytes=one_image)
+    cache.for_image(0)
+    cache.for_layer("conv1")  # together over budget: the image goes
+    cache.for_image(0)
+    assert cache.forward_passes == 3
 
 
 def test_least_recently_used_image_is_dropped_first(counted_model, images):

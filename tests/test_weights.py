@@ -102,6 +102,9 @@ def test_filter_weights_and_bias_are_the_layers_own():
         weights.filter_weights(model, "L2_dense"), model.get_layer("L2_dense").kernel.numpy()
     )
     assert weights.bias(model, "L2_dense") is None
+    assert weights.kernel_shape(model, "L2_dense") == model.get_layer("L2_dense").get_weights()[0].shape
+    with pytest.raises(NoKernelError):
+        weights.kernel_shape(model, "L1_flatten")
 
 
 def test_filter_weights_is_public():
@@ -130,6 +133,7 @@ def test_filter_weights_of_other_conv_layers(layer, attribute):
     model = keras.Model(inputs, layer(inputs))
     expected = getattr(layer, attribute).numpy()
     np.testing.assert_array_equal(weights.filter_weights(model, layer.name), expected)
+    assert weights.kernel_shape(model, layer.name) == expected.shape
 
 
 @pytest.mark.parametrize("layer", ["L1_flatten", "L4_bn"])

@@ -209,7 +209,7 @@ class LayerGraph:
             outputs = function(batch if len(batch) > 1 else batch[0])
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             chunks.append([np.asarray(o) for o in outputs])
-        return [np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in zip(*chunks)]
 
     # -- class scores -----------------------------------------------------------
 

@@ -60,13 +60,23 @@ def filter_weights(model, layer: str) -> np.ndarray:
     (kh, kw, cin, multiplier), Conv2DTranspose (kh, kw, cout, cin). A layer without
     one (Flatten, pooling, BatchNormalization) raises :class:`NoKernelError`.
     """
-    return keras.ops.convert_to_numpy(_kernel_variable(_layer_with_kernel(model, layer)))
+    return _to_numpy(_kernel_variable(_layer_with_kernel(model, layer)))
+
+
+def kernel_shape(model, layer: str) -> tuple[int, ...]:
+    """``filter_weights(model, layer).shape`` without copying the kernel (VGG16's fc1 is 411 MB)."""
+    return tuple(_kernel_variable(_layer_with_kernel(model, layer)).shape)
 
 
 def bias(model, layer: str) -> np.ndarray | None:
     """The bias of a layer with a kernel, or None when it was built with ``use_bias=False``."""
     variable = getattr(_layer_with_kernel(model, layer), "bias", None)
-    return None if variable is None else keras.ops.convert_to_numpy(variable)
+    return None if variable is None else _to_numpy(variable)
+
+
+def _to_numpy(variable) -> np.ndarray:
+    """A numpy copy of ``variable``: ``keras.ops.convert_to_numpy`` holds two copies at its peak."""
+    return np.asarray(variable.value)
 
 
 def weight_table(model, layer: str | None = None) -> list[dict]:
@@ -119,8 +129,8 @@ def is_caffe_mode(model) -> bool:
 
 def is_bgr_kernel(model, layer: str) -> bool:
     """Whether the kernel of ``layer`` reads BGR colour channels: 3 input channels in a caffe-mode model."""
-    kernel = filter_weights(model, layer)
-    return kernel.ndim == 4 and kernel.shape[2] == 3 and is_caffe_mode(model)
+    shape = kernel_shape(model, layer)
+    return len(shape) == 4 and shape[2] == 3 and is_caffe_mode(model)
 
 
 TRANSPOSED_CONVOLUTIONS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)

@@ -37,6 +37,7 @@ from ..core.weights import (
     filter_weights,
     is_bgr_kernel,
     kernel_layer_names,
+    kernel_shape,
     kernel_tiles,
     param_counts,
     weight_table,
@@ -661,7 +662,7 @@ class FilterGallery(VisualizerWidget):
 
     def _default_layer(self) -> str:
         """The first convolution, else the first layer with a kernel."""
-        convolutions = [p for p in self.layer_names if filter_weights(self._model, p).ndim >= 3]
+        convolutions = [p for p in self.layer_names if len(kernel_shape(self._model, p)) >= 3]
         return (convolutions or self.layer_names)[0]
 
 
