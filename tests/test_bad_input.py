@@ -8,6 +8,7 @@ says why in ``error``, and clears ``error`` at the next good value.
 import keras
 import numpy as np
 import pytest
+from traitlets import TraitError
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
@@ -237,6 +238,19 @@ def test_a_refused_value_changes_nothing_shown_and_says_why(model, widget, name,
     setattr(shown, name, good)
     assert getattr(shown, name) == good
     assert shown.error == "" and shown._error_line.value == ""
+
+
+@pytest.mark.parametrize(
+    "widget, name, bad",
+    [("LayerExplorer", "channel", "seven"), ("FilterGallery", "steps", 2.5), ("GradCamViewer", "alpha", "half")],
+)
+def test_a_value_of_the_wrong_type_is_shown_like_any_refusal(model, widget, name, bad):
+    shown = WIDGETS[widget](model)
+    before = everything_shown(shown)
+    with pytest.raises(TraitError) as refused:
+        setattr(shown, name, bad)
+    assert name in shown.error and shown.error == str(refused.value) and "b00020" in shown._error_line.value
+    assert everything_shown(shown) == before
 
 
 # -- dead channels and constant images: finite values, the documented mid-gray -------

@@ -37,6 +37,17 @@ class VisualizerWidget(widgets.VBox):
         self._error_line = widgets.HTML(layout=widgets.Layout(min_height="0"))
         super().__init__(**kwargs)
 
+    def __setattr__(self, name, value):
+        # traitlets checks a value's type before any @validate runs: show that refusal too.
+        try:
+            super().__setattr__(name, value)
+        except WidgetValueError:
+            raise
+        except TraitError as error:
+            if self.has_trait(name):
+                self.error = str(error)
+            raise
+
     def refuse(self, message: str):
         self.error = message
         raise WidgetValueError(message)
