@@ -6,6 +6,7 @@ No model maths here: widgets call ``cnnviz_widgets.core`` and only lay out and d
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import math
 from typing import Callable
@@ -13,7 +14,7 @@ from typing import Callable
 import bqplot
 import ipywidgets as widgets
 import numpy as np
-from traitlets import TraitError, Unicode, observe
+from traitlets import TraitError, Unicode, observe, validate
 
 from ..core import imaging
 from ..core.errors import CnnvizError
@@ -23,10 +24,26 @@ class WidgetValueError(CnnvizError, TraitError, ValueError):
     """A trait value the widget refused; the widget keeps its previous state."""
 
 
+def checks(*names):
+    """traitlets' ``@validate`` for a VisualizerWidget: the check calls ``refuse`` for a bad
+    value and returns a good one, which also clears an error still shown."""
+
+    def decorate(check):
+        @functools.wraps(check)
+        def accepting(self, proposal):
+            value = check(self, proposal)
+            self.error = ""
+            return value
+
+        return validate(*names)(accepting)
+
+    return decorate
+
+
 class VisualizerWidget(widgets.VBox):
     """A VBox with an error line and a static PNG of what it shows.
 
-    Subclasses validate traits with ``@validate`` and call :meth:`refuse` for a bad
+    Subclasses validate traits with :func:`checks` and call :meth:`refuse` for a bad
     value: the message shows in the widget and raises from code, and traitlets
     leaves the old value in place. They implement :meth:`panels`.
     """
@@ -56,10 +73,6 @@ class VisualizerWidget(widgets.VBox):
         """Refuse ``value`` unless 0 <= value < count; ``message`` says why, "so use 0..n" is added."""
         if not 0 <= value < count:
             self.refuse(f"{message}, so use 0..{count - 1}.")
-
-    def accept(self):
-        """Clear a shown error after a value was accepted."""
-        self.error = ""
 
     @observe("error")
     def _show_error(self, change):

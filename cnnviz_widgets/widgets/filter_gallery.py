@@ -25,7 +25,7 @@ from typing import NamedTuple
 import bqplot
 import ipywidgets as widgets
 import numpy as np
-from traitlets import Any, Float, Int, Tuple, Unicode, observe, validate
+from traitlets import Any, Float, Int, Tuple, Unicode, observe
 
 from ..core import imaging
 from ..core.errors import CnnvizError
@@ -42,7 +42,7 @@ from ..core.weights import (
     param_counts,
     weight_table,
 )
-from ._base import PictureFigure, VisualizerWidget, WidgetValueError, image_view, show
+from ._base import PictureFigure, VisualizerWidget, WidgetValueError, checks, image_view, show
 
 VIEWS = ("weights", "patterns")
 SCALES = ("tile", "global")
@@ -352,17 +352,16 @@ class FilterGallery(VisualizerWidget):
 
     # -- validation ------------------------------------------------------------
 
-    @validate("layer")
+    @checks("layer")
     def _valid_layer(self, proposal):
         layer = proposal["value"]
         if layer not in self.layer_names:
             shown = ", ".join(self.layer_names[:40]) + (", …" if len(self.layer_names) > 40 else "")
             reason = "has no kernel" if layer in self._graph.paths else "is not a layer of this model"
             self.refuse(f"Layer '{layer}' {reason}. Layers with kernels: {shown}.")
-        self.accept()
         return layer
 
-    @validate("channel")
+    @checks("channel")
     def _valid_channel(self, proposal):
         channel = proposal["value"]
         self.refuse_outside(
@@ -370,35 +369,31 @@ class FilterGallery(VisualizerWidget):
             self.filter_count,
             f"Filter {channel} does not exist: layer '{self.layer}' has {self.filter_count} filters",
         )
-        self.accept()
         return channel
 
-    @validate("view", "scale")
+    @checks("view", "scale")
     def _valid_choice(self, proposal):
         name, value = proposal["trait"].name, proposal["value"]
         allowed = {"view": VIEWS, "scale": SCALES}[name]
         if value not in allowed:
             self.refuse(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}.")
-        self.accept()
         return value
 
-    @validate("bgr")
+    @checks("bgr")
     def _valid_bgr(self, proposal):
         value = proposal["value"]
         if not (isinstance(value, (bool, np.bool_)) or value == "auto"):
             self.refuse(f"bgr={value!r} is not 'auto', True or False.")
-        self.accept()
         return value if value == "auto" else bool(value)
 
-    @validate("steps", "patterns_per_page")
+    @checks("steps", "patterns_per_page")
     def _valid_count(self, proposal):
         name, value = proposal["trait"].name, proposal["value"]
         if value < 1:
             self.refuse(f"{name} must be at least 1, got {value}.")
-        self.accept()
         return value
 
-    @validate("size")
+    @checks("size")
     def _valid_size(self, proposal):
         size = proposal["value"]
         if size is not None:
@@ -408,15 +403,13 @@ class FilterGallery(VisualizerWidget):
                 self._search(size)
             except CnnvizError as error:
                 self.refuse(str(error))
-        self.accept()
         return size
 
-    @validate("value_range")
+    @checks("value_range")
     def _valid_value_range(self, proposal):
         low, high = proposal["value"]
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
             self.refuse(f"value_range must be (low, high) with low < high, e.g. (0, 255) or (0, 1); got {low, high}.")
-        self.accept()
         return (low, high)
 
     # -- reactions -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-from traitlets import CFloat, CInt, Unicode, observe, validate
+from traitlets import CFloat, CInt, Unicode, observe
 
 from ..core import imaging
 from ..core.class_names import class_names_for
@@ -22,7 +22,7 @@ from ..core.errors import InputError, UnsupportedModelError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
 from ..core.inputs import raw_and_model_inputs
-from ._base import BarChart, VisualizerWidget, image_view, raw_image_picture, show
+from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_picture, show
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
@@ -109,16 +109,15 @@ class GradCamViewer(VisualizerWidget):
 
     # -- validation --------------------------------------------------------------
 
-    @validate("class_index")
+    @checks("class_index")
     def _valid_class_index(self, proposal):
         index = proposal["value"]
         self.refuse_outside(
             index, self.num_classes, f"class_index {index} is out of range: the model scores {self.num_classes} classes"
         )
-        self.accept()
         return index
 
-    @validate("layer")
+    @checks("layer")
     def _valid_layer(self, proposal):
         layer = proposal["value"]
         if layer not in self.layer_names:
@@ -131,15 +130,13 @@ class GradCamViewer(VisualizerWidget):
                 f"{problem} Grad-CAM needs a layer with a 4-D output that feeds the class "
                 f"scores: {', '.join(self.layer_names)}."
             )
-        self.accept()
         return layer
 
-    @validate("alpha")
+    @checks("alpha")
     def _valid_alpha(self, proposal):
         alpha = proposal["value"]
         if not 0 <= alpha <= 1:
             self.refuse(f"alpha is the heatmap's opacity and must be in [0, 1], got {alpha!r}.")
-        self.accept()
         return alpha
 
     # -- reactions ---------------------------------------------------------------

@@ -29,12 +29,12 @@ from typing import Callable
 import ipywidgets as widgets
 import matplotlib
 import numpy as np
-from traitlets import Int, Unicode, observe, validate
+from traitlets import Int, Unicode, observe
 
 from ..core import imaging
 from ..core.activation_cache import ActivationCache
 from ..core.errors import InputError, UnknownLayerError
-from ._base import BarChart, PictureFigure, VisualizerWidget, image_view, raw_image_picture, show
+from ._base import BarChart, PictureFigure, VisualizerWidget, checks, image_view, raw_image_picture, show
 
 VIEWS = ("channel", "grid", "images")
 NORMALIZATIONS = (("per channel", "channel"), ("per layer", "layer"))
@@ -179,42 +179,38 @@ class LayerExplorer(VisualizerWidget):
                 "the weights of this layer and the layers before it."
             )
 
-    @validate("layer")
+    @checks("layer")
     def _check_layer(self, proposal):
         try:
             self.cache.graph.info(proposal["value"])
         except UnknownLayerError as error:
             self.refuse(str(error))
         self._refuse_unless_finite(proposal["value"], self.image_index, self.view)
-        self.accept()
         return proposal["value"]
 
-    @validate("channel")
+    @checks("channel")
     def _check_channel(self, proposal):
         channel, count = proposal["value"], self._channel_count()
         self.refuse_outside(
             channel, count, f"channel {channel} is out of range: layer '{self.layer}' has {count} {self._channel_noun()}s"
         )
-        self.accept()
         return channel
 
-    @validate("image_index")
+    @checks("image_index")
     def _check_image_index(self, proposal):
         index, count = proposal["value"], len(self.cache)
         self.refuse_outside(index, count, f"image_index {index} is out of range: there are {count} images")
         self._refuse_unless_finite(self.layer, index, self.view)
-        self.accept()
         return index
 
-    @validate("view")
+    @checks("view")
     def _check_view(self, proposal):
         if proposal["value"] not in VIEWS:
             self.refuse(f"Unknown view {proposal['value']!r}. Use one of: {', '.join(VIEWS)}.")
         self._refuse_unless_finite(self.layer, self.image_index, proposal["value"])
-        self.accept()
         return proposal["value"]
 
-    @validate("colormap")
+    @checks("colormap")
     def _check_colormap(self, proposal):
         try:
             imaging.colormap_table(proposal["value"])
@@ -225,15 +221,13 @@ class LayerExplorer(VisualizerWidget):
                 f"Colormap {proposal['value']!r} was registered after this LayerExplorer was "
                 "created, so its menu lacks it; create a new LayerExplorer to use it."
             )
-        self.accept()
         return proposal["value"]
 
-    @validate("normalization")
+    @checks("normalization")
     def _check_normalization(self, proposal):
         values = [value for _, value in NORMALIZATIONS]
         if proposal["value"] not in values:
             self.refuse(f"Unknown normalization {proposal['value']!r}. Use one of: {', '.join(values)}.")
-        self.accept()
         return proposal["value"]
 
     # -- reactions -----------------------------------------------------------------
