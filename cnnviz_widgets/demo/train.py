@@ -26,10 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import shapes
-
-DATA_DIR = Path(__file__).parent / "data"
-MODEL_NAMES = ("shapes", "digits")
+from . import _DATA_DIR as DATA_DIR
+from . import MODEL_NAMES, _checked, shapes
 DEFAULT_EPOCHS = {"shapes": 12, "digits": 60}
 LEARNING_RATES = {"shapes": 2e-3, "digits": 1e-3}
 
@@ -207,8 +205,7 @@ def train(
     TensorFlow and switches on TensorFlow's op determinism for the whole process.
     Returns a dict with ``model_path``, ``history``, ``held_out_accuracy`` and ``seconds``.
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"Unknown demo model {name!r}. Available: {', '.join(MODEL_NAMES)}.")
+    _checked(name)
     import keras
     import tensorflow as tf
 
