@@ -35,7 +35,7 @@ import tensorflow as tf
 from cnnviz_widgets.core.patterns import PatternSearch
 
 from .common import incompatible, peer, vgg16
-from .timing import INFO, Row, checked_row, duration, interleaved, times
+from .timing import INFO, Row, checked_row, duration, faster_row, interleaved, times
 
 LAYER = "block3_conv1"
 BUDGET_MB = 512  # PatternSearch.run's default memory budget
@@ -49,7 +49,7 @@ def run(settings) -> list:
     filters = np.arange(settings.pattern_filters)
     search = PatternSearch(base, LAYER, size=size)
     batch = search.batch_size(BUDGET_MB)
-    starts = _gray_noise(filters, size)
+    starts = search.gray_noise(filters)  # the starts of search.run(filters, seed=0)
 
     # Each method maps a step count to the final images of every filter.
     methods = {
@@ -61,12 +61,12 @@ def run(settings) -> list:
             ).images
         ),
     }
-    peer_ascent, peer_problem = _tf_keras_vis(truncated, starts, batch)
+    for ascend in methods.values():
+        ascend(1)  # traces its compiled functions; one step is enough
+    peer_ascent, peer_problem = _tf_keras_vis(truncated, starts, batch)  # its probe is its warm-up
     if peer_ascent is not None:
         methods["tf-keras-vis"] = peer_ascent
     multiply, matmul_flops = _matmul(settings.matmul_size)
-    for ascend in methods.values():
-        ascend(1)  # traces its compiled functions; one step is enough
     multiply()
     finals = {}
 
@@ -98,14 +98,13 @@ def run(settings) -> list:
 
 
 def _against_s1_loop(what, seconds, rate) -> Row:
-    speedup = seconds["S1 loop"] / seconds["ours"]
-    return checked_row(
+    return faster_row(
         "P4a",
         f"{what}, vs the S1 loop (one filter at a time, compiled)",
-        speedup,
-        f"{times(speedup)} faster ({duration(seconds['ours'])} vs {duration(seconds['S1 loop'])})",
-        "≥ 3×",
+        seconds,
+        "S1 loop",
         at_least=3,
+        shown=duration,
         note=(
             f"the S1 loop already runs at {rate['S1 loop'] / rate['matmul']:.0%} of the matmul's FLOP/s; "
             f"3× would need {3 * rate['S1 loop'] / rate['matmul']:.0%} of it"
@@ -114,17 +113,14 @@ def _against_s1_loop(what, seconds, rate) -> Row:
 
 
 def _against_peer(what, seconds, peer_problem) -> Row:
-    what = f"{what}, vs tf-keras-vis `ActivationMaximization`, same batches"
-    if peer_problem is not None:
-        return Row("P4b", what, peer_problem, "≥ 1.5×", INFO)
-    speedup = seconds["tf-keras-vis"] / seconds["ours"]
-    return checked_row(
+    return faster_row(
         "P4b",
-        what,
-        speedup,
-        f"{times(speedup)} faster ({duration(seconds['ours'])} vs {duration(seconds['tf-keras-vis'])})",
-        "≥ 1.5×",
+        f"{what}, vs tf-keras-vis `ActivationMaximization`, same batches",
+        seconds,
+        "tf-keras-vis",
         at_least=1.5,
+        problem=peer_problem,
+        shown=duration,
     )
 
 
@@ -168,13 +164,6 @@ def forward_flops(model) -> int:
             _, height, width, _ = layer.output.shape
             total += 2 * kernel_height * kernel_width * channels_in * channels_out * height * width
     return total
-
-
-def _gray_noise(filters, size) -> np.ndarray:
-    """S1's start, ``random * 20 + 128``, seeded per filter like PatternSearch(seed=0)."""
-    return np.stack([np.random.default_rng([0, int(f)]).random((size, size, 3)) * 20 + 128 for f in filters]).astype(
-        np.float32
-    )
 
 
 def _s1_loop(truncated, starts):

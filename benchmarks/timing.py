@@ -73,3 +73,39 @@ def duration(seconds: float) -> str:
 
 def times(ratio: float) -> str:
     return f"{ratio:.2f}×"
+
+
+def faster_row(
+    id: str,
+    what: str,
+    seconds: dict,
+    baseline: str,
+    at_least: float | None,
+    *,
+    problem: str | None = None,
+    shown: Callable[[float], str] = ms,
+    note: str = "",
+) -> Row:
+    """How many times faster ``seconds["ours"]`` is than ``seconds[baseline]``, checked
+    against ``at_least`` (None: reported only); a row saying ``problem`` where the
+    baseline could not run."""
+    target = "—" if at_least is None else f"≥ {at_least:g}×"
+    if problem is not None:
+        return Row(id, what, problem, target, INFO)
+    speedup = seconds[baseline] / seconds["ours"]
+    measured = f"{times(speedup)} faster ({shown(seconds['ours'])} vs {shown(seconds[baseline])})"
+    if at_least is None:
+        return Row(id, what, measured, target, INFO, note)
+    return checked_row(id, what, speedup, measured, target, at_least=at_least, note=note)
+
+
+def over_forward_row(id: str, what: str, seconds: dict, at_most: float) -> Row:
+    """``seconds["ours"]`` as a multiple of one plain forward pass, ``seconds["forward"]``."""
+    ratio = seconds["ours"] / seconds["forward"]
+    measured = f"{times(ratio)} one forward ({ms(seconds['ours'])} vs {ms(seconds['forward'])})"
+    return checked_row(id, what, ratio, measured, f"≤ {at_most:g}×", at_most=at_most)
+
+
+def change_row(id: str, what: str, seconds: float, repeats: int, note: str = "") -> Row:
+    """A widget's time from a trait change to new pictures, against the 30 ms a slider allows."""
+    return checked_row(id, what, seconds, f"{ms(seconds)} (median of {repeats})", "≤ 30 ms", at_most=0.030, note=note)

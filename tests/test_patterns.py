@@ -41,17 +41,17 @@ def test_batched_ascent_equals_the_tutorial_loop_per_filter(model):
     search = PatternSearch(model, "conv2", size=None)
     result = search.run([0, 3, 7], steps=10, seed=5)
     for row, filter_index in enumerate([0, 3, 7]):
-        start = search._gray_noise([filter_index], 5, 0.0, 255.0)[0]
+        start = search.gray_noise([filter_index], 5, 0.0, 255.0)[0]
         expected = s1_loop(model, "conv2", filter_index, start, steps=10)
         np.testing.assert_allclose(result.images[row], expected, rtol=1e-4, atol=1e-2)
         np.testing.assert_array_equal(result.patterns[row], s1_deprocess(result.images[row]))
 
 
 def test_start_is_the_tutorials_gray_noise(model):
-    start = PatternSearch(model, "conv1", size=None)._gray_noise([0, 1], 0, 0.0, 255.0)
+    start = PatternSearch(model, "conv1", size=None).gray_noise([0, 1], 0, 0.0, 255.0)
     assert start.min() >= 128 and start.max() <= 148
     assert abs(start.mean() - 138) < 1
-    scaled = PatternSearch(model, "conv1", size=None)._gray_noise([0, 1], 0, 0.0, 1.0)
+    scaled = PatternSearch(model, "conv1", size=None).gray_noise([0, 1], 0, 0.0, 1.0)
     np.testing.assert_allclose(scaled, start / 255, rtol=1e-6)
 
 

@@ -148,13 +148,13 @@ def budget_for_one_batch(vgg_like):
 def batch_sizes(monkeypatch):
     """How many filters each batch of gradient ascent holds, in order (one start image each)."""
     sizes = []
-    original = PatternSearch._gray_noise
+    original = PatternSearch.gray_noise
 
     def counting(search, filters, *args):
         sizes.append(len(filters))
         return original(search, filters, *args)
 
-    monkeypatch.setattr(PatternSearch, "_gray_noise", counting)
+    monkeypatch.setattr(PatternSearch, "gray_noise", counting)
     return sizes
 
 

@@ -160,7 +160,7 @@ class PatternSearch:
         done = AscentResult(filters[:0], np.zeros((0, *self.image_shape), np.float32), np.zeros(0), np.zeros(0))
         for start in range(0, len(filters), batch):
             chunk = filters[start : start + batch]
-            images = tf.constant(self._gray_noise(chunk, seed, low, span))
+            images = tf.constant(self.gray_noise(chunk, seed, low, span))
             chunk_ids = tf.constant(chunk, tf.int32)
             start_loss = None
             for _ in range(steps):
@@ -211,8 +211,9 @@ class PatternSearch:
             )
         return filters.astype(np.int64)
 
-    def _gray_noise(self, filters, seed, low, span) -> np.ndarray:
-        """S1's start image, ``random * 20 + 128`` on 0..255, the same per filter whatever the batch."""
+    def gray_noise(self, filters, seed: int = 0, low: float = 0.0, span: float = 255.0) -> np.ndarray:
+        """S1's start images, ``random * 20 + 128`` on 0..255 (scaled to ``low``, ``low + span``),
+        the same per (seed, filter) whatever the batch."""
         noise = [np.random.default_rng([seed, int(f)]).random(self.image_shape) for f in filters]
         return (low + span * (np.stack(noise) * 20 + 128) / 255).astype(np.float32)
 
