@@ -70,6 +70,12 @@ def test_normalize_global_and_per_tile(rng):
     assert per_tile.dtype == np.float32
 
 
+def test_normalize_a_cut_with_the_bounds_of_the_whole(rng):
+    maps = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    cut = imaging.normalize(maps[..., 2], bounds=(maps.min(), maps.max()))
+    np.testing.assert_array_equal(cut, imaging.normalize(maps)[..., 2])
+    np.testing.assert_array_equal(imaging.normalize(np.ones((2, 2)), bounds=(1.0, 1.0)), 0.5)
+
 def test_normalize_constant_is_half():
     tiles = np.stack([np.zeros((2, 2)), np.arange(4.0).reshape(2, 2)])
     per_tile = imaging.normalize(tiles, scale="tile")

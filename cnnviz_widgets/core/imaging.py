@@ -60,10 +60,11 @@ def normalize_channels(a, axis: int | None = -1) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def normalize(a, scale: str = "global") -> np.ndarray:
+def normalize(a, scale: str = "global", bounds=None) -> np.ndarray:
     """Min-max to float32 [0, 1] over the whole array (``"global"``) or per ``a[i]`` (``"tile"``).
 
-    A constant array (or tile) becomes 0.5.
+    ``bounds=(low, high)`` of a larger array that ``a`` was cut from scales the cut as
+    the whole would be, without normalising the whole. A constant array (or tile) becomes 0.5.
     """
     array = _finite(a, "The array").astype(np.float64)
     if scale == "global":
@@ -72,8 +73,12 @@ def normalize(a, scale: str = "global") -> np.ndarray:
         axes = tuple(range(1, array.ndim))
     else:
         raise InputError(f"scale must be 'global' or 'tile', got {scale!r}.")
-    low = array.min(axis=axes, keepdims=True)
-    span = array.max(axis=axes, keepdims=True) - low
+    if bounds is None:
+        low = array.min(axis=axes, keepdims=True)
+        span = array.max(axis=axes, keepdims=True) - low
+    else:
+        low, high = (np.float64(bound) for bound in bounds)
+        span = high - low
     flat = span == 0
     scaled = (array - low) / np.where(flat, 1.0, span)
     return np.where(flat, 0.5, scaled).astype(np.float32)

@@ -388,7 +388,7 @@ class LayerExplorer(VisualizerWidget):
     def _channel_map(self, activation):
         maps = _as_maps(activation)
         if self.normalization == "layer":
-            scaled = imaging.normalize(maps)[..., self.channel]
+            scaled = imaging.normalize(maps[..., self.channel], bounds=(maps.min(), maps.max()))
         else:
             scaled = imaging.normalize(maps[..., self.channel])
         return self._coloured(scaled, click=lambda row, column: self._pick((row, column)))
