@@ -213,8 +213,11 @@ class FilterGallery(VisualizerWidget):
         if not self.layer_names:
             self.refuse(f"Model '{model.name}' has no layer with a kernel (Conv*, Dense, Depthwise…) to show.")
         self._preprocess, self._step_size, self._memory_budget_mb = preprocess, step_size, memory_budget_mb
+        self._kernel: np.ndarray | None = None  # the current layer's, as display_kernel gives it
+        self._rgb = False
         self._pages: KernelPages | None = None
         self._weight_page: range | None = None
+        self._pattern_grid_key = None
         self._pattern_cache: dict[PatternSettings, dict[int, ComputedPattern]] = {}
         self._job: PatternJob | None = None
         self._draw_lock = threading.RLock()
@@ -414,19 +417,27 @@ class FilterGallery(VisualizerWidget):
 
     # -- reactions -----------------------------------------------------------------
 
-    @observe("layer", "bgr", "scale")
-    def _on_kernel_change(self, _):
-        if not self.layer:
-            return  # still constructing: the layer is set last
-        kernel, rgb = display_kernel(self._model, self.layer)
-        bgr = rgb and (is_bgr_kernel(self._model, self.layer) if self.bgr == "auto" else self.bgr)
-        self._pages = KernelPages(kernel, rgb, bgr, self.scale)
-        self._weight_page = None
+    @observe("layer")
+    def _on_layer(self, _):
+        self._kernel, self._rgb = display_kernel(self._model, self.layer)
         self._show_layer_weights()
-        self.channel = min(self.channel, self.filter_count - 1)
-        self.channel_slider.max = self.filter_count - 1
-        self._show_filter_weights()
+        self._on_tile_style(None)
         self._on_pattern_settings_change(None)
+
+    @observe("bgr", "scale")
+    def _on_tile_style(self, _):
+        """New kernel tiles from the kernel already read: bgr and scale change only how it is drawn."""
+        if self._kernel is None:
+            return  # still constructing: the layer is set last
+        bgr = self._rgb and (is_bgr_kernel(self._model, self.layer) if self.bgr == "auto" else self.bgr)
+        self._pages = KernelPages(self._kernel, self._rgb, bgr, self.scale)
+        self._weight_page = None
+        channel = min(self.channel, self.filter_count - 1)
+        if channel != self.channel:
+            self.channel = channel  # _on_channel draws
+        else:
+            self._show_filter_weights()
+        self.channel_slider.max = self.filter_count - 1
 
     @observe("channel")
     def _on_channel(self, _):
@@ -449,7 +460,7 @@ class FilterGallery(VisualizerWidget):
     # -- weights view ------------------------------------------------------------
 
     def _show_layer_weights(self):
-        kernel = self._pages.kernel
+        kernel = self._kernel
         counts, self._histogram_edges = np.histogram(kernel, bins=HISTOGRAM_BINS)
         with self._layer_bars.hold_sync():
             self._layer_bars.x = (self._histogram_edges[:-1] + self._histogram_edges[1:]) / 2
@@ -639,10 +650,14 @@ class FilterGallery(VisualizerWidget):
             computed = self._pattern_cache.get(settings, {})
             page = self._pattern_page()
             blank = np.zeros(self._search(self.size).image_shape, np.uint8)
-            tiles = np.stack([computed[index].image if index in computed else blank for index in page])
-            columns = math.ceil(math.sqrt(len(tiles)))
-            layout = imaging.GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, PATTERN_GAP)
-            self._patterns_grid.show(imaging.grid(tiles, columns, PATTERN_GAP), layout, page.start)
+            # A channel move within the page changes the enlarged pattern, not the grid.
+            grid_key = (settings, page, frozenset(index for index in page if index in computed))
+            if grid_key != self._pattern_grid_key:
+                tiles = np.stack([computed[index].image if index in computed else blank for index in page])
+                columns = math.ceil(math.sqrt(len(tiles)))
+                layout = imaging.GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, PATTERN_GAP)
+                self._patterns_grid.show(imaging.grid(tiles, columns, PATTERN_GAP), layout, page.start)
+                self._pattern_grid_key = grid_key
 
             selected = computed.get(self.channel)
             self._pattern_picture = enlarged((blank if selected is None else selected.image)[None])
