@@ -340,3 +340,10 @@ def test_layer_explorer_refuses_a_layer_the_model_computes_nan_for(nan_branch_mo
         explorer.layer = "broken_bn"
     explorer.layer = "gap"
     assert explorer.error == ""
+
+
+def test_a_refused_choice_in_a_control_goes_back_out_of_the_control(nan_branch_model):
+    explorer = LayerExplorer(nan_branch_model, IMAGES)
+    explorer.layer_dropdown.value = "broken_bn"
+    assert "NaN or infinite" in explorer.error
+    assert explorer.layer == explorer.layer_dropdown.value == "conv"

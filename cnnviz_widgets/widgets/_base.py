@@ -69,6 +69,20 @@ class VisualizerWidget(widgets.VBox):
         self.error = message
         raise WidgetValueError(message)
 
+    def _bind(self, control, name: str, shown=lambda value: value):
+        """Link a control to trait ``name``; a refused value is taken back out of the control."""
+
+        def to_trait(change):
+            if change["new"] == shown(getattr(self, name)):
+                return  # the control only caught up with the trait
+            try:
+                setattr(self, name, change["new"])
+            except WidgetValueError:  # refuse() has shown why
+                control.value = shown(getattr(self, name))
+
+        control.observe(to_trait, "value")
+        self.observe(lambda change: setattr(control, "value", shown(change["new"])), name)
+
     def refuse_outside(self, value: int, count: int, message: str):
         """Refuse ``value`` unless 0 <= value < count; ``message`` says why, "so use 0..n" is added."""
         if not 0 <= value < count:

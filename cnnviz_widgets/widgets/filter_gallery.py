@@ -42,7 +42,7 @@ from ..core.weights import (
     param_counts,
     weight_table,
 )
-from ._base import PictureFigure, VisualizerWidget, WidgetValueError, checks, image_view, show
+from ._base import PictureFigure, VisualizerWidget, checks, image_view, show
 
 VIEWS = ("weights", "patterns")
 SCALES = ("tile", "global")
@@ -335,20 +335,6 @@ class FilterGallery(VisualizerWidget):
             layout=widgets.Layout(width="420px", height="260px"),
             fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 10},
         )
-
-    def _bind(self, control, name: str, shown=lambda value: value):
-        """Link a control to trait ``name``; a refused value is taken back out of the control."""
-
-        def to_trait(change):
-            if change["new"] == shown(getattr(self, name)):
-                return  # the control only caught up with the trait
-            try:
-                setattr(self, name, change["new"])
-            except WidgetValueError:  # refuse() has shown why
-                control.value = shown(getattr(self, name))
-
-        control.observe(to_trait, "value")
-        self.observe(lambda change: setattr(control, "value", shown(change["new"])), name)
 
     def _select(self, channel: int):
         self.channel = channel

@@ -128,7 +128,7 @@ class LayerExplorer(VisualizerWidget):
         colormaps = COMMON_COLORMAPS + tuple(sorted(set(matplotlib.colormaps) - set(COMMON_COLORMAPS)))
         self.colormap_dropdown = widgets.Dropdown(options=colormaps, value=self.colormap, description="colormap")
         self.normalization_buttons = widgets.ToggleButtons(options=NORMALIZATIONS, value=self.normalization)
-        self._controls = {
+        controls = {
             "layer": self.layer_dropdown,
             "view": self.view_buttons,
             "channel": self.channel_slider,
@@ -136,8 +136,8 @@ class LayerExplorer(VisualizerWidget):
             "colormap": self.colormap_dropdown,
             "normalization": self.normalization_buttons,
         }
-        for name, control in self._controls.items():
-            control.observe(lambda change, name=name: setattr(self, name, change["new"]), "value")
+        for name, control in controls.items():
+            self._bind(control, name)
 
     def _build_views(self):
         self.input_view = image_view(f"{INPUT_BOX_PX}px")
@@ -165,14 +165,14 @@ class LayerExplorer(VisualizerWidget):
 
     # -- validation: a refused value raises, shows in `error`, and changes nothing --
 
-    def _refuse_unless_finite(self, layer: str, image_index: int, view: str):
+    def _refuse_unless_finite(self, layer: str, image_index: int, all_images: bool):
         """Refuse a state that would show NaN or infinite values: they have no colour."""
         shown = [self.cache.for_image(image_index)[layer]]
-        if view == "images":
+        if all_images:
             shown.append(self.cache.for_layer(layer))
         bad = sum(int((~np.isfinite(values)).sum()) for values in shown)
         if bad:
-            images = "the images" if view == "images" else f"image {image_index}"
+            images = "the images" if all_images else f"image {image_index}"
             self.refuse(
                 f"Layer '{layer}' outputs {bad} NaN or infinite value(s) for {images}, which cannot "
                 "be drawn. The model computes them: check the images' scale and preprocess, and "
@@ -185,7 +185,7 @@ class LayerExplorer(VisualizerWidget):
             self.cache.graph.info(proposal["value"])
         except UnknownLayerError as error:
             self.refuse(str(error))
-        self._refuse_unless_finite(proposal["value"], self.image_index, self.view)
+        self._refuse_unless_finite(proposal["value"], self.image_index, all_images=self.view == "images")
         return proposal["value"]
 
     @checks("channel")
@@ -200,14 +200,15 @@ class LayerExplorer(VisualizerWidget):
     def _check_image_index(self, proposal):
         index, count = proposal["value"], len(self.cache)
         self.refuse_outside(index, count, f"image_index {index} is out of range: there are {count} images")
-        self._refuse_unless_finite(self.layer, index, self.view)
+        # The images view's other images were checked with the layer: only this one is new.
+        self._refuse_unless_finite(self.layer, index, all_images=False)
         return index
 
     @checks("view")
     def _check_view(self, proposal):
         if proposal["value"] not in VIEWS:
             self.refuse(f"Unknown view {proposal['value']!r}. Use one of: {', '.join(VIEWS)}.")
-        self._refuse_unless_finite(self.layer, self.image_index, proposal["value"])
+        self._refuse_unless_finite(self.layer, self.image_index, all_images=proposal["value"] == "images")
         return proposal["value"]
 
     @checks("colormap")
@@ -235,7 +236,6 @@ class LayerExplorer(VisualizerWidget):
     @observe("layer")
     def _layer_changed(self, change):
         self._probe = None
-        self.layer_dropdown.value = self.layer
         self._show_channel_means()
         channel = min(self.channel, self._channel_count() - 1)
         if channel != self.channel:
@@ -245,7 +245,6 @@ class LayerExplorer(VisualizerWidget):
 
     @observe("image_index")
     def _image_changed(self, change):
-        self.image_slider.value = self.image_index
         self._show_input()
         self._show_channel_means()
         self._draw()
@@ -256,7 +255,6 @@ class LayerExplorer(VisualizerWidget):
 
     @observe("view", "colormap", "normalization")
     def _style_changed(self, change):
-        self._controls[change["name"]].value = change["new"]
         self._draw()
 
     # -- drawing -------------------------------------------------------------------
