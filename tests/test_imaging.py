@@ -140,6 +140,11 @@ def test_upscale_is_nearest_neighbour(rng):
         imaging.upscale(image, 1.5)
 
 
+def test_upscale_to_uses_the_largest_whole_factor_that_fits(rng):
+    image = rng.integers(0, 255, (7, 5), dtype=np.uint8)
+    np.testing.assert_array_equal(imaging.upscale_to(image, 30), imaging.upscale(image, 4))
+    assert imaging.upscale_to(image, 3).shape == (7, 5)
+
 def test_resize_nearest_and_bilinear():
     image = np.array([[0.0, 1.0], [2.0, 3.0]])
     np.testing.assert_array_equal(imaging.resize(image, (4, 4), method="nearest"), imaging.upscale(image, 2))

@@ -199,6 +199,13 @@ def upscale(image, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(np.asarray(image), factor, axis=0), factor, axis=1)
 
 
+def upscale_to(image, side_px: int) -> np.ndarray:
+    """``image`` enlarged by the whole factor that brings its longer side nearest to,
+    and not over, ``side_px`` (1 for an image already that large): crisp pixels."""
+    image = np.asarray(image)
+    return upscale(image, max(1, side_px // max(image.shape[:2])))
+
+
 def resize(image, size, method: str = "bilinear") -> np.ndarray:
     """(H, W), (H, W, C) or a batch (N, H, W, C) resized to ``size`` = (height, width), as float32.
 

@@ -99,7 +99,8 @@ class VisualizerWidget(widgets.VBox):
 
     def to_png(self) -> bytes:
         """A PNG of what the widget shows, for export and where widgets do not render."""
-        pictures = [_enlarged(imaging.to_uint8_image(p)) for p in self.panels()]
+        # A small map (a 28×28 digit, a 7×7 feature map) is enlarged, its pixels kept crisp.
+        pictures = [imaging.upscale_to(imaging.to_uint8_image(p), STATIC_PANEL_PX) for p in self.panels()]
         height = max(p.shape[0] for p in pictures)
         padded = [np.pad(p, ((0, height - p.shape[0]), (0, 8), (0, 0)), constant_values=255) for p in pictures]
         return imaging.to_png(np.concatenate(padded, axis=1)[:, :-8])
@@ -114,9 +115,6 @@ class VisualizerWidget(widgets.VBox):
 STATIC_PANEL_PX = 256
 
 
-def _enlarged(picture: np.ndarray) -> np.ndarray:
-    """A small map (a 28×28 digit, a 7×7 feature map) enlarged to about STATIC_PANEL_PX, pixels kept crisp."""
-    return imaging.upscale(picture, max(1, STATIC_PANEL_PX // max(picture.shape[:2])))
 
 
 def image_view(width: str = "256px") -> widgets.Image:

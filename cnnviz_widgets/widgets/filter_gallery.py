@@ -663,7 +663,7 @@ class FilterGallery(VisualizerWidget):
 def enlarged(tiles: np.ndarray) -> np.ndarray:
     """uint8 tiles of one filter as one picture about ENLARGED_SIZE pixels across, nearest neighbour."""
     picture = imaging.grid(tiles, columns=math.ceil(math.sqrt(len(tiles))), gap=GAP)
-    return imaging.upscale(picture, max(1, ENLARGED_SIZE // max(picture.shape[:2])))
+    return imaging.upscale_to(picture, ENLARGED_SIZE)
 
 
 def weight_table_html(model, layer: str) -> str:

@@ -26,7 +26,7 @@ from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_pic
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
-DISPLAY_SIZE = 256
+DISPLAY_SIZE = 256  # small pictures are enlarged with whole pixels, so the browser does not blur them
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class GradCamViewer(VisualizerWidget):
         widgets.link((self, "class_index"), (self.class_box, "value"))
         widgets.link((self, "layer"), (self.layer_menu, "value"))
         widgets.link((self, "alpha"), (self.alpha_slider, "value"))
-        show(self._image_view, _for_display(self._picture))
+        show(self._image_view, imaging.upscale_to(self._picture, DISPLAY_SIZE))
         self.children = [
             widgets.HBox([self.class_box, self._class_label]),
             widgets.HBox([self.layer_menu, self.alpha_slider]),
@@ -152,7 +152,7 @@ class GradCamViewer(VisualizerWidget):
             f"<b>{html.escape(name)}</b>, probability {self.probabilities[self.class_index]:.3g}"
         )
         self._show_contributions(explanation.contributions, name)
-        show(self._heatmap_view, _for_display(imaging.colormap(self.heatmap, HEATMAP_COLORMAP)))
+        show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
 
     @observe("alpha")
@@ -161,7 +161,7 @@ class GradCamViewer(VisualizerWidget):
         # notified before the layer and class has no heatmap yet: _explain blends then.
         if self.heatmap is None:
             return
-        show(self._overlay_view, _for_display(self._overlay()))
+        show(self._overlay_view, imaging.upscale_to(self._overlay(), DISPLAY_SIZE))
 
     def _select_prediction(self, position: int):
         self.class_index = self._top_classes[position]
@@ -253,11 +253,6 @@ def _unique_labels(classes, names) -> list[str]:
     if len(set(labels)) < len(labels):
         labels = [f"{label} ({c})" for label, c in zip(labels, classes)]
     return labels
-
-
-def _for_display(picture: np.ndarray) -> np.ndarray:
-    """Small pictures enlarged with whole pixels, so the browser does not blur them."""
-    return imaging.upscale(picture, max(1, DISPLAY_SIZE // max(picture.shape[:2])))
 
 
 def _captioned(caption: str, view: widgets.Widget) -> widgets.VBox:

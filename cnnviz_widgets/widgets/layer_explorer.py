@@ -261,7 +261,7 @@ class LayerExplorer(VisualizerWidget):
 
     def _show_input(self):
         picture = self._input_picture()
-        show(self.input_view, imaging.upscale(picture, max(1, INPUT_BOX_PX // max(picture.shape[:2]))))
+        show(self.input_view, imaging.upscale_to(picture, INPUT_BOX_PX))
 
     def _input_picture(self) -> np.ndarray:
         raw = self.cache.images[self.image_index]
