@@ -138,6 +138,20 @@ def test_viewers_of_one_model_share_the_compiled_grad_cam(image, monkeypatch):
     assert traces == ["conv2", "conv1"]
 
 
+def test_cw_grad_cam_and_a_viewer_on_the_default_layer_share_one_grad_cam(image, monkeypatch):
+    built = []
+    original = GradCam.__init__
+
+    def counting(cam, model, layer=None, **options):
+        built.append(layer)
+        original(cam, model, layer, **options)
+
+    monkeypatch.setattr(GradCam, "__init__", counting)
+    model = small_cnn(classes=5)
+    cw.grad_cam(model, image[None], 0)
+    GradCamViewer(model, image, top_k=2)
+    assert built == ["conv2"]
+
 def test_clicking_a_bar_selects_its_class_and_the_box_reaches_any_class(counted_model, image):
     viewer = GradCamViewer(counted_model, image, top_k=3)
     bars = viewer.prediction_chart.bars

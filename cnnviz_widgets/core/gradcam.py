@@ -87,6 +87,16 @@ class GradCam:
         self.num_classes = int(self._model.outputs[1].shape[-1])
         self._maps = tf.function(self._compute_maps, reduce_retracing=True)
 
+    @classmethod
+    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0) -> "GradCam":
+        """The model's one GradCam for these settings, compiled once; ``layer=None`` is the default layer."""
+        graph = LayerGraph.of(model)
+        layer = default_layer(graph, output_index) if layer is None else layer
+        return graph.cached(
+            ("grad_cam", layer, probabilities, output_index),
+            lambda: cls(model, layer, probabilities=probabilities, output_index=output_index),
+        )
+
     def _checked(self, layer, output_index) -> str:
         info = self.graph.info(layer)
         rank = _feature_rank(self.graph)
@@ -144,7 +154,9 @@ class GradCam:
 
     def explain(self, x, classes) -> GradCamResult:
         """Grad-CAM of ``classes`` (see :meth:`class_matrix`) for images ``x``."""
-        inputs = prepare_inputs(self.graph, x)
+        return self._explain_prepared(prepare_inputs(self.graph, x), classes)
+
+    def _explain_prepared(self, inputs, classes) -> GradCamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
         model_inputs = [tf.convert_to_tensor(a) for a in inputs]
         maps, weights, means, scores = self._maps(
@@ -181,12 +193,9 @@ def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: 
     ``class_index`` is one class for every image or a sequence of one class per
     image; ``layer`` defaults to the last non-pooling layer with a 4-D output.
     """
-    graph = LayerGraph.of(model)
-    cam = graph.cached(
-        ("grad_cam", layer, probabilities, output_index),
-        lambda: GradCam(model, layer, probabilities=probabilities, output_index=output_index),
-    )
-    count = len(prepare_inputs(cam.graph, x)[0])
+    cam = GradCam.shared(model, layer, probabilities=probabilities, output_index=output_index)
+    inputs = prepare_inputs(cam.graph, x)
+    count = len(inputs[0])
     classes = np.asarray(class_index)
     if classes.ndim == 1:
         if len(classes) != count:
@@ -195,4 +204,4 @@ def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: 
                 "class for all images or exactly one per image."
             )
         classes = classes[:, None]
-    return cam.explain(x, classes).heatmaps[:, 0]
+    return cam._explain_prepared(inputs, classes).heatmaps[:, 0]

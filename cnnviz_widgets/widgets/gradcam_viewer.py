@@ -179,16 +179,12 @@ class GradCamViewer(VisualizerWidget):
             # one other class alone: never a mix that depends on what was asked
             # before, so a class's result, to the last bit, does not either.
             wanted = self._top_classes if class_index in self._top_classes else [class_index]
-            result = self._cam(layer).explain(self._model_input, wanted)
+            result = GradCam.shared(self._model, layer).explain(self._model_input, wanted)
             for column, c in enumerate(wanted):
                 self._explanations[layer, c] = ClassExplanation(
                     self._at_image_size(result.heatmaps[0, column]), result.contributions[0, column]
                 )
         return self._explanations[layer, class_index]
-
-    def _cam(self, layer: str) -> GradCam:
-        """The compiled Grad-CAM of ``layer``, shared by every viewer of the model and cw.grad_cam."""
-        return self._graph.cached(("grad_cam", layer, False, 0), lambda: GradCam(self._model, layer))
 
     def _at_image_size(self, heatmap: np.ndarray) -> np.ndarray:
         """The heatmap at the raw image's size, which a resizing ``preprocess`` changes."""
