@@ -158,3 +158,13 @@ def test_bad_arguments(model, kwargs, message):
 
 def test_deprocess_of_constant_image_is_mid_gray_not_nan():
     assert np.all(deprocess(np.full((1, 4, 4, 3), 7.0)) == 127)
+
+
+def test_a_search_is_shared_by_every_size_that_resolves_to_the_same_images():
+    model = small_cnn()  # fixed 16×16 input
+    default = PatternSearch.shared(model, "conv1")
+    assert PatternSearch.shared(model, "conv1", size=16) is default
+    assert default.image_shape == (16, 16, 3)
+    assert PatternSearch.shared(model, "conv2") is not default
+    with pytest.raises(InputError):
+        PatternSearch.shared(model, "conv1", size=64)

@@ -74,6 +74,18 @@ class PatternSearch:
         # would wrap an error raised by preprocess in a StagingError.
         self._step = tf.function(self._ascent_step, reduce_retracing=True, autograph=False)
 
+    @classmethod
+    def shared(cls, model, layer: str, *, size: int | None = None, preprocess=None) -> "PatternSearch":
+        """The model's one PatternSearch for this layer, image shape and preprocess, compiled
+        once: ``size=None`` on a fixed-size model finds the search of that size."""
+        graph = LayerGraph.of(model)
+
+        def by_image_shape():
+            fresh = cls(model, layer, size=size, preprocess=preprocess)
+            return graph.cached(("patterns", layer, fresh.image_shape, preprocess), lambda: fresh)
+
+        return graph.cached(("patterns", layer, size, preprocess), by_image_shape)
+
     def _image_shape(self, size):
         if len(self.graph.inputs) != 1 or len(self.graph.inputs[0].shape) != 4:
             shapes = ", ".join(str(tuple(tensor.shape)) for tensor in self.graph.inputs)
@@ -240,10 +252,7 @@ def filter_patterns(
     maps those pixels to what the model eats. Models with a fixed input size use it
     whatever ``size`` says only when ``size=None``; otherwise the sizes must agree.
     """
-    graph = LayerGraph.of(model)
-    search = graph.cached(
-        ("patterns", layer, size, preprocess), lambda: PatternSearch(model, layer, size=size, preprocess=preprocess)
-    )
+    search = PatternSearch.shared(model, layer, size=size, preprocess=preprocess)
     result = search.run(
         filters, steps=steps, step_size=step_size, value_range=value_range, seed=seed, memory_budget_mb=memory_budget_mb
     )

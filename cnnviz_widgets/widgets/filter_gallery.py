@@ -492,11 +492,8 @@ class FilterGallery(VisualizerWidget):
     # -- patterns view -------------------------------------------------------------
 
     def _search(self, size) -> PatternSearch:
-        """The compiled search for the current layer; shared with cw.filter_patterns (same cache key)."""
-        return self._graph.cached(
-            ("patterns", self.layer, size, self._preprocess),
-            lambda: PatternSearch(self._model, self.layer, size=size, preprocess=self._preprocess),
-        )
+        """The compiled search for the current layer, shared with cw.filter_patterns."""
+        return PatternSearch.shared(self._model, self.layer, size=size, preprocess=self._preprocess)
 
     def _pattern_settings(self) -> PatternSettings:
         """The cache key of the current patterns; raises why the layer has none."""
