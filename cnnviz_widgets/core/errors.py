@@ -31,3 +31,9 @@ class InputTypeError(CnnvizError, TypeError):
 
 class NoKernelError(UnsupportedModelError):
     """A layer without a kernel (Flatten, pooling, BatchNormalization) asked for one."""
+
+
+def listed(names, limit: int = 40) -> str:
+    """``names`` for an error message: comma-separated, the first ``limit`` and "…" after them."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")

@@ -25,7 +25,7 @@ import tensorflow as tf
 # behind every functional model and every built Sequential.
 from keras.src.models.functional import Functional
 
-from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError
+from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError, listed
 
 SEPARATOR = "/"
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
@@ -275,7 +275,7 @@ def _declared_paths(functional, prefix):
 
 
 def _unknown_layer_message(name, available) -> str:
-    shown = ", ".join(available[:40]) + (", …" if len(available) > 40 else "")
+    shown = listed(available)
     hint = ""
     close = [p for p in available if p.endswith(SEPARATOR + str(name))]
     if close:

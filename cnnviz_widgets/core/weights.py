@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from . import imaging
-from .errors import InputError, NoKernelError
+from .errors import InputError, NoKernelError, listed
 from .graph import LayerGraph
 
 # keras.applications models whose preprocess_input uses mode "caffe": their inputs,
@@ -37,11 +37,9 @@ def _layer_with_kernel(model, layer: str):
     graph = LayerGraph.of(model)
     found = graph.layer(layer)
     if _kernel_variable(found) is None:
-        with_kernels = kernel_layer_names(model)
-        shown = ", ".join(with_kernels[:40]) + (", …" if len(with_kernels) > 40 else "")
         raise NoKernelError(
             f"Layer '{layer}' ({type(found).__name__}) has no kernel. Layers with "
-            f"kernels: {shown or 'none'}."
+            f"kernels: {listed(kernel_layer_names(model)) or 'none'}."
         )
     return found
 

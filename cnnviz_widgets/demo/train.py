@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _DATA_DIR as DATA_DIR
 from . import MODEL_NAMES, _checked, shapes
+
 DEFAULT_EPOCHS = {"shapes": 12, "digits": 60}
 LEARNING_RATES = {"shapes": 2e-3, "digits": 1e-3}
 

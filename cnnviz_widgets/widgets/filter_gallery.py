@@ -28,7 +28,7 @@ import numpy as np
 from traitlets import Any, Float, Int, Tuple, Unicode, observe
 
 from ..core import imaging
-from ..core.errors import CnnvizError
+from ..core.errors import CnnvizError, listed
 from ..core.graph import LayerGraph
 from ..core.patterns import PatternSearch
 from ..core.weights import (
@@ -345,9 +345,8 @@ class FilterGallery(VisualizerWidget):
     def _valid_layer(self, proposal):
         layer = proposal["value"]
         if layer not in self.layer_names:
-            shown = ", ".join(self.layer_names[:40]) + (", …" if len(self.layer_names) > 40 else "")
             reason = "has no kernel" if layer in self._graph.paths else "is not a layer of this model"
-            self.refuse(f"Layer '{layer}' {reason}. Layers with kernels: {shown}.")
+            self.refuse(f"Layer '{layer}' {reason}. Layers with kernels: {listed(self.layer_names)}.")
         return layer
 
     @checks("channel")
