@@ -145,6 +145,11 @@ def test_upscale_to_uses_the_largest_whole_factor_that_fits(rng):
     np.testing.assert_array_equal(imaging.upscale_to(image, 30), imaging.upscale(image, 4))
     assert imaging.upscale_to(image, 3).shape == (7, 5)
 
+def test_montage_enlarges_tiles_and_keeps_gaps_one_pixel():
+    tiles = np.array([[[0.0]], [[1.0]]])
+    expected = np.array([[0, 0, 0, 255, 255], [0, 0, 0, 255, 255]], np.uint8)
+    np.testing.assert_array_equal(imaging.montage(tiles, upscale=2, columns=2, gap=1), expected)
+
 def test_resize_nearest_and_bilinear():
     image = np.array([[0.0, 1.0], [2.0, 3.0]])
     np.testing.assert_array_equal(imaging.resize(image, (4, 4), method="nearest"), imaging.upscale(image, 2))

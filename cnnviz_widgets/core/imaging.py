@@ -188,6 +188,14 @@ def grid(tiles, columns: int = 16, gap: int = 1, fill=0) -> np.ndarray:
     return image
 
 
+def montage(tiles, upscale: int = 1, columns: int = 16, gap: int = 1) -> np.ndarray:
+    """Float tiles in [0, 1], (N, h, w) or (N, h, w, C), as one uint8 :func:`grid` picture,
+    each tile enlarged ``upscale`` times (nearest neighbour) so the gaps stay ``gap`` wide."""
+    pixels = np.round(np.asarray(tiles) * 255).astype(np.uint8)
+    enlarged = np.repeat(np.repeat(pixels, upscale, axis=1), upscale, axis=2)
+    return grid(enlarged, columns, gap)
+
+
 # -- resizing --------------------------------------------------------------------
 
 

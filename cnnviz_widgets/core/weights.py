@@ -149,7 +149,7 @@ def display_kernel(model, layer: str) -> tuple[np.ndarray, bool]:
     28×28 tiles and a Dense after Flatten shows (positions × channels).
     """
     found = _layer_with_kernel(model, layer)
-    kernel = filter_weights(model, layer)
+    kernel = _to_numpy(_kernel_variable(found))
     if kernel.ndim == 2:
         inputs, units = kernel.shape
         rows = max(d for d in range(1, math.isqrt(inputs) + 1) if inputs % d == 0)
@@ -221,6 +221,4 @@ def kernel_montage(
         bgr = is_bgr_kernel(model, layer)
     kernel, rgb = display_kernel(model, layer)
     tiles = kernel_tiles(kernel, rgb=rgb, bgr=bgr and rgb, scale=scale)
-    pixels = np.round(tiles * 255).astype(np.uint8)
-    enlarged = np.stack([imaging.upscale(tile, upscale) for tile in pixels])
-    return imaging.grid(enlarged, columns=columns or math.ceil(math.sqrt(len(tiles))), gap=gap)
+    return imaging.montage(tiles, upscale, columns or math.ceil(math.sqrt(len(tiles))), gap)

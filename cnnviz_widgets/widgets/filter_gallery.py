@@ -89,10 +89,9 @@ class KernelPages:
 
     def grid(self, tiles: np.ndarray) -> tuple[np.ndarray, imaging.GridLayout]:
         """``tiles`` enlarged and laid out: the same picture as core kernel_montage, and where each tile lies."""
-        pixels = np.round(tiles * 255).astype(np.uint8)
-        enlarged = np.repeat(np.repeat(pixels, self.upscale, axis=1), self.upscale, axis=2)
-        layout = imaging.GridLayout.for_tiles(len(enlarged), enlarged.shape[1:], self.columns, GAP)
-        return imaging.grid(enlarged, self.columns, GAP), layout
+        kh, kw = tiles.shape[1:3]
+        layout = imaging.GridLayout.for_tiles(len(tiles), (kh * self.upscale, kw * self.upscale), self.columns, GAP)
+        return imaging.montage(tiles, self.upscale, self.columns, GAP), layout
 
 
 class PatternSettings(NamedTuple):
