@@ -9,6 +9,7 @@ import tensorflow as tf
 import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
 from cnnviz_widgets.core import imaging
+from cnnviz_widgets.widgets import layer_explorer
 from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import nested_cnn, small_cnn
 
@@ -387,6 +388,7 @@ def test_1d_convolutions_are_charts_along_the_steps_and_step_pictures(images):
     np.testing.assert_allclose(explorer.signal_chart.bars.y, conv[0, :, 2], rtol=1e-5)
     explorer.signal_chart.bars.selected = [5]
     assert f"at step 5: {conv[0, 5, 2]:.4g}" in explorer.readout.value
+    np.testing.assert_array_equal(explorer.panels()[1], layer_explorer._bar_picture(conv[0, :, 2], selected=5))
     explorer.view = "grid"  # one row per channel
     rows = imaging.normalize_channels(conv[0]).T / 255
     np.testing.assert_array_equal(shown_map(explorer), imaging.colormap(rows))

@@ -314,7 +314,7 @@ class LayerExplorer(VisualizerWidget):
             self.map_figure.show(content.rows, content.palette)
         else:
             self.signal_chart.figure.title = content.title
-            self.signal_chart.show(content.labels, content.values, content.selected)
+            self.signal_chart.show(_index_labels(len(content.values)), content.values, content.selected)
 
     def _show_readout(self):
         activation, channel = self.activation, self.channel
@@ -358,7 +358,6 @@ class LayerExplorer(VisualizerWidget):
     def _units(self, activation):
         return _Signal(
             title=f"{self.layer}: value of every unit",
-            labels=_index_labels(len(activation)),
             values=activation,
             selected=self.channel,
             click=lambda unit: setattr(self, "channel", unit),
@@ -368,7 +367,6 @@ class LayerExplorer(VisualizerWidget):
         values = self.cache.for_layer(self.layer)[:, self.channel]
         return _Signal(
             title=f"{self.layer}: unit {self.channel} for every image",
-            labels=_index_labels(len(values)),
             values=values,
             selected=self.image_index,
             click=lambda image: setattr(self, "image_index", image),
@@ -377,7 +375,6 @@ class LayerExplorer(VisualizerWidget):
     def _channel_along_steps(self, activation):
         return _Signal(
             title=f"{self.layer}: channel {self.channel} along the steps",
-            labels=_index_labels(len(activation)),
             values=activation[:, self.channel],
             selected=None if self._probe is None else self._probe[0],
             click=lambda step: self._pick((step,)),
@@ -444,6 +441,8 @@ class LayerExplorer(VisualizerWidget):
             self.channel = channel
         if image is not None:
             self.image_index = image
+        if channel is None and image is None and isinstance(self._content, _Signal):
+            self._content.selected = probe[0]  # a step of a 1-D map: the chart marks it
         self._show_readout()
 
     # -- static export -------------------------------------------------------------
@@ -470,7 +469,6 @@ class _Signal:
     """A bar chart for the map area; ``click(index)`` handles a click on a bar."""
 
     title: str
-    labels: list[str]
     values: np.ndarray
     selected: int | None
     click: Callable[[int], None]
