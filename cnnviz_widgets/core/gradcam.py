@@ -82,7 +82,6 @@ class GradCam:
     def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0):
         self.graph = LayerGraph.of(model)
         self.layer = default_layer(self.graph, output_index) if layer is None else self._checked(layer, output_index)
-        self.probabilities = probabilities
         self._model = self.graph.score_model(self.layer, output_index, probabilities)
         self.num_classes = int(self._model.outputs[1].shape[-1])
         self._maps = tf.function(self._compute_maps, reduce_retracing=True)

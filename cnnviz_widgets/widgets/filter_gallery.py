@@ -138,7 +138,7 @@ class TileGrid:
 
         ``tiles_per_index`` > 1 when a filter is several tiles (one per input channel).
         """
-        self.picture = imaging.to_uint8_image(picture)
+        self.picture = picture
         self._layout, self._first_index, self._tiles_per_index = layout, first_index, tiles_per_index
         self.view.show(picture)  # a gray PNG is a third of an RGB one
 
