@@ -100,16 +100,18 @@ class _LruStore:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._values: OrderedDict = OrderedDict()
-        self._sizes: dict = {}
+        self._entries: OrderedDict = OrderedDict()  # key -> (value, bytes)
+        self._total = 0
 
     def get(self, key, compute):
-        if key in self._values:
-            self._values.move_to_end(key)
-            return self._values[key]
-        value = self._values[key] = compute()
-        self._sizes[key] = sum(a.nbytes for a in value.values()) if isinstance(value, dict) else value.nbytes
-        while len(self._values) > 1 and sum(self._sizes.values()) > self.max_bytes:
-            oldest, _ = self._values.popitem(last=False)
-            del self._sizes[oldest]
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key][0]
+        value = compute()
+        size = sum(a.nbytes for a in value.values()) if isinstance(value, dict) else value.nbytes
+        self._entries[key] = (value, size)
+        self._total += size
+        while len(self._entries) > 1 and self._total > self.max_bytes:
+            _, (_, oldest_size) = self._entries.popitem(last=False)
+            self._total -= oldest_size
         return value

@@ -69,6 +69,7 @@ class PatternSearch:
         self.num_filters = int(info.output_shape[-1])
         self.image_shape = self._image_shape(size)
         self._truncated = self.graph.model_for([layer])
+        self._activations_per_image = self._activation_count()
         self._preprocess = preprocess
         # No autograph: the step has no tensor-dependent Python control flow, and autograph
         # would wrap an error raised by preprocess in a StagingError.
@@ -133,12 +134,12 @@ class PatternSearch:
 
     def batch_size(self, memory_budget_mb: float) -> int:
         """Images per batch so that forward and backward activations fit the budget."""
-        per_image = self._activation_count() * BYTES_PER_ACTIVATION
+        per_image = self._activations_per_image * BYTES_PER_ACTIVATION
         return max(1, int(memory_budget_mb * 2**20 // max(per_image, 1)))
 
     def _activation_count(self) -> int:
         """Values that the truncated model computes for one image (shape inference only)."""
-        spec = tf.TensorSpec((1, *self.image_shape), tf.float32)
+        shape = (1, *self.image_shape)
         counts = []
 
         def count(operation, *args, **kwargs):
@@ -146,8 +147,8 @@ class PatternSearch:
             counts.extend(int(np.prod(t.shape)) for t in tf.nest.flatten(output))
             return output
 
-        self._truncated._run_through_graph(keras.KerasTensor(spec.shape), operation_fn=lambda op: op, call_fn=count)
-        return sum(counts) + int(np.prod(spec.shape))
+        self._truncated._run_through_graph(keras.KerasTensor(shape), operation_fn=lambda op: op, call_fn=count)
+        return sum(counts) + int(np.prod(shape))
 
     def run(
         self,
