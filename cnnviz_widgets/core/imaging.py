@@ -29,10 +29,9 @@ def _finite(a, what: str) -> np.ndarray:
     array = np.asarray(a)
     if array.dtype.kind not in "iuf":
         raise InputTypeError(f"{what} has dtype {array.dtype}; pass a numeric array.")
-    bad = ~np.isfinite(array)
-    if bad.any():
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # integers are always finite
         raise InputError(
-            f"{what} contains {int(bad.sum())} NaN or infinite value(s); replace them "
+            f"{what} contains {int((~np.isfinite(array)).sum())} NaN or infinite value(s); replace them "
             "first, e.g. np.nan_to_num(a)."
         )
     return array

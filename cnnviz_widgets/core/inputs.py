@@ -108,8 +108,8 @@ def _prepare_one(x, expected, what) -> np.ndarray:
             f"tf.image.resize(x, {size})."
         )
     array = array.astype(np.float32, copy=False)
-    bad = ~np.isfinite(array)
-    if bad.any():
+    if not np.isfinite(array).all():
+        bad = ~np.isfinite(array)
         raise InputError(
             f"{what} contain {int(bad.sum())} NaN or infinite value(s) (first in image "
             f"{int(np.argwhere(bad)[0][0])}); replace them, e.g. np.nan_to_num(x)."
