@@ -117,30 +117,35 @@ def imagenet_model(name: str, include_top: bool = True, **kwargs):
     """
     builder = getattr(keras.applications, name)
     filename = weights_filename(name, include_top)
-    blocker = _download_blocker(
-        f"ImageNet weights of {name} ({filename})", cached_file("models", filename) is not None, WEIGHTS_ORIGIN
+    return _fetched(
+        f"ImageNet weights of {name} ({filename})",
+        cached_file("models", filename) is not None,
+        WEIGHTS_ORIGIN,
+        lambda: builder(weights="imagenet", include_top=include_top, **kwargs),
+        f"Could not load the ImageNet weights of {name}",
     )
-    if blocker:
-        print(f"{blocker}.")
-        return None
-    try:
-        with _ReadTimeout(READ_TIMEOUT_S):
-            return builder(weights="imagenet", include_top=include_top, **kwargs)
-    except Exception as error:  # noqa: BLE001 - get_file raises a bare Exception("URL fetch failure …")
-        print(f"Could not load the ImageNet weights of {name}: {error}")
-        return None
 
 
 def download(filename: str, origin: str) -> Path | None:
     """``keras.utils.get_file(filename, origin)`` (cached in ``~/.keras/datasets``), or None."""
-    cached = cached_file("datasets", filename)
-    blocker = _download_blocker(f"{filename}", cached is not None, origin)
+    return _fetched(
+        filename,
+        cached_file("datasets", filename) is not None,
+        origin,
+        lambda: Path(keras.utils.get_file(filename, origin)),
+        f"Could not download {filename}",
+    )
+
+
+def _fetched(what: str, cached: bool, origin: str, fetch, failure: str):
+    """``fetch()`` when ``what`` is cached or ``origin`` reachable, within the read timeout; else None, said why."""
+    blocker = _download_blocker(what, cached, origin)
     if blocker:
         print(f"{blocker}.")
         return None
     try:
         with _ReadTimeout(READ_TIMEOUT_S):
-            return Path(keras.utils.get_file(filename, origin))
-    except Exception as error:  # noqa: BLE001 - see imagenet_model
-        print(f"Could not download {filename}: {error}")
+            return fetch()
+    except Exception as error:  # noqa: BLE001 - get_file raises a bare Exception("URL fetch failure …")
+        print(f"{failure}: {error}")
         return None
