@@ -89,39 +89,29 @@ def run(settings) -> list:
     rate["matmul"] = matmul_flops / statistics.median(seconds[f"matmul after {name}"] for name in methods)
     level = {name: _mean_activation(truncated, images, filters) for name, images in finals.items()}
     what = f"{len(filters)} filter patterns, VGG16 `{LAYER}`, {size} px, {steps} steps (batches of {batch})"
+    share = rate["S1 loop"] / rate["matmul"]
     return [
-        _against_s1_loop(what, seconds, rate),
-        _against_peer(what, seconds, peer_problem),
+        faster_row(
+            "P4a",
+            f"{what}, vs the S1 loop (one filter at a time, compiled)",
+            seconds,
+            "S1 loop",
+            at_least=3,
+            shown=duration,
+            note=f"the S1 loop already runs at {share:.0%} of the matmul's FLOP/s; 3× would need {3 * share:.0%} of it",
+        ),
+        faster_row(
+            "P4b",
+            f"{what}, vs tf-keras-vis `ActivationMaximization`, same batches",
+            seconds,
+            "tf-keras-vis",
+            at_least=1.5,
+            problem=peer_problem,
+            shown=duration,
+        ),
         _flop_rate(what, rate, step_flops, settings.matmul_size),
         _activation_per_second(steps, seconds, level),
     ]
-
-
-def _against_s1_loop(what, seconds, rate) -> Row:
-    return faster_row(
-        "P4a",
-        f"{what}, vs the S1 loop (one filter at a time, compiled)",
-        seconds,
-        "S1 loop",
-        at_least=3,
-        shown=duration,
-        note=(
-            f"the S1 loop already runs at {rate['S1 loop'] / rate['matmul']:.0%} of the matmul's FLOP/s; "
-            f"3× would need {3 * rate['S1 loop'] / rate['matmul']:.0%} of it"
-        ),
-    )
-
-
-def _against_peer(what, seconds, peer_problem) -> Row:
-    return faster_row(
-        "P4b",
-        f"{what}, vs tf-keras-vis `ActivationMaximization`, same batches",
-        seconds,
-        "tf-keras-vis",
-        at_least=1.5,
-        problem=peer_problem,
-        shown=duration,
-    )
 
 
 def _flop_rate(what, rate, step_flops, matmul_size) -> Row:
