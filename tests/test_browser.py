@@ -182,18 +182,31 @@ def _widget_output(page, code: str):
     return cell.locator(".jp-OutputArea")
 
 
-def _picture_bytes(page, element) -> str:
-    """A hash of the bytes behind an <img src> or an SVG <image href> (blob: or data: URL)."""
-    url = element.evaluate("e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('xlink:href')")
-    assert url, "the picture has no URL"
-    data = page.evaluate(
-        """async url => {
-            const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
-            let text = ''; for (const b of bytes) text += String.fromCharCode(b);
-            return btoa(text);
-        }""",
-        url,
-    )
+def _picture_bytes(page, element, attempts: int = 5) -> str:
+    """A hash of the bytes behind an <img src> or an SVG <image href> (blob: or data: URL).
+
+    A widget that draws a new picture revokes the blob: URL of the old one, so a fetch
+    that raced a redraw is tried again with the new URL.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(attempts):
+        url = element.evaluate("e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('xlink:href')")
+        assert url, "the picture has no URL"
+        try:
+            data = page.evaluate(
+                """async url => {
+                    const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+                    let text = ''; for (const b of bytes) text += String.fromCharCode(b);
+                    return btoa(text);
+                }""",
+                url,
+            )
+            break
+        except PlaywrightError as error:
+            if "Failed to fetch" not in str(error) or attempt == attempts - 1:
+                raise
+            page.wait_for_timeout(100)
     assert data, f"no bytes behind {url[:60]}"
     return hashlib.sha256(data.encode()).hexdigest()
 
