@@ -17,6 +17,10 @@ class ModelNotBuiltError(CnnvizError, ValueError):
     """A model whose layers have no shapes yet (an unbuilt Sequential)."""
 
 
+class KerasVersionError(CnnvizError, ValueError):
+    """The installed Keras cannot do something safely; the message names the upgrade."""
+
+
 class UnsupportedModelError(CnnvizError, ValueError):
     """A model or layer that a technique cannot work on."""
 
