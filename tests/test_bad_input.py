@@ -90,6 +90,41 @@ def raise_zero_division(batch):
         (lambda m, x: cw.filter_patterns(m, "conv1", [-1], size=None), InputError, r"Filter -1 .* use 0\.\.7"),
         (lambda m, x: cw.filter_patterns(m, "conv9", [0], size=None), UnknownLayerError, "Unknown layer 'conv9'"),
         (lambda m, x: cw.filter_patterns(m, "conv1", [0], size=None, steps=-1), InputError, "steps .* >= 0"),
+        *[
+            (lambda m, x, kwargs=kwargs: cw.filter_patterns(m, "conv1", [0], size=None, **kwargs), InputError, message)
+            for kwargs, message in [
+                (dict(steps=2.5), "steps is the number of gradient ascent steps and must be an int >= 0, got 2.5"),
+                (dict(steps=True), "steps .* int >= 0, got True"),
+                (dict(steps="3"), "steps .* int >= 0, got '3'"),
+                (dict(value_range=(1, 0)), r"value_range .* must be \(low, high\), two finite numbers with low < high.*got \(1, 0\)"),
+                (dict(value_range=(1, 1)), r"low < high.*got \(1, 1\)"),
+                (dict(value_range=(0, np.nan)), r"two finite numbers.*got \(0, nan\)"),
+                (dict(value_range=(-np.inf, 1)), r"two finite numbers.*got \(-inf, 1\)"),
+                (dict(value_range=(0,)), r"\(low, high\).*got \(0,\)"),
+                (dict(value_range=None), r"\(low, high\).*got None"),
+                (dict(step_size=np.nan), "step_size is the length of one ascent step .* finite number > 0, got nan"),
+                (dict(step_size=-1.0), "step_size .* finite number > 0, got -1.0"),
+                (dict(step_size=0), "step_size .* finite number > 0, got 0"),
+                (dict(memory_budget_mb=np.nan), "memory_budget_mb is the memory in MB .* finite number > 0, got nan"),
+                (dict(memory_budget_mb=np.inf), "memory_budget_mb .* finite number > 0, got inf"),
+                (dict(memory_budget_mb=0), "memory_budget_mb .* finite number > 0, got 0"),
+                (dict(seed=1.5), "seed is the seed of the gray-noise start images and must be an int >= 0, got 1.5"),
+                (dict(seed=-1), "seed .* int >= 0, got -1"),
+                (dict(seed=None), "seed .* int >= 0, got None"),
+            ]
+        ],
+        (lambda m, x: cw.filter_patterns(m, "conv1", [0], preprocess=3), InputTypeError, "preprocess must be None or a function .*got int 3"),
+        (lambda m, x: cw.filter_patterns(m, "conv1", None, size=None), InputTypeError, r"filters must be filter indices, e\.g\. range\(16\).*got None"),
+        (lambda m, x: cw.filter_patterns(m, "conv1", [[0, 1]], size=None), InputError, r"flat list of filter indices.*shape \(1, 2\)"),
+        (lambda m, x: cw.activations(m, x, layers=[]), InputError, r"layers is empty; pass layer names \(cw\.layer_names\(model\) lists them\), or None"),
+        (lambda m, x: cw.activations(m, x, layers=["conv1", "gap", "conv1"]), InputError, "layers names conv1 more than once.*list it once"),
+        (lambda m, x: cw.activations(m, x, batch_size=np.nan), InputError, "batch_size .* int >= 1, got nan"),
+        (lambda m, x: cw.activations(m, x, batch_size=2.0), InputError, "batch_size .* int >= 1, got 2.0"),
+        (lambda m, x: cw.activations(m, x, layers=[["conv1"]]), UnknownLayerError, r"Unknown layer '\['conv1'\]'. Available: conv1"),
+        (lambda m, x: cw.filter_weights(m, ["conv1"]), UnknownLayerError, r"Unknown layer '\['conv1'\]'. Available: conv1"),
+        (lambda m, x: cw.grad_cam(m, x, 0, layer=["conv1"]), UnknownLayerError, r"Unknown layer '\['conv1'\]'"),
+        (lambda m, x: cw.filter_patterns(m, ["conv1"], [0]), UnknownLayerError, r"Unknown layer '\['conv1'\]'"),
+        (lambda m, x: cw.load_model(None), InputTypeError, r"path must be the path of a model file, a str or pathlib\.Path; got NoneType"),
         (
             lambda m, x: cw.filter_patterns(m, "conv1", [0], size=None, steps=1, preprocess=raise_zero_division),
             InputError,
@@ -100,6 +135,29 @@ def raise_zero_division(batch):
 def test_bad_arguments_to_core_functions_name_the_fix(model, call, error, message):
     with pytest.raises(error, match=message):
         call(model, IMAGES[:2])
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda m: FilterGallery(m, step_size=np.nan), InputError, "step_size is the length of one ascent step .* > 0, got nan"),
+        (lambda m: FilterGallery(m, step_size=-1.0), InputError, "step_size .* finite number > 0, got -1.0"),
+        (lambda m: FilterGallery(m, memory_budget_mb=0), InputError, "memory_budget_mb .* finite number > 0, got 0"),
+        (lambda m: FilterGallery(m, memory_budget_mb=np.nan), InputError, "memory_budget_mb .* finite number > 0, got nan"),
+        (lambda m: FilterGallery(m, preprocess="caffe"), InputTypeError, "preprocess must be None or a function .*got str 'caffe'"),
+        (lambda m: FilterGallery(m, seed=-1), WidgetValueError, "seed .* int >= 0, got -1"),
+        (lambda m: LayerExplorer(m, IMAGES, preprocess=3), InputTypeError, "preprocess must be None or a function .*got int 3"),
+        (lambda m: GradCamViewer(m, IMAGES[0], preprocess=3), InputTypeError, "preprocess must be None or a function .*got int 3"),
+        (lambda m: GradCamViewer(m, IMAGES[0], class_names=5), InputTypeError, "class_names must be a list of names, one per model output; got 5"),
+        # A string of 5 letters is not 5 names, although it has the length of one.
+        (lambda m: GradCamViewer(m, IMAGES[0], class_names="abcde"), InputTypeError, "class_names must be a list of names.*got 'abcde'"),
+        (lambda m: GradCamViewer(m, IMAGES[0], top_k=2.5), InputError, "top_k is how many classes to chart and must be an int >= 1, got 2.5"),
+        (lambda m: GradCamViewer(m, IMAGES[0], top_k=True), InputError, "top_k .* int >= 1, got True"),
+    ],
+)
+def test_bad_widget_constructor_arguments_name_the_fix(model, make, error, message):
+    with pytest.raises(error, match=message):
+        make(model)
 
 
 def test_filter_patterns_without_an_image_input_point_to_the_kernels():
@@ -203,6 +261,8 @@ WIDGETS = {
         ("LayerExplorer", "layer", "conv9", "Unknown layer 'conv9'. Available: conv1, bn", "conv2"),
         ("LayerExplorer", "channel", 8, r"channel 8 is out of range: layer 'conv1' has 8 channels, so use 0\.\.7", 3),
         ("LayerExplorer", "channel", -1, r"channel -1 is out of range.*0\.\.7", 3),
+        ("LayerExplorer", "channel", True, r"channel True is out of range.*0\.\.7", 3),
+        ("LayerExplorer", "image_index", True, r"image_index True is out of range.*0\.\.3", 2),
         ("LayerExplorer", "image_index", 4, r"image_index 4 is out of range: there are 4 images, so use 0\.\.3", 2),
         ("LayerExplorer", "image_index", -1, r"image_index -1 is out of range.*0\.\.3", 2),
         ("LayerExplorer", "view", "tiles", "Use one of: channel, grid, images", "grid"),
@@ -212,13 +272,21 @@ WIDGETS = {
         ("FilterGallery", "layer", "gap", "'gap' has no kernel. Layers with kernels: conv1", "conv2"),
         ("FilterGallery", "channel", 8, r"Filter 8 does not exist: layer 'conv1' has 8 filters, so use 0\.\.7", 3),
         ("FilterGallery", "channel", -1, r"Filter -1 does not exist.*0\.\.7", 3),
+        ("FilterGallery", "channel", True, r"Filter True does not exist.*0\.\.7", 3),
         ("FilterGallery", "view", "filters", "'weights', 'patterns'", "patterns"),
         ("FilterGallery", "bgr", "yes", "'auto', True or False", True),
         ("FilterGallery", "scale", "local", "'tile', 'global'", "global"),
-        ("FilterGallery", "steps", 0, "steps must be at least 1", 3),
+        ("FilterGallery", "steps", 0, "steps is the number of gradient ascent steps and must be an int >= 1, got 0", 3),
+        ("FilterGallery", "steps", True, "steps .* int >= 1, got True", 3),
+        ("FilterGallery", "seed", -1, "seed is the seed of the gray-noise start images and must be an int >= 0, got -1", 5),
+        ("FilterGallery", "seed", True, "seed .* int >= 0, got True", 5),
         ("FilterGallery", "size", 32, "16x16 images.*size=None", 16),
         ("FilterGallery", "value_range", (1.0, 0.0), "low < high", (0.0, 1.0)),
-        ("FilterGallery", "patterns_per_page", 0, "at least 1", 2),
+        ("FilterGallery", "value_range", (1.0, 1.0), r"two finite numbers with low < high, e\.g\. \(0, 255\)", (0.0, 1.0)),
+        ("FilterGallery", "value_range", (0.0, np.inf), r"two finite numbers .*got \(0\.0, inf\)", (0.0, 1.0)),
+        ("FilterGallery", "value_range", (np.nan, 1.0), r"two finite numbers .*got \(nan, 1\.0\)", (0.0, 1.0)),
+        ("FilterGallery", "patterns_per_page", 0, "patterns_per_page .* int >= 1, got 0", 2),
+        ("FilterGallery", "patterns_per_page", True, "patterns_per_page .* int >= 1, got True", 2),
         ("GradCamViewer", "class_index", 5, r"class_index 5 is out of range.*5 classes, so use 0\.\.4", 3),
         ("GradCamViewer", "class_index", -1, r"class_index -1 is out of range.*0\.\.4", 3),
         ("GradCamViewer", "layer", "gap", r"output shape \(None, 12\).*4-D output.*conv1, bn, pool1, conv2", "conv1"),

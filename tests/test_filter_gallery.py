@@ -233,7 +233,7 @@ def test_a_large_layer_is_shown_a_page_of_filters_at_a_time(model, monkeypatch):
         ("bgr", "yes", ["'auto'"]),
         ("bgr", None, ["'auto'"]),
         ("scale", "local", ["'tile'", "'global'"]),
-        ("steps", 0, ["steps", "at least 1"]),
+        ("steps", 0, ["steps", "int >= 1"]),
         ("size", 32, ["16x16", "size=None"]),
         ("value_range", (1.0, 0.0), ["low < high"]),
     ],
@@ -268,7 +268,7 @@ def test_controls_follow_the_traits_and_put_refused_values_back(model):
     fg.layer = "conv1"
     assert (fg.channel, fg.channel_slider.max, fg.channel_slider.value) == (7, 7, 7)
     fg.steps_box.value = 0
-    assert (fg.steps, fg.steps_box.value) == (3, 3) and "at least 1" in fg.error
+    assert (fg.steps, fg.steps_box.value) == (3, 3) and "int >= 1" in fg.error
     fg.view_buttons.value = "patterns"
     assert fg._view_box.children == (fg._views["patterns"],)
 

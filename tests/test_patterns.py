@@ -156,6 +156,23 @@ def test_bad_arguments(model, kwargs, message):
         cw.filter_patterns(model, "conv2", **kwargs)
 
 
+def test_a_reversed_value_range_is_refused_rather_than_descending(model):
+    """(1, 0) gave a negative span: start noise outside the range and steps that lower the activation."""
+    search = PatternSearch(model, "conv2", size=None)
+    with pytest.raises(InputError, match=r"value_range .* low < high.*got \(1, 0\)"):
+        search.run([0], steps=1, value_range=(1, 0))
+    ascended = search.run([0], steps=5, value_range=(0, 1))
+    assert ascended.final_loss[0] > ascended.start_loss[0]
+
+
+def test_value_range_and_counts_may_be_lists_and_numpy_numbers(model):
+    search = PatternSearch(model, "conv2", size=None)
+    expected = search.run([0, 1], steps=2, seed=3, value_range=(0.0, 1.0), memory_budget_mb=512).images
+    same = search.run([0, 1], steps=np.int64(2), seed=np.int32(3), value_range=np.array([0, 1]), memory_budget_mb=np.float32(512))
+    np.testing.assert_allclose(same.images, expected, rtol=1e-6)
+    np.testing.assert_allclose(search.run([0, 1], steps=2, seed=3, value_range=[0, 1]).images, expected, rtol=1e-6)
+
+
 def test_deprocess_of_constant_image_is_mid_gray_not_nan():
     assert np.all(deprocess(np.full((1, 4, 4, 3), 7.0)) == 127)
 

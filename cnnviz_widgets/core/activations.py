@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from . import checks
+from .errors import InputError, InputTypeError, listed
 from .graph import LayerGraph
 from .inputs import prepare_inputs
 
 
 def resolve_layers(graph: LayerGraph, layers) -> list[str]:
-    """Layer paths for ``layers`` (None: all, one name, or a list); unknown ones raise."""
+    """Layer paths for ``layers`` (None: all, one name, or a list); unknown, repeated or no layers raise."""
     if layers is None:
         return graph.paths
     if isinstance(layers, str):
@@ -19,8 +20,15 @@ def resolve_layers(graph: LayerGraph, layers) -> list[str]:
         layers = list(layers)
     except TypeError:
         raise InputTypeError(f"layers must be None (every layer), a layer name or a list of names; got {layers!r}.") from None
+    if not layers:
+        raise InputError("layers is empty; pass layer names (cw.layer_names(model) lists them), or None for every layer.")
     for path in layers:
         graph.info(path)
+    repeated = sorted({path for path in layers if layers.count(path) > 1})
+    if repeated:
+        raise InputError(
+            f"layers names {listed(repeated)} more than once; each layer's output is returned once, so list it once."
+        )
     return layers
 
 
@@ -31,8 +39,7 @@ def activations(model, x, layers=None, batch_size: int = 32) -> dict[str, np.nda
     with its moving statistics) of one cached multi-output graph, run over ``x`` in
     batches of ``batch_size``. Arrays keep the batch axis first.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size is how many images run at once and must be an int >= 1, got {batch_size!r}.")
+    checks.count("batch_size", batch_size, "how many images run at once", minimum=1)
     graph = LayerGraph.of(model)
     paths = resolve_layers(graph, layers)
     inputs = prepare_inputs(graph, x)

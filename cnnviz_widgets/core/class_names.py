@@ -6,7 +6,7 @@ import functools
 import json
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 
 IMAGENET_CLASSES = Path(__file__).resolve().parent.parent / "data" / "imagenet_classes.json"
 
@@ -20,6 +20,8 @@ def imagenet_class_names() -> tuple[str, ...]:
 def class_names_for(num_classes: int, class_names=None) -> list[str]:
     """``class_names`` if given, the ImageNet names for 1000 classes, else "class i"."""
     if class_names is not None:
+        if isinstance(class_names, str) or not hasattr(class_names, "__iter__"):
+            raise InputTypeError(f"class_names must be a list of names, one per model output; got {class_names!r}.")
         names = [str(name) for name in class_names]
         if len(names) != num_classes:
             raise InputError(

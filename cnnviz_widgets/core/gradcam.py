@@ -91,6 +91,7 @@ class GradCam:
         """The model's one GradCam for these settings, compiled once; ``layer=None`` is the default layer."""
         graph = LayerGraph.of(model)
         layer = default_layer(graph, output_index) if layer is None else layer
+        graph.info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
         return graph.cached(
             ("grad_cam", layer, probabilities, output_index),
             lambda: cls(model, layer, probabilities=probabilities, output_index=output_index),

@@ -165,7 +165,7 @@ class LayerGraph:
         return list(self._showable)
 
     def info(self, path: str) -> LayerInfo:
-        if path not in self._showable:
+        if not isinstance(path, str) or path not in self._showable:  # a list is unhashable: no lookup
             raise UnknownLayerError(_unknown_layer_message(path, self.paths))
         return self.layers[path]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
 from .errors import CnnvizError, InputError, InputTypeError
 
 
@@ -44,6 +45,7 @@ def raw_and_model_inputs(graph, images, preprocess=None) -> tuple[np.ndarray, np
     batch (keras' ``preprocess_input`` edits float arrays in place, which would alter
     the images shown) and must return one model input per raw image.
     """
+    checks.function_or_none("preprocess", preprocess, "from a batch of raw images to what the model takes")
     raw = np.array(images)
     batch_axis_missing, _ = _missing_axes(raw.shape, tuple(graph.inputs[0].shape))
     if preprocess is None:

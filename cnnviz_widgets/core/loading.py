@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import h5py
 import keras
 from packaging.specifiers import SpecifierSet
 
-from .errors import InputError, KerasVersionError, UnsupportedModelError, listed
+from .errors import InputError, InputTypeError, KerasVersionError, UnsupportedModelError, listed
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Keras releases whose safe mode holds: earlier ones ignore it for .h5 files (CVE-2025-9905,
@@ -34,6 +35,10 @@ def load_model(path) -> keras.Model:
     says what to do instead.
     """
     check_keras_loads_safely()
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputTypeError(
+            f"path must be the path of a model file, a str or pathlib.Path; got {type(path).__name__} {path!r}."
+        )
     path = Path(path)
     if path.is_dir():
         raise InputError(_folder_message(path))

@@ -24,10 +24,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .errors import InputError, UnsupportedModelError
+from . import checks
+from .errors import InputError, InputTypeError, UnsupportedModelError
 from .graph import LayerGraph
 
 BYTES_PER_ACTIVATION = 4 * 3  # float32 forward value, its gradient, and workspace
+# What the arguments of a search are, for the messages of core.checks (the widgets check with them too).
+STEPS_MEANING = "the number of gradient ascent steps"
+SEED_MEANING = "the seed of the gray-noise start images"
+STEP_SIZE_MEANING = "the length of one ascent step in pixel values (None: value range / 255)"
+MEMORY_BUDGET_MEANING = "the memory in MB that one batch of filters may use"
+PREPROCESS_MEANING = "differentiable, from pixels to what the model eats"
 
 
 @dataclass
@@ -170,12 +177,12 @@ class PatternSearch:
         of the batches already finished.
         """
         filters = self._checked_filters(filters)
-        if steps < 0:
-            raise InputError(f"steps is the number of gradient ascent steps and must be >= 0, got {steps}.")
-        low, high = (float(v) for v in value_range)
+        steps = checks.count("steps", steps, STEPS_MEANING)
+        low, high = checks.value_range("value_range", value_range)
+        seed = checks.count("seed", seed, SEED_MEANING)
         span = high - low
-        step_size = span / 255.0 if step_size is None else float(step_size)
-        batch = self.batch_size(memory_budget_mb)
+        step_size = span / 255.0 if step_size is None else checks.positive_number("step_size", step_size, STEP_SIZE_MEANING)
+        batch = self.batch_size(checks.positive_number("memory_budget_mb", memory_budget_mb, MEMORY_BUDGET_MEANING))
         batches = [AscentResult(filters[:0], np.zeros((0, *self.image_shape), np.float32), np.zeros(0), np.zeros(0))]
         for start in range(0, len(filters), batch):
             chunk = filters[start : start + batch]
@@ -212,7 +219,12 @@ class PatternSearch:
         return loss.numpy()
 
     def _checked_filters(self, filters) -> np.ndarray:
-        filters = np.atleast_1d(np.asarray(list(filters) if not np.isscalar(filters) else [filters]))
+        try:
+            filters = np.asarray([filters] if np.isscalar(filters) else list(filters))
+        except TypeError:
+            raise InputTypeError(f"filters must be filter indices, e.g. range(16) or [0, 3]; got {filters!r}.") from None
+        if filters.ndim != 1:
+            raise InputError(f"filters must be a flat list of filter indices, e.g. [0, 3]; got shape {filters.shape}.")
         if filters.size == 0:
             raise InputError("filters is empty; pass filter indices, e.g. range(16).")
         if filters.dtype.kind not in "iu":
@@ -253,6 +265,8 @@ def filter_patterns(
     maps those pixels to what the model eats. Models with a fixed input size use it
     whatever ``size`` says only when ``size=None``; otherwise the sizes must agree.
     """
+    checks.function_or_none("preprocess", preprocess, PREPROCESS_MEANING)
+    LayerGraph.of(model).info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
     search = PatternSearch.shared(model, layer, size=size, preprocess=preprocess)
     result = search.run(
         filters, steps=steps, step_size=step_size, value_range=value_range, seed=seed, memory_budget_mb=memory_budget_mb

@@ -85,7 +85,7 @@ class VisualizerWidget(widgets.VBox):
 
     def refuse_outside(self, value: int, count: int, message: str):
         """Refuse ``value`` unless 0 <= value < count; ``message`` says why, "so use 0..n" is added."""
-        if not 0 <= value < count:
+        if isinstance(value, bool) or not 0 <= value < count:  # traitlets' Int takes True as 1
             self.refuse(f"{message}, so use 0..{count - 1}.")
 
     @observe("error")

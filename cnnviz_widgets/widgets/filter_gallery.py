@@ -27,10 +27,18 @@ import ipywidgets as widgets
 import numpy as np
 from traitlets import Any, Float, Int, Tuple, Unicode, observe
 
+from ..core import checks as core_checks
 from ..core import imaging
 from ..core.errors import CnnvizError, listed
 from ..core.graph import LayerGraph
-from ..core.patterns import PatternSearch
+from ..core.patterns import (
+    MEMORY_BUDGET_MEANING,
+    PREPROCESS_MEANING,
+    SEED_MEANING,
+    STEP_SIZE_MEANING,
+    STEPS_MEANING,
+    PatternSearch,
+)
 from ..core.weights import (
     bias,
     display_kernel,
@@ -211,7 +219,11 @@ class FilterGallery(VisualizerWidget):
         self.layer_names = kernel_layer_names(model)
         if not self.layer_names:
             self.refuse(f"Model '{model.name}' has no layer with a kernel (Conv*, Dense, Depthwise…) to show.")
-        self._preprocess, self._step_size, self._memory_budget_mb = preprocess, step_size, memory_budget_mb
+        self._preprocess = core_checks.function_or_none("preprocess", preprocess, PREPROCESS_MEANING)
+        self._step_size = (
+            None if step_size is None else core_checks.positive_number("step_size", step_size, STEP_SIZE_MEANING)
+        )
+        self._memory_budget_mb = core_checks.positive_number("memory_budget_mb", memory_budget_mb, MEMORY_BUDGET_MEANING)
         self._kernel: np.ndarray | None = None  # the current layer's, as display_kernel gives it
         self._rgb = False
         self._pages: KernelPages | None = None
@@ -373,12 +385,22 @@ class FilterGallery(VisualizerWidget):
             self.refuse(f"bgr={value!r} is not 'auto', True or False.")
         return value if value == "auto" else bool(value)
 
-    @checks("steps", "patterns_per_page")
+    def _checked(self, check, *args):
+        """What core ``check(*args)`` returns, or its error as this widget's refusal."""
+        try:
+            return check(*args)
+        except CnnvizError as error:
+            self.refuse(str(error))
+
+    @checks("steps", "patterns_per_page", "seed")
     def _valid_count(self, proposal):
         name, value = proposal["trait"].name, proposal["value"]
-        if value < 1:
-            self.refuse(f"{name} must be at least 1, got {value}.")
-        return value
+        meaning, minimum = {
+            "steps": (STEPS_MEANING, 1),  # the core takes 0 (the start noise); a gallery shows ascended patterns
+            "patterns_per_page": ("how many patterns the grid shows", 1),
+            "seed": (SEED_MEANING, 0),
+        }[name]
+        return self._checked(core_checks.count, name, value, meaning, minimum)
 
     @checks("size")
     def _valid_size(self, proposal):
@@ -386,18 +408,12 @@ class FilterGallery(VisualizerWidget):
         if size is not None:
             if size < 1:
                 self.refuse(f"size must be a number of pixels, or None for the model's input size; got {size}.")
-            try:
-                self._search(size)
-            except CnnvizError as error:
-                self.refuse(str(error))
+            self._checked(self._search, size)
         return size
 
     @checks("value_range")
     def _valid_value_range(self, proposal):
-        low, high = proposal["value"]
-        if not (np.isfinite(low) and np.isfinite(high) and low < high):
-            self.refuse(f"value_range must be (low, high) with low < high, e.g. (0, 255) or (0, 1); got {low, high}.")
-        return (low, high)
+        return self._checked(core_checks.value_range, "value_range", proposal["value"])
 
     # -- reactions -----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import numpy as np
 from traitlets import CFloat, CInt, Unicode, observe
 
+from ..core import checks as core_checks
 from ..core import imaging
 from ..core.class_names import class_names_for
 from ..core.errors import InputError, UnsupportedModelError
@@ -66,7 +67,8 @@ class GradCamViewer(VisualizerWidget):
         self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
         self.num_classes = len(self.probabilities)
         self.class_names = class_names_for(self.num_classes, class_names)
-        top_classes = np.argsort(-self.probabilities, kind="stable")[: _checked_top_k(top_k)]
+        top_k = core_checks.count("top_k", top_k, "how many classes to chart", minimum=1)
+        top_classes = np.argsort(-self.probabilities, kind="stable")[:top_k]
         self._top_classes = top_classes.tolist()
         self.predictions = [(c, self.class_names[c], float(self.probabilities[c])) for c in self._top_classes]
         self.layer_names = [path for path in graph.spatial_paths(rank=4) if graph.feeds(path)]
@@ -235,12 +237,6 @@ def _class_probabilities(graph: LayerGraph, model_input: np.ndarray) -> tuple[np
         exponentials = np.exp(scores - scores.max())
         scores = exponentials / exponentials.sum()
     return scores, from_logits
-
-
-def _checked_top_k(top_k) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise InputError(f"top_k is how many classes to chart and must be an int >= 1, got {top_k!r}.")
-    return int(top_k)
 
 
 def _unique_labels(classes, names) -> list[str]:
