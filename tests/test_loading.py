@@ -71,16 +71,16 @@ def test_a_saved_model_loads_uncompiled_and_works_in_every_widget(tmp_path):
 # -- a Keras whose safe mode can be bypassed ------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["3.0.0", "3.10.0", "3.11.2", "3.11.3", "3.12.0", "3.13.0", "3.13.1"])
+@pytest.mark.parametrize("version", ["3.0.0", "3.10.0", "3.11.2", "3.11.3", "3.12.1", "3.13.1", "3.13.2", "3.15.0"])
 def test_a_keras_too_old_to_load_safely_is_refused_before_the_file_is_read(tmp_path, monkeypatch, version):
     path = tmp_path / "lambda.h5"
     model_with_a_lambda().save(path)  # Keras 3.0-3.11.2 would run its code (CVE-2025-9905)
     monkeypatch.setattr(keras, "__version__", version)
-    with pytest.raises(KerasVersionError, match=rf"Keras {version} can run code .* pip install --upgrade \"keras>=3\.12\.1,!=3\.13\.0,!=3\.13\.1\""):
+    with pytest.raises(KerasVersionError, match=rf"Keras {version} can run code .* pip install --upgrade \"keras>=3\.15\.1\""):
         cw.load_model(path)
 
 
-@pytest.mark.parametrize("version", ["3.12.1", "3.13.2", "3.15.1", "4.0.0.dev2027"])
+@pytest.mark.parametrize("version", ["3.15.1", "3.16.0", "4.0.0.dev2027"])
 def test_a_keras_with_a_safe_mode_that_holds_loads(tmp_path, monkeypatch, version):
     small_cnn().save(tmp_path / "model.keras")
     monkeypatch.setattr(keras, "__version__", version)

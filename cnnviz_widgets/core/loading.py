@@ -14,11 +14,12 @@ from packaging.specifiers import SpecifierSet
 from .errors import InputError, InputTypeError, KerasVersionError, UnsupportedModelError, listed
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
-# Keras releases whose safe mode holds: earlier ones ignore it for .h5 files (CVE-2025-9905,
-# fixed in 3.11.3), can be led around it by a .keras config (CVE-2025-9906, fixed in 3.11.0),
-# or load a TFSMLayer's SavedModel graph in it (CVE-2026-1462, fixed in 3.12.1 and 3.13.2).
-# pyproject.toml requires the same (tests/test_loading.py checks).
-SAFE_KERAS = ">=3.12.1,!=3.13.0,!=3.13.1"
+# Keras releases that load untrusted files safely: earlier ones ignore safe mode for .h5 files
+# (CVE-2025-9905, fixed in 3.11.3), can be led around it by a .keras config (CVE-2025-9906,
+# fixed in 3.11.0), load a TFSMLayer's SavedModel graph in it (CVE-2026-1462, fixed in 3.12.1
+# and 3.13.2), or unpack a decompression bomb (fixed in 3.15.1). The bundled demo files, saved
+# by Keras 3.15, need 3.15 anyway. pyproject.toml requires the same (tests/test_loading.py checks).
+SAFE_KERAS = ">=3.15.1"
 # What Keras raises for a file it cannot read (after the checks here), and for a refusal in safe mode.
 DAMAGED_FILE_ERRORS = (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile)
 
@@ -73,7 +74,8 @@ def check_keras_loads_safely():
     if not SpecifierSet(SAFE_KERAS).contains(keras.__version__, prereleases=True):
         raise KerasVersionError(
             f"Keras {keras.__version__} can run code hidden in a model file even in safe mode "
-            "(CVE-2025-9905, CVE-2025-9906, CVE-2026-1462), so cw.load_model does not load with it. "
+            "(CVE-2025-9905, CVE-2025-9906, CVE-2026-1462) or unpack a decompression bomb, so "
+            "cw.load_model does not load with it. "
             f'Upgrade Keras: pip install --upgrade "keras{SAFE_KERAS}"'
         )
 
