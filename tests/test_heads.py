@@ -8,7 +8,8 @@ import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import GradCamViewer
-from cnnviz_widgets.core.errors import CnnvizError, UnknownLayerError, UnsupportedModelError
+from cnnviz_widgets.core.errors import CnnvizError, InputError, UnknownLayerError, UnsupportedModelError
+from cnnviz_widgets.widgets._base import WidgetValueError
 
 SIZE = 8
 
@@ -127,6 +128,32 @@ def test_a_multi_label_sigmoid_head_shows_each_class_sigmoid(x):
     title = viewer.prediction_chart.figure.title
     assert "sigmoid" in title and "softmax" not in title
     assert_grad_cam_of(model, x, per_class(logit_of(model), 3))
+
+
+# -- class_index: the widget refuses what cw.grad_cam refuses --------------------------
+
+
+@pytest.mark.parametrize("bad", [2.7, 2.5, "1", True, None, np.nan, "x"])
+def test_class_index_that_is_not_an_integer_is_refused_alike(bad, x):
+    model = classifier(SOFTMAX_HEADS["Softmax()"])
+    with pytest.raises(InputError, match="class_index must be an integer"):
+        cw.grad_cam(model, x[:1], bad)
+    viewer = GradCamViewer(model, x[0], class_index=1)
+    heatmap = viewer.heatmap.copy()
+    with pytest.raises(WidgetValueError, match="class_index must be an integer"):
+        viewer.class_index = bad
+    assert viewer.class_index == 1 and viewer.error
+    np.testing.assert_array_equal(viewer.heatmap, heatmap)
+
+
+def test_integral_float_class_index_is_that_class_in_both(x):
+    model = classifier(SOFTMAX_HEADS["Softmax()"])
+    np.testing.assert_array_equal(cw.grad_cam(model, x[:1], 2.0), cw.grad_cam(model, x[:1], 2))
+    viewer = GradCamViewer(model, x[0])
+    viewer.class_index = 2.0
+    assert viewer.class_index == 2 and type(viewer.class_index) is int and viewer.class_box.value == 2
+    with pytest.raises(WidgetValueError, match="one class"):
+        viewer.class_index = [1]
 
 
 # -- output selection ------------------------------------------------------------------

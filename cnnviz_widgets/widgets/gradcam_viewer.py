@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-from traitlets import CFloat, CInt, Unicode, observe
+from traitlets import CFloat, TraitType, Unicode, observe
 
 from ..core import imaging
 from ..core.class_names import class_names_for
-from ..core.errors import InputError, UnsupportedModelError
+from ..core.errors import CnnvizError, InputError, UnsupportedModelError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
 from ..core.inputs import raw_and_model_inputs
@@ -56,7 +56,9 @@ class GradCamViewer(VisualizerWidget):
     class; ``class_names``; ``layer_names``, the layers ``layer`` accepts.
     """
 
-    class_index = CInt(help="The model output index explained; default: the top-1 class.")
+    # A plain TraitType: CInt would turn 2.7 into 2 before the check, and Any lets None skip it;
+    # the check refuses what cw.grad_cam refuses.
+    class_index = TraitType(0, help="The class explained, an int; default: the top-1 class.")
     layer = Unicode(help="The layer with a 4-D output whose feature maps Grad-CAM weights.")
     alpha = CFloat(0.4, help="Opacity of the heatmap over the image: 0 = image only, 1 = heatmap only.")
 
@@ -117,11 +119,10 @@ class GradCamViewer(VisualizerWidget):
 
     @checks("class_index")
     def _valid_class_index(self, proposal):
-        index = proposal["value"]
-        self.refuse_outside(
-            index, self.num_classes, f"class_index {index} is out of range: the model scores {self.num_classes} classes"
-        )
-        return index
+        try:
+            return self._head.class_index(proposal["value"])
+        except CnnvizError as error:
+            self.refuse(str(error))
 
     @checks("layer")
     def _valid_layer(self, proposal):
