@@ -105,9 +105,16 @@ class LayerGraph:
         self._path_of_tensor: dict[int, str] = {}
         structure = self._trace(functional, self.inputs, prefix="")
         self.outputs = keras.tree.flatten(structure)
-        # Outputs are named by their dict key, if any, and by the layer that computes them.
+        # An output is named by its dict key, if any, else by the path of the layer that computes
+        # it; that path and Keras' output_names (a nested model's name) select it too.
         keys = [path[0] for path, _ in keras.tree.flatten_with_path(structure)] if isinstance(structure, dict) else []
-        self.output_names = keys or [self._path_of_tensor[id(tensor)] for tensor in self.outputs]
+        paths = [self._path_of_tensor[id(tensor)] for tensor in self.outputs]
+        self.output_names = keys or paths
+        self._output_aliases: dict[str, int] = {}
+        keras_names = list(functional.output_names)
+        for names in (self.output_names, paths, keras_names if len(keras_names) == len(paths) else []):
+            for index, name in enumerate(names):
+                self._output_aliases.setdefault(name, index)
         # Show layers in model.layers order (as model.summary() does), not graph order.
         order = {path: i for i, path in enumerate(_declared_paths(functional, ""))}
         self.layers = dict(sorted(self.layers.items(), key=lambda item: order.get(item[0], len(order))))
@@ -200,11 +207,9 @@ class LayerGraph:
 
     def output_index(self, output: int | str = 0) -> int:
         """The index of model output ``output``, given by index, dict key or layer name."""
-        if isinstance(output, str):
-            for names in (self.output_names, [self._path_of_tensor[id(t)] for t in self.outputs]):
-                if output in names:
-                    return names.index(output)
-        elif isinstance(output, (int, np.integer)) and not isinstance(output, bool) and 0 <= output < len(self.outputs):
+        if isinstance(output, str) and output in self._output_aliases:
+            return self._output_aliases[output]
+        if isinstance(output, (int, np.integer)) and not isinstance(output, bool) and 0 <= output < len(self.outputs):
             return int(output)
         choices = ", ".join(f"{i} or '{name}'" for i, name in enumerate(self.output_names))
         raise UnknownLayerError(f"Unknown model output {output!r}: pass output= one of {choices}.")
