@@ -73,6 +73,7 @@ SOFTMAX_HEADS = {
     "Activation(tf.nn.softmax)": lambda x: keras.layers.Activation(tf.nn.softmax)(dense(3, name="dense")(x)),
     "Activation('softmax')": lambda x: keras.layers.Activation("softmax")(dense(3, name="dense")(x)),
     "Softmax()": lambda x: keras.layers.Softmax()(dense(3, name="dense")(x)),
+    "Softmax(axis=1)": lambda x: keras.layers.Softmax(axis=1)(dense(3, name="dense")(x)),
     "keras.ops.softmax": lambda x: keras.ops.softmax(dense(3, name="dense")(x)),
 }
 
@@ -179,6 +180,14 @@ def test_a_dict_output_chosen_by_key_or_layer_name(output, x):
     assert_grad_cam_of(model, x, per_class(logit_of(model, "dz"), 2), output=output)
     viewer = GradCamViewer(model, x[0], output="alpha")
     np.testing.assert_allclose(viewer.probabilities, model.predict(x[:1], verbose=0)["alpha"][0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("output", [1, "inner", "inner/dense"])
+def test_an_output_computed_by_a_nested_model_is_chosen_by_keras_output_name_or_path(output, x):
+    inner = keras.Sequential([keras.Input((4,)), dense(2, activation="softmax", name="dense")], name="inner")
+    model = classifier(lambda x: [dense(3, name="first")(x), inner(x)])
+    assert model.output_names == ["first", "inner"]
+    assert_grad_cam_of(model, x, per_class(logit_of(inner), 2), output=output)
 
 
 @pytest.mark.parametrize("output", [2, -1, "nope", True, 1.5])

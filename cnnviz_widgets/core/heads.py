@@ -95,15 +95,15 @@ class ClassifierHead:
         return int(array)
 
 
-def _activation_kind(operation) -> str | None:
-    """SOFTMAX, SIGMOID or LOG_SOFTMAX over the last axis, or None, for the operation ending a head."""
+def _activation_kind(operation, rank: int) -> str | None:
+    """SOFTMAX, SIGMOID or LOG_SOFTMAX over the last axis, or None, for the operation ending a head of ``rank``."""
     kind = _ACTIVATION_OPERATIONS.get(type(operation))
     if kind is None:
         try:
             kind = _ACTIVATION_FUNCTIONS.get(getattr(operation, "activation", None))
         except TypeError:  # an unhashable callable is no known activation
             return None
-    if kind in (SOFTMAX, LOG_SOFTMAX) and getattr(operation, "axis", -1) != -1:
+    if kind in (SOFTMAX, LOG_SOFTMAX) and getattr(operation, "axis", -1) not in (-1, rank - 1):
         return None  # a softmax over another axis does not make class probabilities
     return kind
 
@@ -145,7 +145,7 @@ def classifier_head(index: int, name: str, output, operation, inputs) -> Classif
             "class scores must be (batch, classes), or (batch, height, width, classes) for "
             "segmentation. Pass output= the index or name of such an output."
         )
-    kind = _activation_kind(operation)
+    kind = _activation_kind(operation, len(shape))
     logits = output if kind is None else _pre_activation(operation, inputs)
     units = shape[-1]
     if kind == SOFTMAX:
@@ -166,5 +166,5 @@ def classifier_head(index: int, name: str, output, operation, inputs) -> Classif
         pixels = tuple(range(1, len(shape) - 1))
         logits = keras.ops.mean(logits, axis=pixels)
         probabilities = keras.ops.mean(probabilities, axis=pixels)
-        title += ", averaged over pixels"
+        title += ", averaged over pixels" if len(shape) == 4 else ", averaged over positions"
     return ClassifierHead(index, name, logits, probabilities, title)
