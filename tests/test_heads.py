@@ -219,3 +219,10 @@ def test_an_output_without_a_class_axis_is_refused_with_what_to_pass(x):
         cw.grad_cam(model, x, 0)
     assert issubclass(UnsupportedModelError, CnnvizError)
     assert_grad_cam_of(model, x, per_class(logit_of(model), 2), output=1)
+
+
+def test_a_model_returning_its_input_too_still_lists_layers_and_explains_its_head(x):
+    model = classifier(lambda x: [dense(2, name="dense")(x), x])
+    model = keras.Model(model.inputs, [*model.outputs, model.inputs[0]])
+    assert cw.layer_names(model) == ["conv", "gap", "dense"]
+    assert_grad_cam_of(model, x, per_class(logit_of(model), 2))

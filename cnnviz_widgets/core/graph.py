@@ -108,7 +108,7 @@ class LayerGraph:
         # An output is named by its dict key, if any, else by the path of the layer that computes
         # it; that path and Keras' output_names (a nested model's name) select it too.
         keys = [path[0] for path, _ in keras.tree.flatten_with_path(structure)] if isinstance(structure, dict) else []
-        paths = [self._path_of_tensor[id(tensor)] for tensor in self.outputs]
+        paths = [self._path_of_tensor.get(id(tensor), tensor.name) for tensor in self.outputs]  # an input has no layer
         self.output_names = keys or paths
         self._output_aliases: dict[str, int] = {}
         keras_names = list(functional.output_names)
