@@ -115,7 +115,7 @@ def test_a_one_unit_head_is_binary_negative_then_positive(activation, x):
     positive = output if activation else 1 / (1 + np.exp(-output))
     assert 0.02 < positive < 0.98  # not the 1.0 of a softmax over one value
     np.testing.assert_allclose(viewer.probabilities, [1 - positive, positive], rtol=1e-5)
-    assert "sigmoid" in viewer.prediction_chart.figure.title
+    assert "class 1: " in viewer.prediction_chart.figure.title and "sigmoid" in viewer.prediction_chart.figure.title
     assert_grad_cam_of(model, x, binary_scores(model))
     for class_index in (0, 1):
         viewer.class_index = class_index

@@ -154,9 +154,9 @@ def classifier_head(index: int, name: str, output, operation, inputs) -> Classif
         probabilities, title = keras.ops.exp(output), "exp of the model's log-softmax"
     elif kind == SIGMOID:
         probabilities = output
-        title = "the model's sigmoid p, and 1 − p" if units == 1 else "each class's sigmoid (multi-label)"
+        title = "class 1: the model's sigmoid p, class 0: 1 − p" if units == 1 else "each class's sigmoid (multi-label)"
     elif units == 1:
-        probabilities, title = keras.ops.sigmoid(output), "sigmoid p of the model's logit, and 1 − p"
+        probabilities, title = keras.ops.sigmoid(output), "class 1: sigmoid p of the model's logit, class 0: 1 − p"
     else:
         probabilities, title = keras.ops.softmax(output), "softmax of the model's logits"
     if units == 1:
