@@ -79,22 +79,24 @@ def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
 class GradCam:
     """Grad-CAM for one model, layer and output, reusable across images and classes."""
 
-    def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0):
+    def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0):
         self.graph = LayerGraph.of(model)
+        self.head = self.graph.head(output)
+        output_index = self.head.index
         self.layer = default_layer(self.graph, output_index) if layer is None else self._checked(layer, output_index)
         self._model = self.graph.score_model(self.layer, output_index, probabilities)
-        self.num_classes = int(self._model.outputs[1].shape[-1])
         self._maps = tf.function(self._compute_maps, reduce_retracing=True)
 
     @classmethod
-    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0) -> "GradCam":
+    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0) -> "GradCam":
         """The model's one GradCam for these settings, compiled once; ``layer=None`` is the default layer."""
         graph = LayerGraph.of(model)
+        output_index = graph.output_index(output)
         layer = default_layer(graph, output_index) if layer is None else layer
         graph.info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
         return graph.cached(
             ("grad_cam", layer, probabilities, output_index),
-            lambda: cls(model, layer, probabilities=probabilities, output_index=output_index),
+            lambda: cls(model, layer, probabilities=probabilities, output=output_index),
         )
 
     def _checked(self, layer, output_index) -> str:
@@ -131,10 +133,7 @@ class GradCam:
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
-        matrix = np.asarray(classes)
-        if matrix.dtype.kind not in "iu" and not (matrix.dtype.kind == "f" and np.all(matrix == np.round(matrix))):
-            raise InputError(f"class_index must be integers; got {classes!r}.")
-        matrix = matrix.astype(np.int64)
+        matrix = self.head.class_indices(classes)
         if matrix.ndim == 0:
             matrix = np.full((count, 1), int(matrix))
         elif matrix.ndim == 1:
@@ -143,12 +142,6 @@ class GradCam:
             raise InputError(
                 f"class_index must be an int, a list of classes, or one row of classes per "
                 f"image ({count} rows); got shape {np.shape(classes)}."
-            )
-        bad = matrix[(matrix < 0) | (matrix >= self.num_classes)]
-        if bad.size:
-            raise InputError(
-                f"class_index {int(bad[0])} is out of range: the model scores "
-                f"{self.num_classes} classes, so use 0..{self.num_classes - 1}."
             )
         return matrix
 
@@ -187,16 +180,24 @@ def _resize_maps(maps, size) -> tf.Tensor:
     return tf.clip_by_value(tf.reshape(resized, (count, k, *size)), 0.0, 1.0)
 
 
-def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output_index: int = 0) -> np.ndarray:
+def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0) -> np.ndarray:
     """Grad-CAM heatmaps (N, H, W) in [0, 1] at the input's resolution.
 
     ``class_index`` is one class for every image or a sequence of one class per
     image; ``layer`` defaults to the last non-pooling layer with a 4-D output.
+    ``output`` picks the model output by index, dict key or layer name.
+
+    The class score is the class logit (see ``core/heads.py``): the input of a
+    softmax or sigmoid however the model writes it, or the probability with
+    ``probabilities=True``. A one-unit (binary) output has two classes, 0 =
+    negative (-logit) and 1 = positive (logit). A segmentation output
+    (N, H, W, classes) scores a class by its logit averaged over all pixels, as
+    pytorch-grad-cam's SemanticSegmentationTarget with a full mask.
     """
-    cam = GradCam.shared(model, layer, probabilities=probabilities, output_index=output_index)
+    cam = GradCam.shared(model, layer, probabilities=probabilities, output=output)
     inputs = prepare_inputs(cam.graph, x)
     count = len(inputs[0])
-    classes = np.asarray(class_index)
+    classes = cam.head.class_indices(class_index)
     if classes.ndim == 1:
         if len(classes) != count:
             raise InputError(

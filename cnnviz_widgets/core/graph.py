@@ -26,9 +26,9 @@ import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError, listed
+from .heads import ClassifierHead, classifier_head
 
 SEPARATOR = "/"
-PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def _graph_of(model) -> Functional:
@@ -79,25 +79,6 @@ class LayerInfo:
         return type(self.layer).__name__
 
 
-class _LinearView(keras.layers.Layer):
-    """Calls a layer with its activation switched off: the logits of a softmax Dense."""
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(name=f"{layer.name}_logits", **kwargs)
-        self.wrapped = layer
-
-    def call(self, inputs):
-        activation = self.wrapped.activation
-        self.wrapped.activation = keras.activations.linear
-        try:
-            return self.wrapped.call(inputs)
-        finally:
-            self.wrapped.activation = activation
-
-    def compute_output_shape(self, input_shape):
-        return self.wrapped.compute_output_shape(input_shape)
-
-
 class LayerGraph:
     """A model re-traced as one flat graph whose every leaf layer output is reachable.
 
@@ -122,7 +103,18 @@ class LayerGraph:
         ]
         self.layers: dict[str, LayerInfo] = {}
         self._path_of_tensor: dict[int, str] = {}
-        self.outputs = keras.tree.flatten(self._trace(functional, self.inputs, prefix=""))
+        structure = self._trace(functional, self.inputs, prefix="")
+        self.outputs = keras.tree.flatten(structure)
+        # An output is named by its dict key, if any, else by the path of the layer that computes
+        # it; that path and Keras' output_names (a nested model's name) select it too.
+        keys = [path[0] for path, _ in keras.tree.flatten_with_path(structure)] if isinstance(structure, dict) else []
+        paths = [self._path_of_tensor.get(id(tensor), tensor.name) for tensor in self.outputs]  # an input has no layer
+        self.output_names = keys or paths
+        self._output_aliases: dict[str, int] = {}
+        keras_names = list(functional.output_names)
+        for names in (self.output_names, paths, keras_names if len(keras_names) == len(paths) else []):
+            for index, name in enumerate(names):
+                self._output_aliases.setdefault(name, index)
         # Show layers in model.layers order (as model.summary() does), not graph order.
         order = {path: i for i, path in enumerate(_declared_paths(functional, ""))}
         self.layers = dict(sorted(self.layers.items(), key=lambda item: order.get(item[0], len(order))))
@@ -213,39 +205,38 @@ class LayerGraph:
 
     # -- class scores -----------------------------------------------------------
 
-    def output_path(self, output_index: int = 0) -> str:
-        if not 0 <= output_index < len(self.outputs):
-            raise UnknownLayerError(
-                f"output_index {output_index} is out of range: the model has "
-                f"{len(self.outputs)} output(s), so use 0..{len(self.outputs) - 1}."
-            )
-        return self._path_of_tensor[id(self.outputs[output_index])]
+    def output_index(self, output: int | str = 0) -> int:
+        """The index of model output ``output``, given by index, dict key or layer name."""
+        if isinstance(output, str) and output in self._output_aliases:
+            return self._output_aliases[output]
+        if isinstance(output, (int, np.integer)) and not isinstance(output, bool) and 0 <= output < len(self.outputs):
+            return int(output)
+        choices = ", ".join(f"{i} or '{name}'" for i, name in enumerate(self.output_names))
+        raise UnknownLayerError(f"Unknown model output {output!r}: pass output= one of {choices}.")
 
-    def logits(self, output_index: int = 0):
-        """The tensor of class scores before softmax/sigmoid for one model output.
+    def output_path(self, output: int | str = 0) -> str:
+        return self._path_of_tensor[id(self.outputs[self.output_index(output)])]
 
-        A ``Dense(activation="softmax")`` is re-applied with a linear activation; a
-        separate ``Softmax`` or ``Activation("softmax")`` layer is skipped; any other
-        output is already a score.
-        """
-        return self.cached(("logits", output_index), lambda: self._build_logits(output_index))
+    def head(self, output: int | str = 0) -> ClassifierHead:
+        """Model output ``output`` as a classifier head: its logits, probabilities and classes (cached)."""
+        index = self.output_index(output)
 
-    def _build_logits(self, output_index):
-        info = self.layers[self.output_path(output_index)]
-        layer = info.layer
-        name = getattr(getattr(layer, "activation", None), "__name__", "")
-        if isinstance(layer, keras.layers.Softmax) or (
-            isinstance(layer, keras.layers.Activation) and name in PROBABILITY_ACTIVATIONS
-        ):
-            return info.inputs[0]
-        if name in PROBABILITY_ACTIVATIONS:
-            return _LinearView(layer)(*info.inputs)
-        return self.outputs[output_index]
+        def build():
+            info = self.layers[self.output_path(index)]
+            return classifier_head(index, self.output_names[index], self.outputs[index], info.layer, info.inputs)
 
-    def feeds(self, path: str, output_index: int = 0) -> bool:
-        """Whether the output of ``path`` is used to compute model output ``output_index``."""
+        return self.cached(("head", index), build)
+
+    def probabilities(self, inputs, output: int | str = 0) -> np.ndarray:
+        """(N, classes) class probabilities for prepared ``inputs``, as ``head(output).title`` says."""
+        head = self.head(output)
+        model = self.cached(("probabilities", head.index), lambda: self._model(head.probabilities))
+        return np.asarray(model(inputs if len(inputs) > 1 else inputs[0], training=False))
+
+    def feeds(self, path: str, output: int | str = 0) -> bool:
+        """Whether the output of ``path`` is used to compute the class logits of model ``output``."""
         target = id(self.info(path).output)
-        seen, stack = set(), [self.outputs[output_index]]
+        seen, stack = set(), [self.head(output).logits]
         while stack:
             tensor = stack.pop()
             if id(tensor) == target:
@@ -257,11 +248,12 @@ class LayerGraph:
             stack.extend(operation._inbound_nodes[node_index].input_tensors)
         return False
 
-    def score_model(self, path: str, output_index: int = 0, probabilities: bool = False):
-        """A model giving the output of ``path`` and the class scores (cached)."""
-        scores = self.outputs[output_index] if probabilities else self.logits(output_index)
+    def score_model(self, path: str, output: int | str = 0, probabilities: bool = False):
+        """A model giving the output of ``path`` and the class logits, or probabilities (cached)."""
+        head = self.head(output)
+        scores = head.probabilities if probabilities else head.logits
         return self.cached(
-            ("scores", path, output_index, probabilities),
+            ("scores", path, head.index, probabilities),
             lambda: self._model([self.info(path).output, scores]),
         )
 

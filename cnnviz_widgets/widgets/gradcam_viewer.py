@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-from traitlets import CFloat, CInt, Unicode, observe
+from traitlets import CFloat, TraitType, Unicode, observe
 
 from ..core import checks as core_checks
 from ..core import imaging
 from ..core.class_names import class_names_for
-from ..core.errors import InputError, UnsupportedModelError
+from ..core.errors import CnnvizError, InputError, UnsupportedModelError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
 from ..core.inputs import raw_and_model_inputs
@@ -47,16 +47,23 @@ class GradCamViewer(VisualizerWidget):
     ``keras.applications.vgg16.preprocess_input``. Without ``class_names``, a
     1000-class model gets the ImageNet names and any other model "class i".
 
+    ``output`` picks the model output explained, by index, dict key or layer name.
+    Probabilities are shown as the model's head gives them (``core/heads.py``):
+    its own softmax or sigmoid, or a softmax of its logits; a one-unit output has
+    two classes, 0 = negative and 1 = positive.
+
     Read-only results: ``heatmap`` (H, W) in [0, 1]; ``predictions``, the top-k
     (class_index, name, probability), best first; ``probabilities`` of every
     class; ``class_names``; ``layer_names``, the layers ``layer`` accepts.
     """
 
-    class_index = CInt(help="The model output index explained; default: the top-1 class.")
+    # A plain TraitType: CInt would turn 2.7 into 2 before the check, and Any lets None skip it;
+    # the check refuses what cw.grad_cam refuses.
+    class_index = TraitType(0, help="The class explained, an int; default: the top-1 class.")
     layer = Unicode(help="The layer with a 4-D output whose feature maps Grad-CAM weights.")
     alpha = CFloat(0.4, help="Opacity of the heatmap over the image: 0 = image only, 1 = heatmap only.")
 
-    def __init__(self, model, image, preprocess=None, class_names=None, top_k: int = 5, **kwargs):
+    def __init__(self, model, image, preprocess=None, class_names=None, top_k: int = 5, output: int | str = 0, **kwargs):
         self._model = model
         self._graph = graph = _image_classifier_graph(model)
         raw, self._model_input = raw_and_model_inputs(graph, image, preprocess)
@@ -64,26 +71,27 @@ class GradCamViewer(VisualizerWidget):
             raise InputError(f"GradCamViewer explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
         self.image = raw[0]
         self._picture = raw_image_picture(self.image)
-        self.probabilities, from_logits = _class_probabilities(graph, self._model_input)
+        self._head = graph.head(output)
+        self.probabilities = graph.probabilities([self._model_input], self._head.index)[0].astype(np.float64)
         self.num_classes = len(self.probabilities)
         self.class_names = class_names_for(self.num_classes, class_names)
         top_k = core_checks.count("top_k", top_k, "how many classes to chart", minimum=1)
         top_classes = np.argsort(-self.probabilities, kind="stable")[:top_k]
         self._top_classes = top_classes.tolist()
         self.predictions = [(c, self.class_names[c], float(self.probabilities[c])) for c in self._top_classes]
-        self.layer_names = [path for path in graph.spatial_paths(rank=4) if graph.feeds(path)]
+        self.layer_names = [path for path in graph.spatial_paths(rank=4) if graph.feeds(path, self._head.index)]
         self._explanations: dict[tuple[str, int], ClassExplanation] = {}
         self.heatmap: np.ndarray | None = None
 
         self._image_view, self._heatmap_view, self._overlay_view = image_view(), image_view(), image_view()
         self._class_label = widgets.HTML()
-        title = f"Top-{len(top_classes)} classes" + (" (softmax of the model's logits)" if from_logits else "")
+        title = f"Top-{len(top_classes)} classes ({self._head.title})"
         self.prediction_chart = BarChart(title=title, y_label="probability")
         self.prediction_chart.show(_unique_labels(top_classes, self.class_names), self.probabilities[top_classes])
         self.prediction_chart.on_select(self._select_prediction)
         self.contribution_chart = BarChart(x_label="channel", y_label="weight × mean activation")
 
-        kwargs.setdefault("layer", default_layer(graph))
+        kwargs.setdefault("layer", default_layer(graph, self._head.index))
         kwargs.setdefault("class_index", self.predictions[0][0])
         super().__init__(**kwargs)
 
@@ -113,11 +121,10 @@ class GradCamViewer(VisualizerWidget):
 
     @checks("class_index")
     def _valid_class_index(self, proposal):
-        index = proposal["value"]
-        self.refuse_outside(
-            index, self.num_classes, f"class_index {index} is out of range: the model scores {self.num_classes} classes"
-        )
-        return index
+        try:
+            return self._head.class_index(proposal["value"])
+        except CnnvizError as error:
+            self.refuse(str(error))
 
     @checks("layer")
     def _valid_layer(self, proposal):
@@ -181,7 +188,7 @@ class GradCamViewer(VisualizerWidget):
             # one other class alone: never a mix that depends on what was asked
             # before, so a class's result, to the last bit, does not either.
             wanted = self._top_classes if class_index in self._top_classes else [class_index]
-            result = GradCam.shared(self._model, layer).explain(self._model_input, wanted)
+            result = GradCam.shared(self._model, layer, output=self._head.index).explain(self._model_input, wanted)
             for column, c in enumerate(wanted):
                 self._explanations[layer, c] = ClassExplanation(
                     self._at_image_size(result.heatmaps[0, column]), result.contributions[0, column]
@@ -217,26 +224,6 @@ def _image_classifier_graph(model) -> LayerGraph:
             "For sequences or several inputs, call cw.grad_cam(model, x, class_index)."
         )
     return graph
-
-
-def _class_probabilities(graph: LayerGraph, model_input: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The class probabilities for a batch of one image, and whether they came from logits.
-
-    A model without a softmax or sigmoid on its output gives logits; softmax turns
-    them into probabilities for display.
-    """
-    (scores,) = graph.run([graph.output_path()], [model_input])
-    if scores.ndim != 2:
-        raise UnsupportedModelError(
-            f"The model's output has shape {graph.outputs[0].shape}; GradCamViewer needs a "
-            "classifier whose output is (batch, classes)."
-        )
-    scores = scores[0].astype(np.float64)
-    from_logits = graph.logits() is graph.outputs[0]
-    if from_logits:
-        exponentials = np.exp(scores - scores.max())
-        scores = exponentials / exponentials.sum()
-    return scores, from_logits
 
 
 def _unique_labels(classes, names) -> list[str]:
