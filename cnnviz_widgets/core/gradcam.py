@@ -116,10 +116,12 @@ class GradCam:
     def _compute_maps(self, inputs, classes):
         with tf.GradientTape() as tape:
             features, scores = self._model(inputs, training=False)
-            features = tf.cast(features, tf.float32)
             scores = tf.cast(scores, tf.float32)
             selected = tf.gather(scores, classes, axis=1, batch_dims=1)
-        gradients = tape.batch_jacobian(selected, features)  # (N, K, *spatial, channels)
+        # Differentiate with respect to the layer's own output: a float32 copy of a
+        # mixed-precision (float16) map is not on the tape's path, its gradient is zero.
+        gradients = tf.cast(tape.batch_jacobian(selected, features), tf.float32)  # (N, K, *spatial, channels)
+        features = tf.cast(features, tf.float32)
         spatial = list(range(1, len(features.shape) - 1))
         weights = tf.reduce_mean(gradients, axis=[axis + 1 for axis in spatial])  # (N, K, channels)
         expanded = tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1]] + [1] * len(spatial) + [-1])
