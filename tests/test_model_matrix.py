@@ -130,6 +130,49 @@ def no_conv_layer():
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
 
 
+def _head(x):
+    pool = keras.layers.GlobalAveragePooling3D if len(x.shape) == 5 else keras.layers.GlobalAveragePooling2D
+    return keras.layers.Dense(3, activation="softmax", dtype="float32", name="out")(pool(name="gap")(x))
+
+
+def reshaped_mnist():
+    """The keras.io MNIST way: a (28, 28) input that a Reshape makes a gray image."""
+    inputs = keras.Input((28, 28))
+    x = keras.layers.Reshape((28, 28, 1), name="to_image")(inputs)
+    return keras.Model(inputs, _head(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)))
+
+
+def uint8_input():
+    inputs = keras.Input((12, 12, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    return keras.Model(inputs, _head(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)))
+
+
+def mixed_precision(policy):
+    def build():
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            inputs = keras.Input((12, 12, 3))
+            x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+            return keras.Model(inputs, _head(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    return build
+
+
+def video(feature_layer):
+    # (1, 3, 3) kernels keep the frames, so the heatmap's frames are the maps resized.
+    return lambda: keras.Model(inputs := keras.Input((4, 12, 12, 1)), _head(feature_layer(inputs)))
+
+
+def non_square():
+    inputs = keras.Input((32, 64, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv_b")(x)
+    return keras.Model(inputs, _head(x))
+
+
 def saved_and_loaded():
     # A folder of its own: both xdist workers build this row, and a shared file would race.
     with tempfile.TemporaryDirectory() as folder:
@@ -157,6 +200,16 @@ MODELS = {
     "1-D conv": conv1d,
     "no conv layer": no_conv_layer,
     "saved to .keras and loaded": saved_and_loaded,
+    "Input((28, 28)) + Reshape (keras.io MNIST)": reshaped_mnist,
+    "uint8 input + Rescaling": uint8_input,
+    "mixed_float16": mixed_precision("mixed_float16"),
+    "mixed_bfloat16": mixed_precision("mixed_bfloat16"),
+    "fixed 32×64 input": non_square,
+    "Conv3D video": video(lambda x: keras.layers.Conv3D(4, (1, 3, 3), activation="relu", name="conv")(x)),
+    "TimeDistributed(Conv2D) video": video(
+        lambda x: keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3, activation="relu"), name="conv")(x)
+    ),
+    "ConvLSTM2D video": video(lambda x: keras.layers.ConvLSTM2D(4, 3, name="conv")(x)),
 }
 
 
@@ -172,8 +225,18 @@ def sample_inputs(model, count=2):
         shapes = [tuple(t.shape) for t in model.inputs]
     except AttributeError:  # unbuilt Sequential, subclassed model: they are refused anyway
         shapes = [(None, 12, 12, 3)]
-    arrays = [rng.uniform(0, 1, (count, *shape[1:])).astype("float32") for shape in shapes]
+    dtypes = [getattr(t, "dtype", "float32") for t in getattr(model, "inputs", None) or [None]]
+    arrays = [
+        rng.integers(0, 256, (count, *shape[1:])).astype(dtype) if "int" in str(dtype) else rng.uniform(0, 1, (count, *shape[1:])).astype("float32")
+        for shape, dtype in zip(shapes, dtypes)
+    ]
     return arrays if len(arrays) > 1 else arrays[0]
+
+
+def image_shape(model):
+    """The images the layers see: the input's, or what the first Reshape makes of it."""
+    reshapes = [layer for layer in model.layers if isinstance(layer, keras.layers.Reshape) and len(model.inputs[0].shape) < 4]
+    return tuple((reshapes[0].output if reshapes else model.inputs[0]).shape[1:])
 
 
 # -- independent computations ----------------------------------------------------
@@ -266,10 +329,18 @@ def tape_grad_cam(model, x, path, class_index):
     heatmap = np.maximum((features.numpy() * np.expand_dims(weights, spatial)).sum(axis=-1), 0)
     peak = heatmap.max(axis=spatial, keepdims=True)
     heatmap = np.divide(heatmap, peak, out=np.zeros_like(heatmap), where=peak > 0)
-    image = x[0] if isinstance(x, list) else x
+    # The input's spatial axes as the layers see them; a map with fewer (a ConvLSTM2D's) is per frame.
+    size = image_shape(model)[:-1][-len(spatial) :]
     if len(spatial) == 1:  # a sequence: resize it as a one-pixel-wide image
-        return tf.image.resize(heatmap[..., None, None], (image.shape[1], 1))[..., 0, 0].numpy()
-    return tf.image.resize(heatmap[..., None], image.shape[1:3])[..., 0].numpy()
+        return tf.image.resize(heatmap[..., None, None], (size[0], 1))[..., 0, 0].numpy()
+    assert heatmap.shape[1:-2] == size[:-2], "the matrix's videos keep their frames: only the frames resize"
+    frames = tf.image.resize(heatmap.reshape(-1, *heatmap.shape[-2:], 1), size[-2:])[..., 0].numpy()
+    return frames.reshape(*heatmap.shape[:-2], *size[-2:])
+
+
+def heatmap_tolerance(model):
+    """float16 and bfloat16 keep 3 and 2 significant digits: the eager and the compiled pass round differently."""
+    return 1e-4 if model.dtype_policy.compute_dtype == "float32" else 2e-2
 
 
 # -- the columns: techniques ---------------------------------------------------
@@ -296,15 +367,14 @@ def check_filter_weights(model):
 def check_filter_patterns(model):
     path = first_kernel_layer(model)
     patterns = cw.filter_patterns(model, path, [0, 1], size=None, steps=3)
-    image_shape = tuple(model.inputs[0].shape[1:])
-    assert patterns.shape == (2, *image_shape) and patterns.dtype == np.uint8
+    assert patterns.shape == (2, *image_shape(model)) and patterns.dtype == np.uint8
 
 
 def check_grad_cam(model):
     x = sample_inputs(model)
     cam = cw.core.gradcam.GradCam(model, probabilities=True)
     heatmaps = cw.grad_cam(model, x, 1, probabilities=True)
-    np.testing.assert_allclose(heatmaps, tape_grad_cam(model, x, cam.layer, 1), atol=1e-4)
+    np.testing.assert_allclose(heatmaps, tape_grad_cam(model, x, cam.layer, 1), atol=heatmap_tolerance(model))
 
 
 def check_layer_explorer(model):
@@ -344,7 +414,7 @@ def check_gradcam_viewer(model):
         viewer.class_index = int(class_index)
         with logits_head(model):
             expected = tape_grad_cam(model, image[None], viewer.layer, class_index)[0]
-        np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-4)
+        np.testing.assert_allclose(viewer.heatmap, expected, atol=heatmap_tolerance(model))
 
 
 TECHNIQUES = {
@@ -384,6 +454,13 @@ REFUSED.update(
         ("multi-input functional", "GradCamViewer"): "UnsupportedModelError",
         ("1-D conv", "GradCamViewer"): "UnsupportedModelError",
         ("no conv layer", "GradCamViewer"): "UnsupportedModelError",
+    }
+)
+REFUSED.update(
+    {
+        (video_kind, technique): "UnsupportedModelError"
+        for video_kind in ("Conv3D video", "TimeDistributed(Conv2D) video", "ConvLSTM2D video")
+        for technique in ("filter_patterns", "GradCamViewer")
     }
 )
 

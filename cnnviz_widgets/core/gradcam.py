@@ -21,14 +21,14 @@ import tensorflow as tf
 
 from .errors import InputError, UnsupportedModelError
 from .graph import LayerGraph
-from .inputs import prepare_inputs
+from .inputs import as_images, image_shape, prepare_inputs
 
 
 @dataclass
 class GradCamResult:
     """Grad-CAM of K classes for each of N images."""
 
-    heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the input's resolution ((N, K, L) for sequences)
+    heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the image's resolution ((N, K, L) for sequences, (N, K, D, H, W) for videos)
     maps: np.ndarray  # (N, K, h, w) in [0, 1] at the layer's resolution
     channel_weights: np.ndarray  # (N, K, channels): spatial mean of the gradients
     channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
@@ -41,19 +41,29 @@ class GradCamResult:
         return self.channel_weights * self.channel_means[:, None, :]
 
 
-def _feature_rank(graph: LayerGraph) -> int:
-    """Rank of the maps Grad-CAM explains: that of the first input (4 images, 3 sequences)."""
-    rank = len(graph.inputs[0].shape)
+def _map_ranks(graph: LayerGraph) -> tuple[int, ...]:
+    """Output ranks of the layers Grad-CAM can explain, preferred first: the rank of the
+    input as the layers see it (see image_shape).
+
+    Images: 4 (batch, h, w, channels), also those that a Reshape makes; sequences: 3.
+    Videos: 5 (Conv3D, TimeDistributed(Conv2D)), then 4, a ConvLSTM2D's maps with
+    the frames folded in.
+    """
+    rank = 4 if image_shape(graph) is not None else len(graph.inputs[0].shape)
     if rank < 3:
         raise UnsupportedModelError(
             f"Grad-CAM explains images or sequences, but this model's input has shape "
             f"{tuple(graph.inputs[0].shape)}, with no spatial axis to map; its layers' "
             "outputs can still be shown with activations()."
         )
-    return rank
+    return (5, 4) if rank == 5 else (rank,)
 
 
-_RANK_TEXT = {4: "4-D (batch, height, width, channels)", 3: "3-D (batch, steps, channels)"}
+_RANK_TEXT = {
+    5: "5-D (batch, frames, height, width, channels)",
+    4: "4-D (batch, height, width, channels)",
+    3: "3-D (batch, steps, channels)",
+}
 
 
 def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
@@ -62,15 +72,16 @@ def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
     Pooling layers are skipped (as in the tutorials), and so are Dropout and noise
     layers, which repeat the layer before them at inference.
     """
-    rank = _feature_rank(graph)
-    for path in reversed(graph.spatial_paths(rank=rank)):
-        kind = graph.layers[path].kind
-        skipped = any(word in kind for word in ("Pooling", "Dropout", "Noise"))
-        if not skipped and graph.feeds(path, output_index):
-            return path
+    ranks = _map_ranks(graph)
+    for rank in ranks:
+        for path in reversed(graph.spatial_paths(rank=rank)):
+            kind = graph.layers[path].kind
+            skipped = any(word in kind for word in ("Pooling", "Dropout", "Noise"))
+            if not skipped and graph.feeds(path, output_index):
+                return path
     raise UnsupportedModelError(
-        f"Grad-CAM needs a layer with a {_RANK_TEXT.get(rank, f'{rank}-D')} output, such "
-        "as a Conv2D (Conv1D for sequences), before the class scores; this model has "
+        f"Grad-CAM needs a layer with a {' or '.join(_RANK_TEXT[rank] for rank in ranks)} output, such "
+        "as a Conv2D (Conv1D for sequences, Conv3D for videos), before the class scores; this model has "
         "none, so there is no map to explain. Its layers' outputs can still be shown "
         "with activations()."
     )
@@ -101,12 +112,12 @@ class GradCam:
 
     def _checked(self, layer, output_index) -> str:
         info = self.graph.info(layer)
-        rank = _feature_rank(self.graph)
-        if len(info.output_shape) != rank:
-            options = ", ".join(self.graph.spatial_paths(rank=rank)[-8:]) or "none"
+        ranks = _map_ranks(self.graph)
+        if len(info.output_shape) not in ranks:
+            options = ", ".join(p for rank in ranks for p in self.graph.spatial_paths(rank=rank)[-8:]) or "none"
             raise UnsupportedModelError(
                 f"Layer '{layer}' has output shape {info.output_shape}; Grad-CAM needs "
-                f"a {_RANK_TEXT.get(rank, f'{rank}-D')} output. Try one of: {options}."
+                f"a {' or '.join(_RANK_TEXT[rank] for rank in ranks)} output. Try one of: {options}."
             )
         if not self.graph.feeds(layer, output_index):
             raise UnsupportedModelError(
@@ -119,10 +130,12 @@ class GradCam:
     def _compute_maps(self, inputs, classes):
         with tf.GradientTape() as tape:
             features, scores = self._model(inputs, training=False)
-            features = tf.cast(features, tf.float32)
             scores = tf.cast(scores, tf.float32)
             selected = tf.gather(scores, classes, axis=1, batch_dims=1)
-        gradients = tape.batch_jacobian(selected, features)  # (N, K, *spatial, channels)
+        # Differentiate with respect to the layer's own output: a float32 copy of a
+        # mixed-precision (float16) map is not on the tape's path, its gradient is zero.
+        gradients = tf.cast(tape.batch_jacobian(selected, features), tf.float32)  # (N, K, *spatial, channels)
+        features = tf.cast(features, tf.float32)
         spatial = list(range(1, len(features.shape) - 1))
         weights = tf.reduce_mean(gradients, axis=[axis + 1 for axis in spatial])  # (N, K, channels)
         expanded = tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1]] + [1] * len(spatial) + [-1])
@@ -160,7 +173,7 @@ class GradCam:
                 "The model's class scores contain NaN or infinity for these images, so "
                 "Grad-CAM is undefined; check the images' scale and the preprocessing."
             )
-        heatmaps = _resize_maps(maps, inputs[0].shape[1:-1])
+        heatmaps = _resize_maps(maps, as_images(self.graph, inputs[0]).shape[1:-1])
         return GradCamResult(
             heatmaps=heatmaps.numpy(),
             maps=maps.numpy(),
@@ -172,11 +185,21 @@ class GradCam:
 
 
 def _resize_maps(maps, size) -> tf.Tensor:
-    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1]."""
+    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1].
+
+    Maps with fewer spatial axes than the input (a ConvLSTM2D's, which folds a video's
+    frames) take the last ones: the frame. Volumes are resized frame by frame, then
+    along the frames: linear interpolation is separable, so that is trilinear.
+    """
     count, k, *spatial = maps.shape
-    as_images = tf.reshape(maps, (count * k, *spatial, 1) if len(spatial) == 2 else (count * k, spatial[0], 1, 1))
-    target = tuple(size) if len(size) == 2 else (size[0], 1)
-    resized = tf.image.resize(as_images, target)
+    size = tuple(size)[len(size) - len(spatial) :]
+    if len(spatial) == 1:  # a sequence: a one-pixel-wide image
+        resized = tf.image.resize(tf.reshape(maps, (count * k, spatial[0], 1, 1)), (size[0], 1))
+    else:
+        resized = tf.image.resize(tf.reshape(maps, (-1, *spatial[-2:], 1)), size[-2:])
+        if len(spatial) == 3:
+            frames = tf.reshape(resized, (count * k, spatial[0], size[1] * size[2], 1))
+            resized = tf.image.resize(frames, (size[0], size[1] * size[2]))
     return tf.clip_by_value(tf.reshape(resized, (count, k, *size)), 0.0, 1.0)
 
 

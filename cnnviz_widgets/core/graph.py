@@ -57,6 +57,10 @@ def _graph_of(model) -> Functional:
     )
 
 
+def _float_unless_float(dtype) -> str:
+    return dtype if "float" in str(dtype) else "float32"
+
+
 def _is_nested_model(operation) -> bool:
     return isinstance(operation, keras.Model) and not isinstance(operation, keras.layers.InputLayer)
 
@@ -97,8 +101,10 @@ class LayerGraph:
 
     def __init__(self, model):
         functional = _graph_of(model)
+        # Images arrive as float32 (prepare_inputs): an integer input (uint8 then
+        # Rescaling) traced as float32 computes the same, and has a gradient for patterns.
         self.inputs = [
-            keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=f"cnnviz_input_{i}")
+            keras.Input(batch_shape=tensor.shape, dtype=_float_unless_float(tensor.dtype), name=f"cnnviz_input_{i}")
             for i, tensor in enumerate(functional.inputs)
         ]
         self.layers: dict[str, LayerInfo] = {}
@@ -200,7 +206,8 @@ class LayerGraph:
             batch = [tf.convert_to_tensor(x[start : start + batch_size]) for x in inputs]
             outputs = function(batch if len(batch) > 1 else batch[0])
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            chunks.append([np.asarray(o) for o in outputs])
+            # Mixed-precision layers give float16 or bfloat16, which numpy barely handles.
+            chunks.append([np.asarray(tf.cast(o, tf.float32) if o.dtype in (tf.float16, tf.bfloat16) else o) for o in outputs])
         return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in zip(*chunks)]
 
     # -- class scores -----------------------------------------------------------

@@ -8,10 +8,14 @@ Documented conversions (everything else is a clear error):
   gray, RGB, RGBA), else a gray batch;
 - any integer or float dtype is cast to float32; values are NOT rescaled (a uint8
   image stays 0..255, so pass what the model was trained on).
+
+What is an image is decided by the layers, not only by the input's rank: see
+:func:`image_shape`.
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from . import checks
@@ -70,6 +74,42 @@ def raw_and_model_inputs(graph, images, preprocess=None) -> tuple[np.ndarray, np
             "return one preprocessed image per raw image, in the same order."
         )
     return raw, inputs
+
+
+def image_shape(graph) -> tuple | None:
+    """(H, W, C): the one input of ``graph`` as the images its layers see, or None if it is none.
+
+    A 4-D input is images. Any other input is images where a ``Reshape`` makes it a
+    4-D tensor before anything else mixes its values: the keras.io MNIST model
+    takes ``Input((28, 28))`` and reshapes it to ``(28, 28, 1)``. Layers that keep
+    the shape (``Rescaling``, casts) may come before the ``Reshape``. Such an
+    input reshaped row-major to (H, W, C) is the image, so pictures, heatmaps and
+    patterns are drawn in that shape.
+    """
+    return graph.cached(("image_shape",), lambda: _image_shape(graph))
+
+
+def _image_shape(graph) -> tuple | None:
+    if len(graph.inputs) != 1:
+        return None
+    tensor = graph.inputs[0]
+    while len(tensor.shape) != 4:
+        consumers = [info for info in graph.layers.values() if any(t is tensor for t in info.inputs)]
+        if len(consumers) != 1 or not isinstance(consumers[0].output, keras.KerasTensor):
+            return None
+        layer, output = consumers[0].layer, consumers[0].output
+        if not (isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten)) or output.shape == tensor.shape):
+            return None
+        tensor = output
+    return tuple(tensor.shape[1:])
+
+
+def as_images(graph, raw: np.ndarray) -> np.ndarray:
+    """A batch of raw inputs in the shape of the images the model sees (unchanged when it has none)."""
+    shape = image_shape(graph)
+    if shape is None or None in shape or raw.shape[1:] == shape or raw[0].size != np.prod(shape):
+        return raw
+    return raw.reshape(len(raw), *shape)
 
 
 def _prepare_one(x, expected, what) -> np.ndarray:

@@ -27,6 +27,7 @@ import tensorflow as tf
 from . import checks
 from .errors import InputError, InputTypeError, UnsupportedModelError
 from .graph import LayerGraph
+from .inputs import image_shape
 
 BYTES_PER_ACTIVATION = 4 * 3  # float32 forward value, its gradient, and workspace
 # What the arguments of a search are, for the messages of core.checks (the widgets check with them too).
@@ -35,6 +36,22 @@ SEED_MEANING = "the seed of the gray-noise start images"
 STEP_SIZE_MEANING = "the length of one ascent step in pixel values (None: value range / 255)"
 MEMORY_BUDGET_MEANING = "the memory in MB that one batch of filters may use"
 PREPROCESS_MEANING = "differentiable, from pixels to what the model eats"
+DEFAULT_SIZE = 64
+MAX_SIZE = 4096  # the search for the smallest size that a layer takes stops here
+
+
+def _checked_size(size) -> tuple | None:
+    """``size`` (None, a side, or (height, width)) as None or a (height, width) tuple of ints >= 1."""
+    if size is None:
+        return None
+    sides = (size, size) if np.ndim(size) == 0 else tuple(np.asarray(size, dtype=object).tolist())
+    pixels = [isinstance(side, (int, np.integer)) and not isinstance(side, bool) and side >= 1 for side in sides]
+    if len(sides) != 2 or not all(pixels):
+        raise InputError(
+            f"size must be a number of pixels >= 1, a (height, width) pair of them, or None for "
+            f"the model's own size; got {size!r}."
+        )
+    return (int(sides[0]), int(sides[1]))
 
 
 @dataclass
@@ -42,7 +59,7 @@ class AscentResult:
     """Gradient ascent for ``filters`` (possibly cut short by ``should_stop``)."""
 
     filters: np.ndarray  # (F,) filter indices
-    images: np.ndarray  # (F, size, size, C) float32, the optimised inputs
+    images: np.ndarray  # (F, H, W, C) float32, the optimised images
     start_loss: np.ndarray  # (F,) the target filter's mean activation at the start
     final_loss: np.ndarray  # (F,) ... after the last step
 
@@ -67,15 +84,18 @@ def deprocess(images: np.ndarray) -> np.ndarray:
 class PatternSearch:
     """Batched, compiled gradient ascent for the filters of one layer."""
 
-    def __init__(self, model, layer: str, *, size: int | None = None, preprocess=None):
+    def __init__(self, model, layer: str, *, size=None, preprocess=None):
         self.graph = LayerGraph.of(model)
         info = self.graph.info(layer)
         if len(info.output_shape) < 2:
             raise UnsupportedModelError(f"Layer '{layer}' has no channels to maximise.")
         self.layer = layer
         self.num_filters = int(info.output_shape[-1])
-        self.image_shape = self._image_shape(size)
         self._truncated = self.graph.model_for([layer])
+        self.image_shape = self._image_shape(_checked_size(size))
+        # What the model takes: the image itself, or what a Reshape makes an image (image_shape).
+        model_input = self.graph.inputs[0]
+        self._input_shape = self.image_shape if len(model_input.shape) == 4 else tuple(model_input.shape[1:])
         self._activations_per_image = self._activation_count()
         self._preprocess = preprocess
         # No autograph: the step has no tensor-dependent Python control flow, and autograph
@@ -83,10 +103,11 @@ class PatternSearch:
         self._step = tf.function(self._ascent_step, reduce_retracing=True, autograph=False)
 
     @classmethod
-    def shared(cls, model, layer: str, *, size: int | None = None, preprocess=None) -> "PatternSearch":
+    def shared(cls, model, layer: str, *, size=None, preprocess=None) -> "PatternSearch":
         """The model's one PatternSearch for this layer, image shape and preprocess, compiled
         once: ``size=None`` on a fixed-size model finds the search of that size."""
         graph = LayerGraph.of(model)
+        size = _checked_size(size)
 
         def by_image_shape():
             fresh = cls(model, layer, size=size, preprocess=preprocess)
@@ -94,29 +115,78 @@ class PatternSearch:
 
         return graph.cached(("patterns", layer, size, preprocess), by_image_shape)
 
-    def _image_shape(self, size):
-        if len(self.graph.inputs) != 1 or len(self.graph.inputs[0].shape) != 4:
+    def _image_shape(self, size) -> tuple:
+        """(H, W, C) of the patterns: the model's own image size where it has one, else ``size``
+        ((height, width); None: 64 square), checked to be large enough for the layer."""
+        shape = image_shape(self.graph)
+        if shape is None:
             shapes = ", ".join(str(tuple(tensor.shape)) for tensor in self.graph.inputs)
             raise UnsupportedModelError(
                 "Filter patterns need a model with one image input (batch, height, "
-                f"width, channels); this one takes {shapes}. The kernels can still be "
-                "shown: cw.filter_weights(model, layer), or FilterGallery's weights view."
+                f"width, channels), or one that a Reshape makes an image; this one takes {shapes}. "
+                "The kernels can still be shown: cw.filter_weights(model, layer), or "
+                "FilterGallery's weights view."
             )
-        _, height, width, channels = self.graph.inputs[0].shape
-        fixed = (height, width) if height is not None and width is not None else None
-        if size is None:
-            size = fixed[0] if fixed and fixed[0] == fixed[1] else 64
-        if fixed and (height, width) != (size, size):
+        *fixed, channels = shape
+        if size is not None and any(own is not None and own != want for own, want in zip(fixed, size)):
+            own_size = "x".join("any" if own is None else str(own) for own in fixed)
             raise InputError(
-                f"The model takes {height}x{width} images, so patterns must be that size; "
-                f"got size={size}. Pass size=None to use the model's size."
+                f"The model takes {own_size} images, so patterns must be that size; got "
+                f"{size[0]}x{size[1]}. Pass size=None to use the model's size."
             )
-        return (int(size), int(size), int(channels))
+        wanted = size or (DEFAULT_SIZE, DEFAULT_SIZE)
+        height, width = (want if own is None else own for own, want in zip(fixed, wanted))
+        # A model of fixed size was built, so only a free size can be too small.
+        if None in fixed and not self._computes((height, width, channels)):
+            smallest = self._smallest_side(channels)
+            raise InputError(
+                f"Patterns of {height}x{width} pixels are too small for layer '{self.layer}': its "
+                f"convolutions and pools leave no output. The smallest size that works is "
+                f"{smallest}; pass size={smallest} or more."
+            )
+        return (int(height), int(width), int(channels))
+
+    def _output_sizes(self, shape) -> list[int]:
+        """Values in each output the truncated model computes for one input of ``shape``
+        (shape inference only, no run)."""
+        counts = []
+
+        def count(operation, *args, **kwargs):
+            output = operation.compute_output_spec(*args, **kwargs)
+            counts.extend(int(np.prod(t.shape)) for t in tf.nest.flatten(output))
+            return output
+
+        self._truncated._run_through_graph(keras.KerasTensor((1, *shape)), operation_fn=lambda op: op, call_fn=count)
+        return counts
+
+    def _computes(self, image_shape) -> bool:
+        """Whether every layer up to this one has an output for images of ``image_shape``."""
+        try:
+            return min(self._output_sizes(image_shape)) > 0
+        except ValueError:  # Keras' shape inference refuses a negative output size
+            return False
+
+    def _smallest_side(self, channels) -> int:
+        """The smallest square image side this layer has an output for (sizes that work are
+        all those above it: a larger image never shrinks a layer's output)."""
+        high = 1
+        while not self._computes((high, high, channels)):
+            high *= 2
+            if high > MAX_SIZE:
+                raise UnsupportedModelError(
+                    f"Layer '{self.layer}' has no output for any image up to {MAX_SIZE} pixels, so it has no patterns."
+                )
+        low = high // 2  # fails (or is 0)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if self._computes((middle, middle, channels)) else (middle, high)
+        return high
 
     def _ascent_step(self, images, filters, step_size):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            activation = tf.cast(self._truncated(self._model_input(images), training=False), tf.float32)
+            model_input = self._model_input(tf.reshape(images, (-1, *self._input_shape)))
+            activation = tf.cast(self._truncated(model_input, training=False), tf.float32)
             flat = tf.reshape(activation, (tf.shape(activation)[0], -1, self.num_filters))
             loss = tf.reduce_mean(tf.gather(flat, filters, axis=2, batch_dims=1), axis=1)
             # Images are independent in inference mode: one backward pass gives each
@@ -146,16 +216,7 @@ class PatternSearch:
 
     def _activation_count(self) -> int:
         """Values that the truncated model computes for one image (shape inference only)."""
-        shape = (1, *self.image_shape)
-        counts = []
-
-        def count(operation, *args, **kwargs):
-            output = operation.compute_output_spec(*args, **kwargs)
-            counts.extend(int(np.prod(t.shape)) for t in tf.nest.flatten(output))
-            return output
-
-        self._truncated._run_through_graph(keras.KerasTensor(shape), operation_fn=lambda op: op, call_fn=count)
-        return sum(counts) + int(np.prod(shape))
+        return sum(self._output_sizes(self._input_shape)) + int(np.prod(self._input_shape))
 
     def run(
         self,
@@ -248,7 +309,7 @@ def filter_patterns(
     model,
     layer: str,
     filters,
-    size: int | None = 64,
+    size=DEFAULT_SIZE,
     steps: int = 40,
     *,
     step_size: float | None = None,
@@ -257,13 +318,16 @@ def filter_patterns(
     seed: int = 0,
     memory_budget_mb: float = 512,
 ) -> np.ndarray:
-    """Input patterns that maximise each filter, uint8 (len(filters), size, size, C).
+    """Input patterns that maximise each filter, uint8 (len(filters), H, W, C) images.
 
     ``value_range`` is the pixel range the model's inputs live in (0..255 as in the
     tutorial, 0..1 for models trained on scaled images); ``preprocess`` (a
     differentiable TF function such as ``keras.applications.vgg16.preprocess_input``)
-    maps those pixels to what the model eats. Models with a fixed input size use it
-    whatever ``size`` says only when ``size=None``; otherwise the sizes must agree.
+    maps those pixels to what the model eats. ``size`` is a side in pixels or
+    (height, width). Models with a fixed input size use it when ``size=None``
+    (``size`` must otherwise agree with it); a model whose input a ``Reshape`` makes
+    an image (``Input((28, 28))`` then ``Reshape((28, 28, 1))``) gets patterns in
+    that image shape.
     """
     checks.function_or_none("preprocess", preprocess, PREPROCESS_MEANING)
     LayerGraph.of(model).info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)

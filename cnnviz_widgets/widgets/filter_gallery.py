@@ -25,7 +25,7 @@ from typing import NamedTuple
 import bqplot
 import ipywidgets as widgets
 import numpy as np
-from traitlets import Any, Float, Int, Tuple, Unicode, observe
+from traitlets import Any, Float, Int, Tuple, Unicode, Union, observe
 
 from ..core import checks as core_checks
 from ..core import imaging
@@ -106,7 +106,7 @@ class PatternSettings(NamedTuple):
     """What a computed pattern depends on; the key of the pattern cache."""
 
     layer: str
-    size: int
+    size: tuple  # (height, width)
     steps: int
     seed: int
     value_range: tuple
@@ -114,7 +114,7 @@ class PatternSettings(NamedTuple):
 
 @dataclass
 class ComputedPattern:
-    image: np.ndarray  # uint8 (size, size, C)
+    image: np.ndarray  # uint8 (height, width, C)
     start_loss: float  # the filter's mean activation on the gray-noise start
     final_loss: float  # ... after the last ascent step
 
@@ -168,7 +168,7 @@ class FilterGallery(VisualizerWidget):
       caffe-mode models (VGG, ResNet), True or False force it;
     - ``scale``: kernel tile contrast, ``"tile"`` (min-max each tile, S2) or
       ``"global"`` (one min-max over the filters shown, S3);
-    - patterns: ``steps``, ``size`` (None: the model's input size, else 64),
+    - patterns: ``steps``, ``size`` (pixels or (height, width); None: the model's input size, else 64),
       ``seed``, ``value_range`` (the pixel range of the model's inputs: (0, 255)
       as in S1, (0, 1) for models on scaled images), ``patterns_per_page``.
 
@@ -189,7 +189,12 @@ class FilterGallery(VisualizerWidget):
     bgr.allow_none = False  # Any lets None past the validator; Any(allow_none=False) does not change that
     scale = Unicode("tile", help="Kernel tile contrast: 'tile' (each its own) or 'global'.")
     steps = Int(40, help="Gradient ascent steps per pattern.")
-    size = Int(None, allow_none=True, help="Pattern size in pixels; None: the model's input size, else 64.")
+    size = Union(
+        [Int(), Tuple(Int(), Int())],
+        default_value=None,
+        allow_none=True,
+        help="Pattern size in pixels, or (height, width); None: the model's input size, else 64.",
+    )
     seed = Int(0, help="Seed of the gray-noise start images.")
     value_range = Tuple(Float(), Float(), default_value=(0.0, 255.0), help="Pixel range of the model's inputs.")
     patterns_per_page = Int(64, help="Patterns on the grid (S1 shows 64); the page holds `channel`.")
@@ -204,7 +209,7 @@ class FilterGallery(VisualizerWidget):
         bgr="auto",
         scale: str = "tile",
         steps: int = 40,
-        size: int | None = None,
+        size: int | tuple | None = None,
         seed: int = 0,
         value_range=(0.0, 255.0),
         patterns_per_page: int = 64,
@@ -406,8 +411,6 @@ class FilterGallery(VisualizerWidget):
     def _valid_size(self, proposal):
         size = proposal["value"]
         if size is not None:
-            if size < 1:
-                self.refuse(f"size must be a number of pixels, or None for the model's input size; got {size}.")
             self._checked(self._search, size)
         return size
 
@@ -511,7 +514,7 @@ class FilterGallery(VisualizerWidget):
 
     def _pattern_settings(self) -> PatternSettings:
         """The cache key of the current patterns; raises why the layer has none."""
-        size = self._search(self.size).image_shape[0]
+        size = self._search(self.size).image_shape[:2]
         return PatternSettings(self.layer, size, self.steps, self.seed, tuple(self.value_range))
 
     def _pattern_settings_or_none(self) -> PatternSettings | None:
@@ -521,9 +524,9 @@ class FilterGallery(VisualizerWidget):
             return None
 
     def _shown_size(self) -> int:
-        """What the Size box shows: the size the patterns will have (0 where the layer has none)."""
+        """What the Size box shows: the height the patterns will have (0 where the layer has none)."""
         settings = self._pattern_settings_or_none()
-        return 0 if settings is None else settings.size
+        return 0 if settings is None else settings.size[0]
 
     def _pattern_page(self) -> range:
         # A separable convolution has fewer output channels than depthwise filters.

@@ -22,7 +22,7 @@ from ..core.class_names import class_names_for
 from ..core.errors import CnnvizError, InputError, UnsupportedModelError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
-from ..core.inputs import raw_and_model_inputs
+from ..core.inputs import as_images, image_shape, raw_and_model_inputs
 from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_picture, show
 
 HEATMAP_COLORMAP = "jet"
@@ -69,7 +69,7 @@ class GradCamViewer(VisualizerWidget):
         raw, self._model_input = raw_and_model_inputs(graph, image, preprocess)
         if len(raw) != 1:
             raise InputError(f"GradCamViewer explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
-        self.image = raw[0]
+        self.image = as_images(graph, raw)[0]
         self._picture = raw_image_picture(self.image)
         self._head = graph.head(output)
         self.probabilities = graph.probabilities([self._model_input], self._head.index)[0].astype(np.float64)
@@ -216,12 +216,13 @@ class GradCamViewer(VisualizerWidget):
 
 def _image_classifier_graph(model) -> LayerGraph:
     graph = LayerGraph.of(model)
-    shapes = [tuple(tensor.shape) for tensor in graph.inputs]
-    if len(shapes) != 1 or len(shapes[0]) != 4:
+    if image_shape(graph) is None:
+        shapes = [tuple(tensor.shape) for tensor in graph.inputs]
         raise UnsupportedModelError(
             f"GradCamViewer shows Grad-CAM over one image, so it needs a model with one "
-            f"(batch, height, width, channels) input; this one takes {', '.join(map(str, shapes))}. "
-            "For sequences or several inputs, call cw.grad_cam(model, x, class_index)."
+            f"(batch, height, width, channels) input, or one that a Reshape makes an image; "
+            f"this one takes {', '.join(map(str, shapes))}. "
+            "For sequences, videos or several inputs, call cw.grad_cam(model, x, class_index)."
         )
     return graph
 

@@ -34,6 +34,7 @@ from traitlets import Int, Unicode, observe
 from ..core import imaging
 from ..core.activation_cache import ActivationCache
 from ..core.errors import InputError, UnknownLayerError
+from ..core.inputs import as_images, image_shape
 from ._base import BarChart, PictureFigure, VisualizerWidget, checks, image_view, raw_image_picture, show
 
 VIEWS = ("channel", "grid", "images")
@@ -264,8 +265,9 @@ class LayerExplorer(VisualizerWidget):
         show(self.input_view, imaging.upscale_to(picture, INPUT_BOX_PX))
 
     def _input_picture(self) -> np.ndarray:
-        raw = self.cache.images[self.image_index]
-        if len(self.cache.graph.inputs[0].shape) != 4:  # a signal (steps, features): one row per feature
+        graph = self.cache.graph
+        raw = as_images(graph, self.cache.images[self.image_index : self.image_index + 1])[0]
+        if image_shape(graph) is None and len(graph.inputs[0].shape) != 4:  # a signal (steps, features): one row per feature
             return imaging.colormap(imaging.normalize(raw.reshape(len(raw), -1).T), "gray")
         return raw_image_picture(raw)
 
