@@ -65,6 +65,21 @@ class VisualizerWidget(widgets.VBox):
                 self.error = str(error)
             raise
 
+    def close(self):
+        """Close this widget and every widget it is made of, and drop their callbacks.
+
+        ipywidgets keeps every widget until it is closed, and the controls' callbacks
+        lead back here, so an unclosed part keeps this widget, its model and its
+        caches alive for the rest of the session.
+        """
+        if self.comm is None:
+            return  # closed already (Widget.__del__ closes again)
+        for part in owned_widgets(self):
+            if part is not self:
+                part.close()
+            _drop_callbacks(part)
+        super().close()
+
     def refuse(self, message: str):
         self.error = message
         raise WidgetValueError(message)
@@ -113,6 +128,42 @@ class VisualizerWidget(widgets.VBox):
 
 
 STATIC_PANEL_PX = 256
+
+
+def owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    """``root`` and every widget it is made of, shown or not.
+
+    Widgets are found through synced traits (children, layout, style, a figure's marks,
+    axes and scales, a mark's image or tooltip) of ``root``, of the widgets in its
+    attributes (a view not shown now, a hidden image buffer) and of the widgets in
+    this package's helper objects (BarChart, PictureFigure, TileGrid…).
+    """
+    found, seen, pending = [], set(), [root]
+    while pending:
+        value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, widgets.Widget):
+            found.append(value)
+            pending.extend(getattr(value, name) for name in value.keys)
+            if value is root:
+                pending.extend(vars(value).values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif type(value).__module__.startswith(__package__ + "."):
+            pending.extend(vars(value).values())
+    return found
+
+
+def _drop_callbacks(widget: widgets.Widget):
+    """Forget trait observers (links included) and click and message callbacks."""
+    widget.unobserve_all()
+    for value in [*vars(widget).values(), *widget.trait_values().values()]:
+        if isinstance(value, widgets.CallbackDispatcher):
+            value.callbacks.clear()
 
 
 
