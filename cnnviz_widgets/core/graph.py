@@ -14,7 +14,9 @@ inside a nested model, ``"outer/inner/leaf"`` two levels down.
 
 from __future__ import annotations
 
+import types
 import weakref
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 
 import keras
@@ -29,6 +31,9 @@ from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError
 
 SEPARATOR = "/"
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+# Compiled functions of big models hold MBs each; a loop over sizes or layer lists
+# would otherwise keep one per call for the session.
+MAX_CACHED_PER_KIND = 16
 
 
 def _graph_of(model) -> Functional:
@@ -133,7 +138,7 @@ class LayerGraph:
             and isinstance(info.output, keras.KerasTensor)
             and len(info.output.shape) >= 2
         }
-        self._memo: dict[tuple, object] = {}
+        self._memo: defaultdict[object, OrderedDict] = defaultdict(OrderedDict)
 
     def _trace(self, functional, inputs, prefix):
         def operation_fn(operation):
@@ -178,10 +183,22 @@ class LayerGraph:
     # -- models over the flat graph ------------------------------------------
 
     def cached(self, key: tuple, build):
-        """``build()`` once per key: models and compiled functions over this graph."""
-        if key not in self._memo:
-            self._memo[key] = build()
-        return self._memo[key]
+        """``build()`` once per key: models and compiled functions over this graph.
+
+        ``key[0]`` names the kind of value; each kind keeps its MAX_CACHED_PER_KIND most
+        recently used values, so one kind used in a loop cannot push out the others.
+        """
+        memo = self._memo[key[0]]
+        if key in memo:
+            memo.move_to_end(key)
+            return memo[key]
+        value = memo[key] = build()
+        while len(memo) > MAX_CACHED_PER_KIND:
+            memo.popitem(last=False)
+        return value
+
+    def cached_count(self) -> int:
+        return sum(len(memo) for memo in self._memo.values())
 
     def _model(self, outputs) -> keras.Model:
         return keras.Model(self.inputs if len(self.inputs) > 1 else self.inputs[0], outputs)
@@ -193,11 +210,13 @@ class LayerGraph:
 
     def function_for(self, paths):
         """A compiled inference function returning the outputs of ``paths`` (cached)."""
-        model = self.model_for(paths)
-        return self.cached(
-            ("function", tuple(paths)),
-            lambda: tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True),
-        )
+        paths = tuple(paths)
+
+        def build():
+            model = self.model_for(paths)
+            return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+
+        return self.cached(("function", paths), build)
 
     def run(self, paths, inputs, batch_size: int = 32) -> list[np.ndarray]:
         """Outputs of ``paths`` for prepared ``inputs`` (list of arrays), batched."""
@@ -264,6 +283,40 @@ class LayerGraph:
             ("scores", path, output_index, probabilities),
             lambda: self._model([self.info(path).output, scores]),
         )
+
+
+def function_key(function):
+    """A cache key for what ``function`` computes, for functions re-created on every call.
+
+    Two plain functions from the same source (a lambda in a loop or a re-run cell) with
+    equal defaults, closure values and referenced globals share one key, so what was
+    compiled for one serves the other. When one of those values is not hashable, or for
+    any other callable, the key is the function itself.
+    """
+    if not isinstance(function, types.FunctionType):
+        return function
+    code = function.__code__
+    names, nested = set(), [code]
+    while nested:
+        inner = nested.pop()
+        names.update(inner.co_names)
+        nested.extend(const for const in inner.co_consts if isinstance(const, types.CodeType))
+    try:
+        closure = tuple(cell.cell_contents for cell in function.__closure__ or ())
+    except ValueError:  # a closure variable not assigned yet
+        return function
+    key = (
+        code,
+        function.__defaults__,
+        tuple(sorted((function.__kwdefaults__ or {}).items())),
+        closure,
+        tuple((name, function.__globals__[name]) for name in sorted(names) if name in function.__globals__),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return function
+    return key
 
 
 def _declared_paths(functional, prefix):

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import InputError, UnsupportedModelError
-from .graph import LayerGraph
+from .graph import LayerGraph, function_key
 
 BYTES_PER_ACTIVATION = 4 * 3  # float32 forward value, its gradient, and workspace
 
@@ -80,12 +80,13 @@ class PatternSearch:
         """The model's one PatternSearch for this layer, image shape and preprocess, compiled
         once: ``size=None`` on a fixed-size model finds the search of that size."""
         graph = LayerGraph.of(model)
+        preprocess_key = function_key(preprocess)
 
         def by_image_shape():
             fresh = cls(model, layer, size=size, preprocess=preprocess)
-            return graph.cached(("patterns", layer, fresh.image_shape, preprocess), lambda: fresh)
+            return graph.cached(("patterns", layer, fresh.image_shape, preprocess_key), lambda: fresh)
 
-        return graph.cached(("patterns", layer, size, preprocess), by_image_shape)
+        return graph.cached(("patterns", layer, size, preprocess_key), by_image_shape)
 
     def _image_shape(self, size):
         if len(self.graph.inputs) != 1 or len(self.graph.inputs[0].shape) != 4:
