@@ -161,7 +161,8 @@ def owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
 def _drop_callbacks(widget: widgets.Widget):
     """Forget trait observers (links included) and click and message callbacks."""
     widget.unobserve_all()
-    for value in [*vars(widget).values(), *widget.trait_values().values()]:
+    # _trait_values holds the traits set so far; trait_values() would create the others.
+    for value in [*vars(widget).values(), *widget._trait_values.values()]:
         if isinstance(value, widgets.CallbackDispatcher):
             value.callbacks.clear()
 
