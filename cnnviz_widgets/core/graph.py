@@ -220,15 +220,17 @@ class LayerGraph:
 
     def run(self, paths, inputs, batch_size: int = 32) -> list[np.ndarray]:
         """Outputs of ``paths`` for prepared ``inputs`` (list of arrays), batched."""
+        chunks = list(self.batches(paths, inputs, batch_size))
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+
+    def batches(self, paths, inputs, batch_size: int = 32):
+        """Outputs of ``paths`` for prepared ``inputs``, one list of arrays per batch, as they are computed."""
         function = self.function_for(paths)
-        count = len(inputs[0])
-        chunks = []
-        for start in range(0, count, batch_size):
+        for start in range(0, len(inputs[0]), batch_size):
             batch = [tf.convert_to_tensor(x[start : start + batch_size]) for x in inputs]
             outputs = function(batch if len(batch) > 1 else batch[0])
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            chunks.append([np.asarray(o) for o in outputs])
-        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+            yield [np.asarray(o) for o in outputs]
 
     # -- class scores -----------------------------------------------------------
 
