@@ -88,11 +88,21 @@ def test_closing_stops_a_pattern_run(demo):
     assert gallery_ref() is None
 
 
-def test_a_refused_gallery_is_not_left_registered():
+REFUSED = {
+    "a layer without a kernel": lambda model, images: FilterGallery(model, layer="nope"),
+    "a model without a kernel": lambda model, images: FilterGallery(
+        keras.Sequential([keras.Input((4, 4, 3)), keras.layers.MaxPooling2D()])
+    ),
+    "a class the model lacks": lambda model, images: GradCamViewer(model, images[0], class_index=99),
+    "a failing preprocess": lambda model, images: LayerExplorer(model, images, preprocess=lambda batch: batch.nope),
+}
+
+
+@pytest.mark.parametrize("refused", REFUSED)
+def test_a_refused_widget_is_not_left_registered(demo, refused):
     start = live_widgets()
-    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.MaxPooling2D()])
-    with pytest.raises(cw.core.errors.CnnvizError, match="no layer with a kernel"):
-        FilterGallery(model)
+    with pytest.raises(cw.core.errors.CnnvizError):
+        REFUSED[refused](*demo)
     assert live_widgets() == start
 
 

@@ -49,6 +49,12 @@ class VisualizerWidget(widgets.VBox):
     """
 
     error = Unicode("", help="Why the last value was refused; empty after a good one.")
+    _closed = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _closing_when_refused(cls.__init__)
 
     def __init__(self, **kwargs):
         self._error_line = widgets.HTML(layout=widgets.Layout(min_height="0"))
@@ -72,8 +78,9 @@ class VisualizerWidget(widgets.VBox):
         lead back here, so an unclosed part keeps this widget, its model and its
         caches alive for the rest of the session.
         """
-        if self.comm is None:
-            return  # closed already (Widget.__del__ closes again)
+        if self._closed:
+            return  # Widget.__del__ closes again
+        self._closed = True
         for part in owned_widgets(self):
             if part is not self:
                 part.close()
@@ -128,6 +135,20 @@ class VisualizerWidget(widgets.VBox):
 
 
 STATIC_PANEL_PX = 256
+
+
+def _closing_when_refused(init):
+    """A widget constructor that closes what it built when it raises: nobody gets the widget to close it."""
+
+    @functools.wraps(init)
+    def initialise(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+
+    return initialise
 
 
 def owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:

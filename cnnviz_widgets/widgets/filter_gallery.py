@@ -211,7 +211,6 @@ class FilterGallery(VisualizerWidget):
         self._graph = LayerGraph.of(model)
         self.layer_names = kernel_layer_names(model)
         if not self.layer_names:
-            self.close()  # nobody gets this widget to close it
             self.refuse(f"Model '{model.name}' has no layer with a kernel (Conv*, Dense, Depthwise…) to show.")
         self._preprocess, self._step_size, self._memory_budget_mb = preprocess, step_size, memory_budget_mb
         self._kernel: np.ndarray | None = None  # the current layer's, as display_kernel gives it
