@@ -31,6 +31,10 @@ def scaled_by(factor):
     return lambda x: x * factor
 
 
+def scaled_by_setting(settings):
+    return lambda x: x * settings.scale
+
+
 def divided(x):
     return x / 255.0
 
@@ -55,8 +59,22 @@ def test_functions_that_compute_different_things_get_different_searches(model):
     assert function_key(scaled_by(2.0)) != function_key(scaled_by(3.0))
     twice, thrice = (PatternSearch.shared(model, "conv2", size=12, preprocess=scaled_by(f)) for f in (2.0, 3.0))
     assert twice is not thrice
-    weights = np.ones(3, np.float32)  # an unhashable capture: the function itself is the key
+    weights = np.ones(3, np.float32)  # a capture that can change in place: the function itself is the key
     assert function_key(scaled_by(weights)) != function_key(scaled_by(weights))
+
+
+def test_a_lambda_reading_a_changed_setting_is_compiled_anew(model):
+    class Settings:
+        scale = 1.0
+
+    settings = Settings()
+    first = PatternSearch.shared(model, "conv2", size=12, preprocess=scaled_by_setting(settings))
+    first.run([0], steps=1)  # traced with scale 1
+    settings.scale = 0.0
+    second = PatternSearch.shared(model, "conv2", size=12, preprocess=scaled_by_setting(settings))
+    assert second is not first
+    # The model now sees zeros whatever the image: no gradient, so the start noise stays.
+    np.testing.assert_allclose(second.run([0], steps=2).images, second.gray_noise([0]), atol=1e-6)
 
 
 def test_a_changed_global_is_a_different_function(model):

@@ -287,13 +287,28 @@ class LayerGraph:
         )
 
 
+# Values whose meaning is fixed once made: numbers, strings, and modules, functions and
+# classes, which a re-definition replaces by a new object.
+_FIXED_VALUE_TYPES = (
+    type(None), bool, int, float, complex, str, bytes, np.generic,
+    types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
+)
+
+
+def _is_fixed_value(value) -> bool:
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_fixed_value(item) for item in value)
+    return isinstance(value, _FIXED_VALUE_TYPES)
+
+
 def function_key(function):
     """A cache key for what ``function`` computes, for functions re-created on every call.
 
     Two plain functions from the same source (a lambda in a loop or a re-run cell) with
     equal defaults, closure values and referenced globals share one key, so what was
-    compiled for one serves the other. When one of those values is not hashable, or for
-    any other callable, the key is the function itself.
+    compiled for one serves the other. Where one of those values could change in place
+    (an array, a settings object), or for any other callable, the key is the function
+    itself: a new function is then compiled anew, as it reads that value at tracing.
     """
     if not isinstance(function, types.FunctionType):
         return function
@@ -307,18 +322,13 @@ def function_key(function):
         closure = tuple(cell.cell_contents for cell in function.__closure__ or ())
     except ValueError:  # a closure variable not assigned yet
         return function
-    key = (
-        code,
-        function.__defaults__,
+    captured = (
+        function.__defaults__ or (),
         tuple(sorted((function.__kwdefaults__ or {}).items())),
         closure,
         tuple((name, function.__globals__[name]) for name in sorted(names) if name in function.__globals__),
     )
-    try:
-        hash(key)
-    except TypeError:
-        return function
-    return key
+    return (code, captured) if _is_fixed_value(captured) else function
 
 
 def _declared_paths(functional, prefix):
