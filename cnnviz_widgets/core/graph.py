@@ -197,9 +197,6 @@ class LayerGraph:
             memo.popitem(last=False)
         return value
 
-    def cached_count(self) -> int:
-        return sum(len(memo) for memo in self._memo.values())
-
     def _model(self, outputs) -> keras.Model:
         return keras.Model(self.inputs if len(self.inputs) > 1 else self.inputs[0], outputs)
 
