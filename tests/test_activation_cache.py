@@ -61,9 +61,14 @@ def test_images_and_layers_share_one_memory_budget(counted_model, images):
     one_image = sum(a.nbytes for a in ActivationCache(counted_model, images).for_image(0).values())
     cache = ActivationCache(counted_model, images, max_bytes=one_image)
     cache.for_image(0)
-    cache.for_layer("conv1")  # together over budget: the image goes
+    cache.for_layer("conv1")  # together over budget, but each is the newest of its kind
     cache.for_image(0)
+    assert cache.forward_passes == 2
+    cache.for_image(1)  # the older image goes, the layer stays
+    cache.for_layer("conv1")
     assert cache.forward_passes == 3
+    cache.for_image(0)
+    assert cache.forward_passes == 4
 
 
 def test_least_recently_used_image_is_dropped_first(counted_model, images):
@@ -149,3 +154,22 @@ def test_cached_arrays_cannot_be_written(counted_model, images):
         cache.for_image(0)["conv1"][0, 0, 0] = 1.0
     with pytest.raises(ValueError, match="read-only"):
         cache.for_layer("conv1")[0, 0, 0, 0] = 1.0
+
+
+def test_a_summary_of_a_layer_is_one_pass_that_keeps_only_the_summaries(counted_model, images, monkeypatch):
+    graph = cw.core.graph.LayerGraph.of(counted_model)
+    largest = max(np.prod(graph.info(path).output_shape[1:]) for path in graph.paths) * 4
+    monkeypatch.setattr(activation_cache, "BATCH_BYTES", largest)  # one image a batch
+    cache = ActivationCache(counted_model, images)
+    before = runs(counted_model)
+    batches = []
+
+    def channel_means(batch):
+        batches.append(len(batch))
+        return batch.mean(axis=(1, 2))
+
+    means = cache.summarised("conv1", "means", channel_means)
+    assert cache.summarised("conv1", "means", channel_means) is means
+    assert (cache.forward_passes, runs(counted_model) - before, batches) == (1, len(images), [1] * len(images))
+    expected = cw.activations(counted_model, images, layers="conv1")["conv1"].mean(axis=(1, 2))
+    np.testing.assert_allclose(means, expected, rtol=1e-5, atol=1e-6)

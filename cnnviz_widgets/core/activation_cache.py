@@ -5,8 +5,9 @@ changes without running the model. :class:`ActivationCache` therefore runs EVERY
 layer of an image in one forward pass the first time that image is asked for, and
 keeps the results of recently used images. Comparing images needs one layer over all
 of them: that is one pass of that layer over the images, in batches small enough that
-a batch's largest layer output stays under ``BATCH_BYTES``, kept per layer. Both
-kinds of entry share one memory budget.
+a batch's largest layer output stays under ``BATCH_BYTES``, kept per layer, or only a
+summary of each batch (maps shrunk to the tiles a picture shows) where the whole layer
+of thousands of images would not fit. Both kinds of entry share one memory budget.
 
 ``forward_passes`` counts the runs, so callers and tests can check what an
 interaction cost.
@@ -40,7 +41,8 @@ class ActivationCache:
 
     Entries (all layers of an image, one layer of all images) are kept, most
     recently used first, while they fit in ``max_bytes`` together; the newest entry
-    always stays, whatever its size.
+    of each kind always stays, whatever its size, so a view that shows one of each
+    never runs the model again to get back the one the other pushed out.
     """
 
     def __init__(self, model, images, preprocess=None, max_bytes: int = DEFAULT_MAX_BYTES):
@@ -72,8 +74,23 @@ class ActivationCache:
 
     def for_layer(self, path: str) -> np.ndarray:
         """Layer ``path``'s output for every image, batch first."""
+        return self.summarised(path, "output", lambda batch: batch)
+
+    def summarised(self, path: str, name: str, summarise) -> np.ndarray:
+        """``summarise(batch)`` of layer ``path``'s output for every image, batch first, kept as ``name``.
+
+        One pass over the images keeps only each batch's summary, e.g. maps shrunk to
+        the tiles a picture shows: the layer for every image is never held at once.
+        """
         self.graph.info(path)
-        return self._store.get(("layer", path), lambda: _read_only(self._run([path], self.inputs)[path]))
+
+        def run():
+            self.forward_passes += 1
+            batches = self.graph.batches([path], [self.inputs], batch_size=self._batch_size)
+            parts = [summarise(outputs) for (outputs,) in batches]
+            return _read_only(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+        return self._store.get(("layer", path, name), run)
 
     def _run(self, paths, inputs) -> dict[str, np.ndarray]:
         self.forward_passes += 1
@@ -96,7 +113,8 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 class _LruStore:
-    """Values by key; least recently used ones go first once the store is over budget."""
+    """Values by key; least recently used ones go first once the store is over budget,
+    except the newest of each kind (``key[0]``)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -111,7 +129,10 @@ class _LruStore:
         size = sum(a.nbytes for a in value.values()) if isinstance(value, dict) else value.nbytes
         self._entries[key] = (value, size)
         self._total += size
-        while len(self._entries) > 1 and self._total > self.max_bytes:
-            _, (_, oldest_size) = self._entries.popitem(last=False)
-            self._total -= oldest_size
+        while self._total > self.max_bytes:
+            newest = {entry[0]: entry for entry in self._entries}  # of each kind, key[0]
+            oldest = next((entry for entry in self._entries if newest[entry[0]] != entry), None)
+            if oldest is None:
+                break
+            self._total -= self._entries.pop(oldest)[1]
         return value

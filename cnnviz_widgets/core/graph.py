@@ -14,7 +14,9 @@ inside a nested model, ``"outer/inner/leaf"`` two levels down.
 
 from __future__ import annotations
 
+import types
 import weakref
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 
 import keras
@@ -29,6 +31,9 @@ from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError
 from .heads import ClassifierHead, classifier_head
 
 SEPARATOR = "/"
+# Compiled functions of big models hold MBs each; a loop over sizes or layer lists
+# would otherwise keep one per call for the session.
+MAX_CACHED_PER_KIND = 16
 
 
 def _graph_of(model) -> Functional:
@@ -131,7 +136,7 @@ class LayerGraph:
             and isinstance(info.output, keras.KerasTensor)
             and len(info.output.shape) >= 2
         }
-        self._memo: dict[tuple, object] = {}
+        self._memo: defaultdict[object, OrderedDict] = defaultdict(OrderedDict)
 
     def _trace(self, functional, inputs, prefix):
         def operation_fn(operation):
@@ -176,10 +181,19 @@ class LayerGraph:
     # -- models over the flat graph ------------------------------------------
 
     def cached(self, key: tuple, build):
-        """``build()`` once per key: models and compiled functions over this graph."""
-        if key not in self._memo:
-            self._memo[key] = build()
-        return self._memo[key]
+        """``build()`` once per key: models and compiled functions over this graph.
+
+        ``key[0]`` names the kind of value; each kind keeps its MAX_CACHED_PER_KIND most
+        recently used values, so one kind used in a loop cannot push out the others.
+        """
+        memo = self._memo[key[0]]
+        if key in memo:
+            memo.move_to_end(key)
+            return memo[key]
+        value = memo[key] = build()
+        while len(memo) > MAX_CACHED_PER_KIND:
+            memo.popitem(last=False)
+        return value
 
     def _model(self, outputs) -> keras.Model:
         return keras.Model(self.inputs if len(self.inputs) > 1 else self.inputs[0], outputs)
@@ -191,24 +205,28 @@ class LayerGraph:
 
     def function_for(self, paths):
         """A compiled inference function returning the outputs of ``paths`` (cached)."""
-        model = self.model_for(paths)
-        return self.cached(
-            ("function", tuple(paths)),
-            lambda: tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True),
-        )
+        paths = tuple(paths)
+
+        def build():
+            model = self.model_for(paths)
+            return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+
+        return self.cached(("function", paths), build)
 
     def run(self, paths, inputs, batch_size: int = 32) -> list[np.ndarray]:
         """Outputs of ``paths`` for prepared ``inputs`` (list of arrays), batched."""
+        chunks = list(self.batches(paths, inputs, batch_size))
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+
+    def batches(self, paths, inputs, batch_size: int = 32):
+        """Outputs of ``paths`` for prepared ``inputs``, one list of arrays per batch, as they are computed."""
         function = self.function_for(paths)
-        count = len(inputs[0])
-        chunks = []
-        for start in range(0, count, batch_size):
+        for start in range(0, len(inputs[0]), batch_size):
             batch = [tf.convert_to_tensor(x[start : start + batch_size]) for x in inputs]
             outputs = function(batch if len(batch) > 1 else batch[0])
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             # Mixed-precision layers give float16 or bfloat16, which numpy barely handles.
-            chunks.append([np.asarray(tf.cast(o, tf.float32) if o.dtype in (tf.float16, tf.bfloat16) else o) for o in outputs])
-        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in zip(*chunks)]
+            yield [np.asarray(tf.cast(o, tf.float32) if o.dtype in (tf.float16, tf.bfloat16) else o) for o in outputs]
 
     # -- class scores -----------------------------------------------------------
 
@@ -263,6 +281,50 @@ class LayerGraph:
             ("scores", path, head.index, probabilities),
             lambda: self._model([self.info(path).output, scores]),
         )
+
+
+# Values whose meaning is fixed once made: numbers, strings, and modules, functions and
+# classes, which a re-definition replaces by a new object.
+_FIXED_VALUE_TYPES = (
+    type(None), bool, int, float, complex, str, bytes, np.generic,
+    types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
+)
+
+
+def _is_fixed_value(value) -> bool:
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_fixed_value(item) for item in value)
+    return isinstance(value, _FIXED_VALUE_TYPES)
+
+
+def function_key(function):
+    """A cache key for what ``function`` computes, for functions re-created on every call.
+
+    Two plain functions from the same source (a lambda in a loop or a re-run cell) with
+    equal defaults, closure values and referenced globals share one key, so what was
+    compiled for one serves the other. Where one of those values could change in place
+    (an array, a settings object), or for any other callable, the key is the function
+    itself: a new function is then compiled anew, as it reads that value at tracing.
+    """
+    if not isinstance(function, types.FunctionType):
+        return function
+    code = function.__code__
+    names, nested = set(), [code]
+    while nested:
+        inner = nested.pop()
+        names.update(inner.co_names)
+        nested.extend(const for const in inner.co_consts if isinstance(const, types.CodeType))
+    try:
+        closure = tuple(cell.cell_contents for cell in function.__closure__ or ())
+    except ValueError:  # a closure variable not assigned yet
+        return function
+    captured = (
+        function.__defaults__ or (),
+        tuple(sorted((function.__kwdefaults__ or {}).items())),
+        closure,
+        tuple((name, function.__globals__[name]) for name in sorted(names) if name in function.__globals__),
+    )
+    return (code, captured) if _is_fixed_value(captured) else function
 
 
 def _declared_paths(functional, prefix):

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from . import checks
 from .errors import InputError, InputTypeError, UnsupportedModelError
-from .graph import LayerGraph
+from .graph import LayerGraph, function_key
 from .inputs import image_shape
 
 BYTES_PER_ACTIVATION = 4 * 3  # float32 forward value, its gradient, and workspace
@@ -108,12 +108,13 @@ class PatternSearch:
         once: ``size=None`` on a fixed-size model finds the search of that size."""
         graph = LayerGraph.of(model)
         size = _checked_size(size)
+        preprocess_key = function_key(preprocess)
 
         def by_image_shape():
             fresh = cls(model, layer, size=size, preprocess=preprocess)
-            return graph.cached(("patterns", layer, fresh.image_shape, preprocess), lambda: fresh)
+            return graph.cached(("patterns", layer, fresh.image_shape, preprocess_key), lambda: fresh)
 
-        return graph.cached(("patterns", layer, size, preprocess), by_image_shape)
+        return graph.cached(("patterns", layer, size, preprocess_key), by_image_shape)
 
     def _image_shape(self, size) -> tuple:
         """(H, W, C) of the patterns: the model's own image size where it has one, else ``size``

@@ -49,6 +49,12 @@ class VisualizerWidget(widgets.VBox):
     """
 
     error = Unicode("", help="Why the last value was refused; empty after a good one.")
+    _closed = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _closing_when_refused(cls.__init__)
 
     def __init__(self, **kwargs):
         self._error_line = widgets.HTML(layout=widgets.Layout(min_height="0"))
@@ -64,6 +70,22 @@ class VisualizerWidget(widgets.VBox):
             if self.has_trait(name):
                 self.error = str(error)
             raise
+
+    def close(self):
+        """Close this widget and every widget it is made of, and drop their callbacks.
+
+        ipywidgets keeps every widget until it is closed, and the controls' callbacks
+        lead back here, so an unclosed part keeps this widget, its model and its
+        caches alive for the rest of the session.
+        """
+        if self._closed:
+            return  # Widget.__del__ closes again
+        self._closed = True
+        for part in owned_widgets(self):
+            if part is not self:
+                part.close()
+            _drop_callbacks(part)
+        super().close()
 
     def refuse(self, message: str):
         self.error = message
@@ -113,6 +135,57 @@ class VisualizerWidget(widgets.VBox):
 
 
 STATIC_PANEL_PX = 256
+
+
+def _closing_when_refused(init):
+    """A widget constructor that closes what it built when it raises: nobody gets the widget to close it."""
+
+    @functools.wraps(init)
+    def initialise(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+
+    return initialise
+
+
+def owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    """``root`` and every widget it is made of, shown or not.
+
+    Widgets are found through synced traits (children, layout, style, a figure's marks,
+    axes and scales, a mark's image or tooltip) of ``root``, of the widgets in its
+    attributes (a view not shown now, a hidden image buffer) and of the widgets in
+    this package's helper objects (BarChart, PictureFigure, TileGrid…).
+    """
+    found, seen, pending = [], set(), [root]
+    while pending:
+        value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, widgets.Widget):
+            found.append(value)
+            pending.extend(getattr(value, name) for name in value.keys)
+            if value is root:
+                pending.extend(vars(value).values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif type(value).__module__.startswith(__package__ + "."):
+            pending.extend(vars(value).values())
+    return found
+
+
+def _drop_callbacks(widget: widgets.Widget):
+    """Forget trait observers (links included) and click and message callbacks."""
+    widget.unobserve_all()
+    # _trait_values holds the traits set so far; trait_values() would create the others.
+    for value in [*vars(widget).values(), *widget._trait_values.values()]:
+        if isinstance(value, widgets.CallbackDispatcher):
+            value.callbacks.clear()
 
 
 

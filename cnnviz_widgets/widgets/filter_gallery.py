@@ -198,6 +198,7 @@ class FilterGallery(VisualizerWidget):
     seed = Int(0, help="Seed of the gray-noise start images.")
     value_range = Tuple(Float(), Float(), default_value=(0.0, 255.0), help="Pixel range of the model's inputs.")
     patterns_per_page = Int(64, help="Patterns on the grid (S1 shows 64); the page holds `channel`.")
+    _job: PatternJob | None = None  # the pattern run under way, if any
 
     def __init__(
         self,
@@ -235,7 +236,6 @@ class FilterGallery(VisualizerWidget):
         self._weight_page: range | None = None
         self._pattern_grid_key = None
         self._pattern_cache: dict[PatternSettings, dict[int, ComputedPattern]] = {}
-        self._job: PatternJob | None = None
         self._draw_lock = threading.RLock()
         self._build_views()
         # Settings first, then the layer (which draws), then what is checked against the layer.
@@ -560,6 +560,15 @@ class FilterGallery(VisualizerWidget):
         """Stop after the current step; finished batches stay on the grid and in the cache."""
         if self._job is not None:
             self._job.stop.set()
+
+    def close(self):
+        """Stop a pattern run first: its thread holds this widget and draws on it."""
+        job = self._job
+        if job is not None:
+            self._drop_job()
+            if job.thread is not threading.current_thread():
+                job.thread.join()
+        super().close()
 
     def _compute_from_button(self):
         try:

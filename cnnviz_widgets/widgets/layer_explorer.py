@@ -170,7 +170,7 @@ class LayerExplorer(VisualizerWidget):
         """Refuse a state that would show NaN or infinite values: they have no colour."""
         shown = [self.cache.for_image(image_index)[layer]]
         if all_images:
-            shown.append(self.cache.for_layer(layer))
+            shown.append(self._every_image(layer))
         bad = sum(int((~np.isfinite(values)).sum()) for values in shown)
         if bad:
             images = "the images" if all_images else f"image {image_index}"
@@ -365,6 +365,20 @@ class LayerExplorer(VisualizerWidget):
             click=lambda unit: setattr(self, "channel", unit),
         )
 
+    def _every_image(self, layer: str) -> np.ndarray:
+        """``layer`` for every image as the images view draws it: maps as their tiles.
+
+        The tiles of all channels come from one batched pass and stay cached, so a
+        channel move runs nothing; a layer of thousands of images is never held at
+        full size (10,000 small images held 3.8 GB and ran the model on every move).
+        """
+        if len(self.cache.graph.info(layer).output_shape) < 4:  # units or steps: drawn as they are
+            return self.cache.for_layer(layer)
+        side = _tile_side(_image_columns(len(self.cache)))
+        return self.cache.summarised(
+            layer, f"tiles of {side} px", lambda batch: imaging.shrink_to_fit(_as_maps(batch, batched=True), side)
+        )
+
     def _units_across_images(self):
         values = self.cache.for_layer(self.layer)[:, self.channel]
         return _Signal(
@@ -401,15 +415,15 @@ class LayerExplorer(VisualizerWidget):
         return self._tiled(scaled, GRID_COLUMNS, maps.shape[:2], lambda channel, probe: self._pick(probe, channel=channel))
 
     def _channel_across_images(self):
-        layer = self.cache.for_layer(self.layer)
+        layer = self._every_image(self.layer)
         scale = "tile" if self.normalization == "channel" else "global"
         if layer.ndim == 3:  # (images, steps, channels): one row per image
             scaled = imaging.normalize(layer[..., self.channel], scale)
             return self._coloured(scaled, click=lambda row, column: self._pick((column,), image=row))
-        maps = _as_maps(layer, batched=True)[..., self.channel : self.channel + 1]
-        columns = math.ceil(math.sqrt(len(maps)))
-        scaled = imaging.normalize(imaging.shrink_to_fit(maps, _tile_side(columns))[..., 0], scale)
-        return self._tiled(scaled, columns, maps.shape[1:3], lambda image, probe: self._pick(probe, image=image))
+        scaled = imaging.normalize(layer[..., self.channel], scale)
+        map_shape = _as_maps(self.activation).shape[:2]
+        columns = _image_columns(len(layer))
+        return self._tiled(scaled, columns, map_shape, lambda image, probe: self._pick(probe, image=image))
 
     def _coloured(self, values, click) -> _Picture:
         """Values in [0, 1] in the current colormap."""
@@ -482,6 +496,11 @@ class _Signal:
 def _tile_side(columns: int) -> int:
     """The largest tile side that keeps ``columns`` tiles, 1 px apart, within GRID_MAX_WIDTH_PX."""
     return max(1, (GRID_MAX_WIDTH_PX + 1) // columns - 1)
+
+
+def _image_columns(count: int) -> int:
+    """Columns of the images view: a square grid of ``count`` tiles."""
+    return math.ceil(math.sqrt(count))
 
 
 def _as_maps(activation: np.ndarray, batched: bool = False) -> np.ndarray:
