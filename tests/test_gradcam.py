@@ -168,7 +168,64 @@ def test_model_without_conv_layer_is_refused():
         cw.grad_cam(model, np.zeros((1, 4)), 0)
 
 
-def test_constant_image_gives_zeros_not_nan():
+def assert_no_heat(result, flat=True):
+    np.testing.assert_array_equal(result.flat, np.full(result.classes.shape, flat))
+    np.testing.assert_allclose(result.maps, 0, atol=1e-7)
+    np.testing.assert_allclose(result.heatmaps, 0, atol=1e-7)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 200.0])
+def test_constant_image_gives_a_flat_map_as_zeros(value):
+    # small_cnn's convolutions are unpadded: every position of a constant image gets the
+    # same features, so the map is constant up to rounding, which differs between CPUs.
+    assert_no_heat(GradCam(small_cnn()).explain(np.full((1, 16, 16, 3), value), [0, 1, 2, 3, 4]))
+
+
+def constant_feature_model(kernel_scale):
+    """A conv whose kernel is ``kernel_scale`` times a random one next to a bias of 1."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(6, 3, name="conv")
+    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="scores")(pooled))
+    kernel, bias = conv.get_weights()
+    conv.set_weights([kernel * kernel_scale, np.ones_like(bias)])
+    return model
+
+
+@pytest.mark.parametrize("kernel_scale", [0.0, 1e-6])
+def test_feature_map_constant_to_rounding_gives_a_flat_map_as_zeros(kernel_scale, images):
+    # 1e-6 of the bias: the map varies by a few float32 epsilons of its terms, as rounding does.
+    assert_no_heat(GradCam(constant_feature_model(kernel_scale)).explain(images, [0, 1, 2]))
+
+
+def test_feature_map_that_varies_is_not_flat_and_matches_the_tape(images):
+    model = constant_feature_model(1e-2)
+    assert not GradCam(model).explain(images, [0, 1, 2]).flat.any()
+    assert_same_maps_for_every_class(
+        lambda c: cw.grad_cam(model, images, c), lambda c: keras_io_grad_cam(model, images, c, "conv"), classes=3
+    )
+
+
+def test_normal_images_are_not_flat_and_match_the_tape(images):
     model = small_cnn()
-    heatmaps = cw.grad_cam(model, np.zeros((1, 16, 16, 3)), 0)
-    assert np.isfinite(heatmaps).all()
+    result = GradCam(model).explain(images, [0, 1, 2, 3, 4])
+    assert not result.flat.any()
+    reference = without_softmax(model)
+    for c in range(5):
+        np.testing.assert_allclose(result.heatmaps[:, c], keras_io_grad_cam(reference, images, c, "conv2"), atol=1e-4)
+
+
+def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
+    # map = weight × image: -1 everywhere but one pixel at +1e-9, which dividing by the
+    # peak would turn into full heat. It is below the rounding of the map's terms.
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(1, 1, name="conv")
+    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", name="score")(pooled))
+    conv.set_weights([np.ones((1, 1, 1, 1)), np.zeros(1)])
+    image = np.full((1, 8, 8, 1), -1.0)
+    image[0, 3, 4] = 1e-9
+    assert_no_heat(GradCam(model).explain(image, [0]), flat=False)
+    image[0, 3, 4] = 1e-2  # well above rounding: full heat at that pixel
+    np.testing.assert_allclose(GradCam(model).explain(image, [0]).maps[0, 0], (image[0, ..., 0] > 0).astype(float), atol=1e-6)

@@ -6,6 +6,10 @@ For a class c and a convolutional layer with feature maps A (h, w, channels):
 then resized to the input image. The class score is the logit before softmax (or
 sigmoid) unless ``probabilities=True``.
 
+A map flat to float32 rounding (a black or constant image, a feature map that does
+not vary) carries no information about where: it is returned as zeros and flagged
+``flat``, rather than divided by its max into a full-range picture of rounding noise.
+
 Several classes of the same images cost one forward pass: the feature map and the
 scores are computed once and the per-class gradients come from one batched
 Jacobian of the selected scores with respect to the feature map, which only runs
@@ -34,11 +38,17 @@ class GradCamResult:
     channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
     scores: np.ndarray  # (N, classes): the scores the gradients were taken of
     classes: np.ndarray  # (N, K)
+    flat: np.ndarray  # (N, K) bool: the map is flat to float32 rounding, so maps and heatmaps are zeros
 
     @property
     def contributions(self) -> np.ndarray:
         """(N, K, channels): each channel's Grad-CAM weight times its mean activation."""
         return self.channel_weights * self.channel_means[:, None, :]
+
+
+# A map whose range is within this many float32 epsilons of the summed terms' magnitude
+# is rounding noise (see "What a near-constant map shows" in docs/DESIGN_NOTES.md).
+FLAT_TOLERANCE_EPSILONS = 4096
 
 
 def _feature_rank(graph: LayerGraph) -> int:
@@ -121,12 +131,22 @@ class GradCam:
             selected = tf.gather(scores, classes, axis=1, batch_dims=1)
         gradients = tape.batch_jacobian(selected, features)  # (N, K, *spatial, channels)
         spatial = list(range(1, len(features.shape) - 1))
-        weights = tf.reduce_mean(gradients, axis=[axis + 1 for axis in spatial])  # (N, K, channels)
+        map_axes = [axis + 1 for axis in spatial]
+        weights = tf.reduce_mean(gradients, axis=map_axes)  # (N, K, channels)
         expanded = tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1]] + [1] * len(spatial) + [-1])
-        maps = tf.nn.relu(tf.reduce_sum(features[:, None] * expanded, axis=-1))  # (N, K, *spatial)
-        peaks = tf.reduce_max(maps, axis=[axis + 1 for axis in spatial], keepdims=True)
-        maps = tf.math.divide_no_nan(maps, peaks)
-        return maps, weights, tf.reduce_mean(features, axis=spatial), scores
+        terms = features[:, None] * expanded  # (N, K, *spatial, channels)
+        sums = tf.reduce_sum(terms, axis=-1)  # (N, K, *spatial), before the ReLU
+        tolerance = FLAT_TOLERANCE_EPSILONS * np.finfo(np.float32).eps * tf.reduce_max(
+            tf.reduce_sum(tf.abs(terms), axis=-1), axis=map_axes, keepdims=True
+        )
+        flat = tf.reduce_max(sums, axis=map_axes, keepdims=True) - tf.reduce_min(sums, axis=map_axes, keepdims=True) <= tolerance
+        maps = tf.nn.relu(sums)
+        peaks = tf.reduce_max(maps, axis=map_axes, keepdims=True)
+        # A peak within rounding of zero (flat, or negative everywhere) would blow noise up to full range.
+        no_heat = flat | (peaks <= tolerance)
+        maps = tf.where(no_heat, 0.0, tf.math.divide_no_nan(maps, peaks))
+        flat = tf.reshape(flat, tf.shape(flat)[:2])
+        return maps, weights, tf.reduce_mean(features, axis=spatial), scores, flat
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
@@ -158,7 +178,7 @@ class GradCam:
     def _explain_prepared(self, inputs, classes) -> GradCamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
         model_inputs = [tf.convert_to_tensor(a) for a in inputs]
-        maps, weights, means, scores = self._maps(
+        maps, weights, means, scores, flat = self._maps(
             model_inputs if len(model_inputs) > 1 else model_inputs[0], tf.constant(matrix)
         )
         if not np.all(np.isfinite(scores)):
@@ -174,6 +194,7 @@ class GradCam:
             channel_means=means.numpy(),
             scores=scores.numpy(),
             classes=matrix,
+            flat=flat.numpy(),
         )
 
 
