@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 import cnnviz_widgets as cw
+from cnnviz_widgets.core import gradcam
 from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
 from cnnviz_widgets.core.gradcam import GradCam
 from conftest import nested_cnn, small_cnn
@@ -229,3 +230,76 @@ def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
     assert_no_heat(GradCam(model).explain(image, [0]), flat=False)
     image[0, 3, 4] = 1e-2  # well above rounding: full heat at that pixel
     np.testing.assert_allclose(GradCam(model).explain(image, [0]).maps[0, 0], (image[0, ..., 0] > 0).astype(float), atol=1e-6)
+
+
+def tape_maps(model, x, layer, class_index):
+    """Grad-CAM at the layer's resolution from one GradientTape, for 1-D and 2-D feature maps."""
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    with tf.GradientTape() as tape:
+        features, scores = grad_model(x, training=False)
+        score = scores[:, class_index]
+    gradients = tape.gradient(score, features)
+    spatial = tuple(range(1, len(features.shape) - 1))
+    weights = tf.reduce_mean(gradients, axis=spatial, keepdims=True)
+    maps = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1)).numpy()
+    return maps / maps.max(axis=spatial, keepdims=True)
+
+
+def dense_head_cnn(rank=2, classes=6, skip=False):
+    """Conv layers, then Flatten and two Dense layers (VGG's head); optionally a residual add."""
+    keras.utils.set_random_seed(4)
+    conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv1D
+    inputs = keras.Input((12, 12, 3) if rank == 2 else (24, 3))
+    x = conv(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    features = conv(8, 3, padding="same", activation="relu", name="conv2")(x)
+    if skip:
+        features = keras.layers.Add(name="add")([features, x])
+    x = keras.layers.Flatten()(features)
+    x = keras.layers.Dense(16, activation="relu", name="fc1")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x))
+
+
+@pytest.mark.parametrize("rank, skip, layer", [(2, False, "conv2"), (1, False, "conv2"), (2, True, "conv2"), (2, True, "add")])
+def test_dense_head_for_batched_classes_matches_a_tape_per_class(rank, skip, layer):
+    model = dense_head_cnn(rank, skip=skip)
+    x = np.random.default_rng(5).uniform(0, 1, (3, *model.inputs[0].shape[1:]))
+    classes = np.array([[0, 3, 5, 1], [2, 0, 4, 5], [5, 4, 3, 2]])  # 12 rows in the head's backward pass
+    result = GradCam(model, layer).explain(x, classes)
+    for column in range(classes.shape[1]):
+        for image, class_index in enumerate(classes[:, column]):
+            expected = tape_maps(model, x[image : image + 1], layer, int(class_index))[0]
+            np.testing.assert_allclose(result.maps[image, column], expected, atol=1e-4, err_msg=f"{image}, {class_index}")
+
+
+@pytest.mark.parametrize("images, classes", [(2, 3), (1, 2), (1, 1)])
+def test_dense_head_backward_of_several_rows_runs_on_the_matmul_primitive(images, classes):
+    # MatMul's sgemm path is slow for a few rows against a large transposed kernel on some
+    # CPUs; the Jacobian's head products are BatchMatMulV2s (see gradcam._matmul_gradient),
+    # except for one row, sgemm's fast case.
+    cam = GradCam(dense_head_cnn())
+    traced = cam._maps.get_concrete_function(tf.TensorSpec((images, 12, 12, 3)), tf.TensorSpec((images, classes), tf.int64))
+    operations = {op.type for op in traced.graph.get_operations()}
+    assert ("BatchMatMulV2" in operations) == (images * classes > 1)
+
+
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_matmul_gradient_equals_tensorflows(transpose_a, transpose_b):
+    rng = np.random.default_rng(6)
+    a = tf.constant(rng.normal(size=(4, 3) if transpose_a else (3, 4)), tf.float32)
+    b = tf.constant(rng.normal(size=(5, 4) if transpose_b else (4, 5)), tf.float32)
+    weights = tf.constant(rng.normal(size=(3, 5)), tf.float32)
+
+    def product_score():
+        return tf.reduce_sum(tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b) * weights)
+
+    @tf.function
+    def overridden():
+        with tf.compat.v1.get_default_graph().gradient_override_map({"MatMul": gradcam._MATMUL_GRADIENT}):
+            score = product_score()
+        return tf.gradients(score, [a, b])
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([a, b])
+        score = product_score()
+    for actual, expected in zip(overridden(), tape.gradient(score, [a, b])):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
