@@ -217,6 +217,19 @@ def test_normal_images_are_not_flat_and_match_the_tape(images):
         np.testing.assert_allclose(result.heatmaps[:, c], keras_io_grad_cam(reference, images, c, "conv2"), atol=1e-4)
 
 
+def test_a_map_of_one_position_is_not_flat_and_matches_the_tape():
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((3, 3, 2))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)  # 1×1
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(features)))
+    x = np.random.default_rng(8).uniform(0, 1, (6, 3, 3, 2))
+    result = GradCam(model).explain(x, [0, 1, 2])
+    assert not result.flat.any()
+    for c in range(3):
+        expected = np.nan_to_num(tape_maps(model, x, "conv", c))  # 1 where the one value is positive, else 0/0
+        np.testing.assert_allclose(result.maps[:, c], expected, atol=1e-6)
+
+
 def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
     # map = weight × image: -1 everywhere but one pixel at +1e-9, which dividing by the
     # peak would turn into full heat. It is below the rounding of the map's terms.

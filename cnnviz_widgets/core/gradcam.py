@@ -173,7 +173,9 @@ class GradCam:
         tolerance = FLAT_TOLERANCE_EPSILONS * np.finfo(np.float32).eps * tf.reduce_max(
             tf.reduce_sum(tf.abs(terms), axis=-1), axis=map_axes, keepdims=True
         )
-        flat = tf.reduce_max(sums, axis=map_axes, keepdims=True) - tf.reduce_min(sums, axis=map_axes, keepdims=True) <= tolerance
+        spread = tf.reduce_max(sums, axis=map_axes, keepdims=True) - tf.reduce_min(sums, axis=map_axes, keepdims=True)
+        # One position (a 32-px image at ResNet50's last block) has no range to judge: it shows as before.
+        flat = (spread <= tolerance) & (tf.reduce_prod(tf.shape(sums)[2:]) > 1)
         maps = tf.nn.relu(sums)
         peaks = tf.reduce_max(maps, axis=map_axes, keepdims=True)
         # A peak within rounding of zero (flat, or negative everywhere) would blow noise up to full range.
