@@ -65,9 +65,9 @@ def _matmul_gradient(op, grad):
 
     With oneDNN, MatMul runs on its sgemm API, whose kernel for a few rows of ``grad``
     against a large transposed ``b`` (a dense head's kernel; the rows are the images ×
-    classes of the batched Jacobian) can repack all of ``b`` on every call: VGG16's
-    fc1 (25088×4096) took 636 ms for 5 rows on one CPU and 640 ms for 16 rows on
-    another, against 16-45 ms for one row. BatchMatMulV2 runs on oneDNN's matmul
+    classes of the batched Jacobian) is 15-40× slower than for one row on some CPUs:
+    VGG16's fc1 (25088×4096) took 636 ms for 5 rows on one CPU and 640 ms for 16 rows
+    on another, against 16-45 ms for one row. BatchMatMulV2 runs on oneDNN's matmul
     primitive, measured at 70-115 ms for 1-16 rows on the second CPU. Same product,
     so results change by rounding only.
     """
@@ -150,7 +150,7 @@ class GradCam:
         return layer
 
     def _compute_maps(self, inputs, classes):
-        # One row (one image, one class) is sgemm's fast case, faster than the matmul primitive.
+        # One row (one image, one class, when traced for that shape) is sgemm's fast case, faster than BatchMatMulV2.
         # A GradientTape ignores gradient overrides; tf.gradients, in this traced function, honours them.
         override = {} if classes.shape.num_elements() == 1 else {"MatMul": _MATMUL_GRADIENT}
         with tf.compat.v1.get_default_graph().gradient_override_map(override):
