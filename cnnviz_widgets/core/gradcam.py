@@ -65,11 +65,11 @@ def _matmul_gradient(op, grad):
 
     With oneDNN, MatMul runs on its sgemm API, whose kernel for a few rows of ``grad``
     against a large transposed ``b`` (a dense head's kernel; the rows are the images ×
-    classes of the batched Jacobian) is 15-40× slower than for one row on some CPUs:
-    VGG16's fc1 (25088×4096) took 636 ms for 5 rows on one CPU and 640 ms for 16 rows
-    on another, against 16-45 ms for one row. BatchMatMulV2 runs on oneDNN's matmul
-    primitive, measured at 70-115 ms for 1-16 rows on the second CPU. Same product,
-    so results change by rounding only.
+    classes of the batched Jacobian) is 10-40× slower than for one row on some CPUs:
+    VGG16's fc1 (25088×4096) took 636 ms for 5 rows on one CPU, and 160 ms for 16
+    rows on another, against 13-16 ms for one row. BatchMatMulV2 runs on oneDNN's
+    matmul primitive: 19-30 ms for 1-16 rows on the second CPU. Same product, so
+    results change by rounding only.
     """
     if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
         return math_grad._MatMulGrad(op, grad)  # not a Dense layer's product: TensorFlow's own gradient
