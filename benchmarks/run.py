@@ -27,7 +27,7 @@ from .timing import Row
 CASES = {
     "P1": (p1_activations, ("P1a", "P1b")),
     "P2": (p2_layer_explorer, ("P2a", "P2b")),
-    "P3": (p3_gradcam, ("P3a", "P3b", "P3c", "P3d")),
+    "P3": (p3_gradcam, ("P3a", "P3b", "P3c", "P3d", "P3e", "P3f")),
     "P4": (p4_patterns, ("P4a", "P4b", "P4c", "P4d")),
     "P5": (p5_memory, ("P5",)),
 }

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 import cnnviz_widgets as cw
+from cnnviz_widgets.core import gradcam
 from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
 from cnnviz_widgets.core.gradcam import GradCam
 from conftest import nested_cnn, small_cnn
@@ -168,7 +169,150 @@ def test_model_without_conv_layer_is_refused():
         cw.grad_cam(model, np.zeros((1, 4)), 0)
 
 
-def test_constant_image_gives_zeros_not_nan():
+def assert_no_heat(result, flat=True):
+    np.testing.assert_array_equal(result.flat, np.full(result.classes.shape, flat))
+    np.testing.assert_allclose(result.maps, 0, atol=1e-7)
+    np.testing.assert_allclose(result.heatmaps, 0, atol=1e-7)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 200.0])
+def test_constant_image_gives_a_flat_map_as_zeros(value):
+    # small_cnn's convolutions are unpadded: every position of a constant image gets the
+    # same features, so the map is constant up to rounding, which differs between CPUs.
+    assert_no_heat(GradCam(small_cnn()).explain(np.full((1, 16, 16, 3), value), [0, 1, 2, 3, 4]))
+
+
+def constant_feature_model(kernel_scale):
+    """A conv whose kernel is ``kernel_scale`` times a random one next to a bias of 1."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(6, 3, name="conv")
+    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="scores")(pooled))
+    kernel, bias = conv.get_weights()
+    conv.set_weights([kernel * kernel_scale, np.ones_like(bias)])
+    return model
+
+
+@pytest.mark.parametrize("kernel_scale", [0.0, 1e-6])
+def test_feature_map_constant_to_rounding_gives_a_flat_map_as_zeros(kernel_scale, images):
+    # 1e-6 of the bias: the map varies by a few float32 epsilons of its terms, as rounding does.
+    assert_no_heat(GradCam(constant_feature_model(kernel_scale)).explain(images, [0, 1, 2]))
+
+
+def test_feature_map_that_varies_is_not_flat_and_matches_the_tape(images):
+    model = constant_feature_model(1e-2)
+    assert not GradCam(model).explain(images, [0, 1, 2]).flat.any()
+    assert_same_maps_for_every_class(
+        lambda c: cw.grad_cam(model, images, c), lambda c: keras_io_grad_cam(model, images, c, "conv"), classes=3
+    )
+
+
+def test_normal_images_are_not_flat_and_match_the_tape(images):
     model = small_cnn()
-    heatmaps = cw.grad_cam(model, np.zeros((1, 16, 16, 3)), 0)
-    assert np.isfinite(heatmaps).all()
+    result = GradCam(model).explain(images, [0, 1, 2, 3, 4])
+    assert not result.flat.any()
+    reference = without_softmax(model)
+    for c in range(5):
+        np.testing.assert_allclose(result.heatmaps[:, c], keras_io_grad_cam(reference, images, c, "conv2"), atol=1e-4)
+
+
+def test_a_map_of_one_position_is_not_flat_and_matches_the_tape():
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((3, 3, 2))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)  # 1×1
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(features)))
+    x = np.random.default_rng(8).uniform(0, 1, (6, 3, 3, 2))
+    result = GradCam(model).explain(x, [0, 1, 2])
+    assert not result.flat.any()
+    for c in range(3):
+        expected = np.nan_to_num(tape_maps(model, x, "conv", c))  # 1 where the one value is positive, else 0/0
+        np.testing.assert_allclose(result.maps[:, c], expected, atol=1e-6)
+
+
+def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
+    # map = weight × image: -1 everywhere but one pixel at +1e-9, which dividing by the
+    # peak would turn into full heat. It is below the rounding of the map's terms.
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(1, 1, name="conv")
+    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", name="score")(pooled))
+    conv.set_weights([np.ones((1, 1, 1, 1)), np.zeros(1)])
+    image = np.full((1, 8, 8, 1), -1.0)
+    image[0, 3, 4] = 1e-9
+    assert_no_heat(GradCam(model).explain(image, [0]), flat=False)
+    image[0, 3, 4] = 1e-2  # well above rounding: full heat at that pixel
+    np.testing.assert_allclose(GradCam(model).explain(image, [0]).maps[0, 0], (image[0, ..., 0] > 0).astype(float), atol=1e-6)
+
+
+def tape_maps(model, x, layer, class_index):
+    """Grad-CAM at the layer's resolution from one GradientTape, for 1-D and 2-D feature maps."""
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    with tf.GradientTape() as tape:
+        features, scores = grad_model(x, training=False)
+        score = scores[:, class_index]
+    gradients = tape.gradient(score, features)
+    spatial = tuple(range(1, len(features.shape) - 1))
+    weights = tf.reduce_mean(gradients, axis=spatial, keepdims=True)
+    maps = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1)).numpy()
+    return maps / maps.max(axis=spatial, keepdims=True)
+
+
+def dense_head_cnn(rank=2, classes=6, skip=False):
+    """Conv layers, then Flatten and two Dense layers (VGG's head); optionally a residual add."""
+    keras.utils.set_random_seed(4)
+    conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv1D
+    inputs = keras.Input((12, 12, 3) if rank == 2 else (24, 3))
+    x = conv(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    features = conv(8, 3, padding="same", activation="relu", name="conv2")(x)
+    if skip:
+        features = keras.layers.Add(name="add")([features, x])
+    x = keras.layers.Flatten()(features)
+    x = keras.layers.Dense(16, activation="relu", name="fc1")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x))
+
+
+@pytest.mark.parametrize("rank, skip, layer", [(2, False, "conv2"), (1, False, "conv2"), (2, True, "conv2"), (2, True, "add")])
+def test_dense_head_for_batched_classes_matches_a_tape_per_class(rank, skip, layer):
+    model = dense_head_cnn(rank, skip=skip)
+    x = np.random.default_rng(5).uniform(0, 1, (3, *model.inputs[0].shape[1:]))
+    classes = np.array([[0, 3, 5, 1], [2, 0, 4, 5], [5, 4, 3, 2]])  # 12 rows in the head's backward pass
+    result = GradCam(model, layer).explain(x, classes)
+    for column in range(classes.shape[1]):
+        for image, class_index in enumerate(classes[:, column]):
+            expected = tape_maps(model, x[image : image + 1], layer, int(class_index))[0]
+            np.testing.assert_allclose(result.maps[image, column], expected, atol=1e-4, err_msg=f"{image}, {class_index}")
+
+
+@pytest.mark.parametrize("images, classes", [(2, 3), (1, 2), (1, 1)])
+def test_dense_head_backward_of_several_rows_runs_on_the_matmul_primitive(images, classes):
+    # MatMul's sgemm path is slow for a few rows against a large transposed kernel on some
+    # CPUs; the Jacobian's head products are BatchMatMulV2s (see gradcam._matmul_gradient),
+    # except for one row, sgemm's fast case.
+    cam = GradCam(dense_head_cnn())
+    traced = cam._maps.get_concrete_function(tf.TensorSpec((images, 12, 12, 3)), tf.TensorSpec((images, classes), tf.int64))
+    operations = {op.type for op in traced.graph.get_operations()}
+    assert ("BatchMatMulV2" in operations) == (images * classes > 1)
+
+
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_matmul_gradient_equals_tensorflows(transpose_a, transpose_b):
+    rng = np.random.default_rng(6)
+    a = tf.constant(rng.normal(size=(4, 3) if transpose_a else (3, 4)), tf.float32)
+    b = tf.constant(rng.normal(size=(5, 4) if transpose_b else (4, 5)), tf.float32)
+    weights = tf.constant(rng.normal(size=(3, 5)), tf.float32)
+
+    def product_score():
+        return tf.reduce_sum(tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b) * weights)
+
+    @tf.function
+    def overridden():
+        with tf.compat.v1.get_default_graph().gradient_override_map({"MatMul": gradcam._MATMUL_GRADIENT}):
+            score = product_score()
+        return tf.gradients(score, [a, b])
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([a, b])
+        score = product_score()
+    for actual, expected in zip(overridden(), tape.gradient(score, [a, b])):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)

@@ -6,10 +6,18 @@ For a class c and a convolutional layer with feature maps A (h, w, channels):
 then resized to the input image. The class score is the logit before softmax (or
 sigmoid) unless ``probabilities=True``.
 
+A map flat to float32 rounding (a black or constant image, a feature map that does
+not vary) carries no information about where: it is returned as zeros and flagged
+``flat``, rather than divided by its max into a full-range picture of rounding noise.
+
 Several classes of the same images cost one forward pass: the feature map and the
 scores are computed once and the per-class gradients come from one batched
 Jacobian of the selected scores with respect to the feature map, which only runs
 back through the layers after the feature map.
+
+The Jacobian's dense-head products run on oneDNN's matmul primitive rather than its
+sgemm API, which on some CPUs takes a slow path for a few rows against a large
+transposed kernel (see :func:`_matmul_gradient`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import math_grad
 
 from .errors import InputError, UnsupportedModelError
 from .graph import LayerGraph
@@ -34,11 +43,38 @@ class GradCamResult:
     channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
     scores: np.ndarray  # (N, classes): the scores the gradients were taken of
     classes: np.ndarray  # (N, K)
+    flat: np.ndarray  # (N, K) bool: the map is flat to float32 rounding, so maps and heatmaps are zeros
 
     @property
     def contributions(self) -> np.ndarray:
         """(N, K, channels): each channel's Grad-CAM weight times its mean activation."""
         return self.channel_weights * self.channel_means[:, None, :]
+
+
+# A map whose range is within this many float32 epsilons of the summed terms' magnitude
+# is rounding noise (see "What a near-constant map shows" in docs/DESIGN_NOTES.md).
+FLAT_TOLERANCE_EPSILONS = 4096
+
+
+_MATMUL_GRADIENT = "CnnvizMatMulOnMatmulPrimitive"
+
+
+@tf.RegisterGradient(_MATMUL_GRADIENT)
+def _matmul_gradient(op, grad):
+    """MatMul's gradient, with ``grad @ b^T`` as a BatchMatMulV2 instead of a MatMul.
+
+    With oneDNN, MatMul runs on its sgemm API, whose kernel for a few rows of ``grad``
+    against a large transposed ``b`` (a dense head's kernel; the rows are the images ×
+    classes of the batched Jacobian) is 10-40× slower than for one row on some CPUs:
+    VGG16's fc1 (25088×4096) took 636 ms for 5 rows on one CPU, and 160 ms for 16
+    rows on another, against 13-16 ms for one row. BatchMatMulV2 runs on oneDNN's
+    matmul primitive: 19-30 ms for 1-16 rows on the second CPU. Same product, so
+    results change by rounding only.
+    """
+    if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
+        return math_grad._MatMulGrad(op, grad)  # not a Dense layer's product: TensorFlow's own gradient
+    a, b = op.inputs
+    return tf.raw_ops.BatchMatMulV2(x=grad, y=b, adj_y=True), tf.matmul(a, grad, adjoint_a=True)
 
 
 def _map_ranks(graph: LayerGraph) -> tuple[int, ...]:
@@ -128,21 +164,42 @@ class GradCam:
         return layer
 
     def _compute_maps(self, inputs, classes):
-        with tf.GradientTape() as tape:
+        # One row (one image, one class, when traced for that shape) is sgemm's fast case, faster than BatchMatMulV2.
+        # A GradientTape ignores gradient overrides; tf.gradients, in this traced function, honours them.
+        override = {} if classes.shape.num_elements() == 1 else {"MatMul": _MATMUL_GRADIENT}
+        with tf.compat.v1.get_default_graph().gradient_override_map(override):
             features, scores = self._model(inputs, training=False)
-            scores = tf.cast(scores, tf.float32)
-            selected = tf.gather(scores, classes, axis=1, batch_dims=1)
-        # Differentiate with respect to the layer's own output: a float32 copy of a
-        # mixed-precision (float16) map is not on the tape's path, its gradient is zero.
-        gradients = tf.cast(tape.batch_jacobian(selected, features), tf.float32)  # (N, K, *spatial, channels)
+        scores = tf.cast(scores, tf.float32)
+        selected = tf.gather(scores, classes, axis=1, batch_dims=1)  # (N, K)
+
+        def class_gradients(one_hot):  # of one column of ``selected``: each image's own, as images are independent
+            return tf.gradients(selected, features, grad_ys=tf.broadcast_to(one_hot, tf.shape(selected)))[0]
+
+        # The batched Jacobian: the K backward passes vectorised into one. It is taken with
+        # respect to the layer's own output: a float32 copy of a mixed-precision (float16)
+        # map is not on the path to the scores, so its gradient would be None.
+        gradients = tf.vectorized_map(class_gradients, tf.eye(tf.shape(selected)[1]))  # (K, N, *spatial, channels)
+        gradients = tf.cast(gradients, tf.float32)
         features = tf.cast(features, tf.float32)
         spatial = list(range(1, len(features.shape) - 1))
-        weights = tf.reduce_mean(gradients, axis=[axis + 1 for axis in spatial])  # (N, K, channels)
+        map_axes = [axis + 1 for axis in spatial]
+        weights = tf.transpose(tf.reduce_mean(gradients, axis=map_axes), [1, 0, 2])  # (N, K, channels)
         expanded = tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1]] + [1] * len(spatial) + [-1])
-        maps = tf.nn.relu(tf.reduce_sum(features[:, None] * expanded, axis=-1))  # (N, K, *spatial)
-        peaks = tf.reduce_max(maps, axis=[axis + 1 for axis in spatial], keepdims=True)
-        maps = tf.math.divide_no_nan(maps, peaks)
-        return maps, weights, tf.reduce_mean(features, axis=spatial), scores
+        terms = features[:, None] * expanded  # (N, K, *spatial, channels)
+        sums = tf.reduce_sum(terms, axis=-1)  # (N, K, *spatial), before the ReLU
+        tolerance = FLAT_TOLERANCE_EPSILONS * np.finfo(np.float32).eps * tf.reduce_max(
+            tf.reduce_sum(tf.abs(terms), axis=-1), axis=map_axes, keepdims=True
+        )
+        spread = tf.reduce_max(sums, axis=map_axes, keepdims=True) - tf.reduce_min(sums, axis=map_axes, keepdims=True)
+        # One position (a 32-px image at ResNet50's last block) has no range to judge: it shows as before.
+        flat = (spread <= tolerance) & (tf.reduce_prod(tf.shape(sums)[2:]) > 1)
+        maps = tf.nn.relu(sums)
+        peaks = tf.reduce_max(maps, axis=map_axes, keepdims=True)
+        # A peak within rounding of zero (flat, or negative everywhere) would blow noise up to full range.
+        no_heat = flat | (peaks <= tolerance)
+        maps = tf.where(no_heat, 0.0, tf.math.divide_no_nan(maps, peaks))
+        flat = tf.reshape(flat, tf.shape(flat)[:2])
+        return maps, weights, tf.reduce_mean(features, axis=spatial), scores, flat
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
@@ -165,7 +222,7 @@ class GradCam:
     def _explain_prepared(self, inputs, classes) -> GradCamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
         model_inputs = [tf.convert_to_tensor(a) for a in inputs]
-        maps, weights, means, scores = self._maps(
+        maps, weights, means, scores, flat = self._maps(
             model_inputs if len(model_inputs) > 1 else model_inputs[0], tf.constant(matrix)
         )
         if not np.all(np.isfinite(scores)):
@@ -181,6 +238,7 @@ class GradCam:
             channel_means=means.numpy(),
             scores=scores.numpy(),
             classes=matrix,
+            flat=flat.numpy(),
         )
 
 

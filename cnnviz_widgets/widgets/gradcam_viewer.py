@@ -28,6 +28,7 @@ from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_pic
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
 DISPLAY_SIZE = 256  # small pictures are enlarged with whole pixels, so the browser does not blur them
+FLAT_MAP_NOTE = "flat map: the class score does not depend on where this layer's features are"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ClassExplanation:
 
     heatmap: np.ndarray  # (H, W) in [0, 1] at the image's resolution
     contributions: np.ndarray  # (channels,): Grad-CAM weight × mean activation
+    flat: bool  # the map is flat to float32 rounding, shown as no heat
 
 
 class GradCamViewer(VisualizerWidget):
@@ -85,6 +87,7 @@ class GradCamViewer(VisualizerWidget):
 
         self._image_view, self._heatmap_view, self._overlay_view = image_view(), image_view(), image_view()
         self._class_label = widgets.HTML()
+        self.heatmap_note = widgets.HTML()  # says why a heatmap shows no heat
         title = f"Top-{len(top_classes)} classes ({self._head.title})"
         self.prediction_chart = BarChart(title=title, y_label="probability")
         self.prediction_chart.show(_unique_labels(top_classes, self.class_names), self.probabilities[top_classes])
@@ -109,7 +112,7 @@ class GradCamViewer(VisualizerWidget):
             widgets.HBox(
                 [
                     _captioned("image", self._image_view),
-                    _captioned("Grad-CAM heatmap", self._heatmap_view),
+                    widgets.VBox([_captioned("Grad-CAM heatmap", self._heatmap_view), self.heatmap_note]),
                     _captioned("overlay", self._overlay_view),
                 ]
             ),
@@ -161,6 +164,7 @@ class GradCamViewer(VisualizerWidget):
             f"<b>{html.escape(name)}</b>, probability {self.probabilities[self.class_index]:.3g}"
         )
         self._show_contributions(explanation.contributions, name)
+        self.heatmap_note.value = f"<i>{html.escape(FLAT_MAP_NOTE)}</i>" if explanation.flat else ""
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
 
@@ -191,7 +195,9 @@ class GradCamViewer(VisualizerWidget):
             result = GradCam.shared(self._model, layer, output=self._head.index).explain(self._model_input, wanted)
             for column, c in enumerate(wanted):
                 self._explanations[layer, c] = ClassExplanation(
-                    self._at_image_size(result.heatmaps[0, column]), result.contributions[0, column]
+                    self._at_image_size(result.heatmaps[0, column]),
+                    result.contributions[0, column],
+                    bool(result.flat[0, column]),
                 )
         return self._explanations[layer, class_index]
 
