@@ -240,9 +240,10 @@ def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
     conv.set_weights([np.ones((1, 1, 1, 1)), np.zeros(1)])
     image = np.full((1, 8, 8, 1), -1.0)
     image[0, 3, 4] = 1e-9
-    assert_no_heat(GradCam(model).explain(image, [0]), flat=False)
+    # A one-unit head is binary: class 1 is the logit (class 0 its negative).
+    assert_no_heat(GradCam(model).explain(image, [1]), flat=False)
     image[0, 3, 4] = 1e-2  # well above rounding: full heat at that pixel
-    np.testing.assert_allclose(GradCam(model).explain(image, [0]).maps[0, 0], (image[0, ..., 0] > 0).astype(float), atol=1e-6)
+    np.testing.assert_allclose(GradCam(model).explain(image, [1]).maps[0, 0], (image[0, ..., 0] > 0).astype(float), atol=1e-6)
 
 
 def tape_maps(model, x, layer, class_index):
