@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.ops import math_grad
 
 from .errors import InputError, UnsupportedModelError
 from .graph import LayerGraph
 from .inputs import as_images, image_shape, prepare_inputs
+from .internals import matmul_gradient
 
 
 @dataclass
@@ -72,7 +72,7 @@ def _matmul_gradient(op, grad):
     results change by rounding only.
     """
     if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
-        return math_grad._MatMulGrad(op, grad)  # not a Dense layer's product: TensorFlow's own gradient
+        return matmul_gradient(op, grad)  # not a Dense layer's product: TensorFlow's own gradient
     a, b = op.inputs
     return tf.raw_ops.BatchMatMulV2(x=grad, y=b, adj_y=True), tf.matmul(a, grad, adjoint_a=True)
 

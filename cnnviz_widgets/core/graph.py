@@ -23,12 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Walking a functional graph has no public API in Keras 3; Functional is the class
-# behind every functional model and every built Sequential.
-from keras.src.models.functional import Functional
-
 from .errors import ModelNotBuiltError, UnknownLayerError, UnsupportedModelError, listed
 from .heads import ClassifierHead, classifier_head
+from .internals import FunctionalGraph, operation_inputs, run_through_graph, sequential_graph
 
 SEPARATOR = "/"
 # Compiled functions of big models hold MBs each; a loop over sizes or layer lists
@@ -36,10 +33,10 @@ SEPARATOR = "/"
 MAX_CACHED_PER_KIND = 16
 
 
-def _graph_of(model) -> Functional:
+def _graph_of(model) -> FunctionalGraph:
     """The functional graph that computes ``model``."""
     if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
+        functional = sequential_graph(model)
         if functional is None:
             raise ModelNotBuiltError(
                 f"Sequential model '{model.name}' has no input shape yet, so its "
@@ -48,7 +45,7 @@ def _graph_of(model) -> Functional:
                 "call it once on a batch of images."
             )
         return functional
-    if isinstance(model, Functional):
+    if isinstance(model, FunctionalGraph):
         return model
     if isinstance(model, keras.Model):
         raise UnsupportedModelError(
@@ -147,9 +144,7 @@ class LayerGraph:
                 )
             return lambda *args, **kwargs: self._record(prefix + operation.name, operation, args, kwargs)
 
-        return functional._run_through_graph(
-            inputs, operation_fn=operation_fn, call_fn=lambda op, *args, **kwargs: op(*args, **kwargs)
-        )
+        return run_through_graph(functional, inputs, operation_fn, call_fn=lambda op, *args, **kwargs: op(*args, **kwargs))
 
     def _record(self, path, layer, args, kwargs):
         outputs = layer(*args, **kwargs)
@@ -269,8 +264,7 @@ class LayerGraph:
             if id(tensor) in seen:
                 continue
             seen.add(id(tensor))
-            operation, node_index, _ = tensor._keras_history
-            stack.extend(operation._inbound_nodes[node_index].input_tensors)
+            stack.extend(operation_inputs(tensor))
         return False
 
     def score_model(self, path: str, output: int | str = 0, probabilities: bool = False):

@@ -27,10 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# The functional-graph nodes that keras.ops.softmax / sigmoid / log_softmax leave.
-from keras.src.ops import nn as keras_ops_nn
-
 from .errors import InputError, UnsupportedModelError
+from .internals import LogSoftmaxOperation, SigmoidOperation, SoftmaxOperation
 
 SOFTMAX, SIGMOID, LOG_SOFTMAX = "softmax", "sigmoid", "log_softmax"
 
@@ -47,9 +45,9 @@ _ACTIVATION_FUNCTIONS = {
 }
 _ACTIVATION_OPERATIONS = {
     keras.layers.Softmax: SOFTMAX,
-    keras_ops_nn.Softmax: SOFTMAX,
-    keras_ops_nn.Sigmoid: SIGMOID,
-    keras_ops_nn.LogSoftmax: LOG_SOFTMAX,
+    SoftmaxOperation: SOFTMAX,
+    SigmoidOperation: SIGMOID,
+    LogSoftmaxOperation: LOG_SOFTMAX,
 }
 
 

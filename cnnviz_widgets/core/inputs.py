@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from . import checks
-from .errors import CnnvizError, InputError, InputTypeError
+from .errors import CnnvizError, InputError, InputTypeError, UnsupportedModelError
 
 
 def prepare_inputs(graph, x) -> list[np.ndarray]:
@@ -87,6 +87,18 @@ def image_shape(graph) -> tuple | None:
     patterns are drawn in that shape.
     """
     return graph.cached(("image_shape",), lambda: _image_shape(graph))
+
+
+def required_image_shape(graph, needs: str, instead: str) -> tuple:
+    """:func:`image_shape`, or an error saying what ``needs`` one image input and what to do ``instead``."""
+    shape = image_shape(graph)
+    if shape is None:
+        shapes = ", ".join(str(tuple(tensor.shape)) for tensor in graph.inputs)
+        raise UnsupportedModelError(
+            f"{needs} a model with one image input: a (batch, height, width, channels) input, "
+            f"or one that a Reshape makes an image; this one takes {shapes}. {instead}"
+        )
+    return shape
 
 
 def _image_shape(graph) -> tuple | None:

@@ -27,7 +27,8 @@ import tensorflow as tf
 from . import checks
 from .errors import InputError, InputTypeError, UnsupportedModelError
 from .graph import LayerGraph, function_key
-from .inputs import image_shape
+from .inputs import required_image_shape
+from .internals import run_through_graph
 
 BYTES_PER_ACTIVATION = 4 * 3  # float32 forward value, its gradient, and workspace
 # What the arguments of a search are, for the messages of core.checks (the widgets check with them too).
@@ -119,16 +120,11 @@ class PatternSearch:
     def _image_shape(self, size) -> tuple:
         """(H, W, C) of the patterns: the model's own image size where it has one, else ``size``
         ((height, width); None: 64 square), checked to be large enough for the layer."""
-        shape = image_shape(self.graph)
-        if shape is None:
-            shapes = ", ".join(str(tuple(tensor.shape)) for tensor in self.graph.inputs)
-            raise UnsupportedModelError(
-                "Filter patterns need a model with one image input (batch, height, "
-                f"width, channels), or one that a Reshape makes an image; this one takes {shapes}. "
-                "The kernels can still be shown: cw.filter_weights(model, layer), or "
-                "FilterGallery's weights view."
-            )
-        *fixed, channels = shape
+        *fixed, channels = required_image_shape(
+            self.graph,
+            "Filter patterns need",
+            "The kernels can still be shown: cw.filter_weights(model, layer), or FilterGallery's weights view.",
+        )
         if size is not None and any(own is not None and own != want for own, want in zip(fixed, size)):
             own_size = "x".join("any" if own is None else str(own) for own in fixed)
             raise InputError(
@@ -157,7 +153,7 @@ class PatternSearch:
             counts.extend(int(np.prod(t.shape)) for t in tf.nest.flatten(output))
             return output
 
-        self._truncated._run_through_graph(keras.KerasTensor((1, *shape)), operation_fn=lambda op: op, call_fn=count)
+        run_through_graph(self._truncated, keras.KerasTensor((1, *shape)), operation_fn=lambda op: op, call_fn=count)
         return counts
 
     def _computes(self, image_shape) -> bool:

@@ -19,10 +19,10 @@ from traitlets import CFloat, TraitType, Unicode, observe
 from ..core import checks as core_checks
 from ..core import imaging
 from ..core.class_names import class_names_for
-from ..core.errors import CnnvizError, InputError, UnsupportedModelError
+from ..core.errors import CnnvizError, InputError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
-from ..core.inputs import as_images, image_shape, raw_and_model_inputs
+from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_picture, show
 
 HEATMAP_COLORMAP = "jet"
@@ -222,14 +222,11 @@ class GradCamViewer(VisualizerWidget):
 
 def _image_classifier_graph(model) -> LayerGraph:
     graph = LayerGraph.of(model)
-    if image_shape(graph) is None:
-        shapes = [tuple(tensor.shape) for tensor in graph.inputs]
-        raise UnsupportedModelError(
-            f"GradCamViewer shows Grad-CAM over one image, so it needs a model with one "
-            f"(batch, height, width, channels) input, or one that a Reshape makes an image; "
-            f"this one takes {', '.join(map(str, shapes))}. "
-            "For sequences, videos or several inputs, call cw.grad_cam(model, x, class_index)."
-        )
+    required_image_shape(
+        graph,
+        "GradCamViewer shows Grad-CAM over one image, so it needs",
+        "For sequences, videos or several inputs, call cw.grad_cam(model, x, class_index).",
+    )
     return graph
 
 
