@@ -226,3 +226,16 @@ def test_a_model_returning_its_input_too_still_lists_layers_and_explains_its_hea
     model = keras.Model(model.inputs, [*model.outputs, model.inputs[0]])
     assert cw.layer_names(model) == ["conv", "gap", "dense"]
     assert_grad_cam_of(model, x, per_class(logit_of(model), 2))
+
+
+@pytest.mark.parametrize("ending", [keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten])
+def test_a_feature_extractor_output_is_shown_as_its_values_not_as_probabilities(ending, x):
+    # keras.applications.X(include_top=False, pooling="avg") ends in a pooling layer: a softmax over
+    # its features would pass for class probabilities.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, ending()(keras.layers.Conv2D(4, 3, name="conv")(inputs)))
+    head = cw.core.graph.LayerGraph.of(model).head()
+    assert head.value_name == "value" and "not class probabilities" in head.title
+    values = cw.core.graph.LayerGraph.of(model).probabilities([x])
+    np.testing.assert_allclose(values, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

@@ -51,6 +51,19 @@ _ACTIVATION_OPERATIONS = {
 }
 
 
+# Layers that end a feature extractor (an application with include_top=False and pooling):
+# their outputs are features, and a softmax over them would pass for class probabilities.
+_FEATURE_LAYERS = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.Flatten,
+)
+
+
 @dataclass(frozen=True)
 class ClassifierHead:
     """One model output as class scores. Build it with :func:`classifier_head`."""
@@ -60,6 +73,7 @@ class ClassifierHead:
     logits: object  # (batch, classes) KerasTensor: the class scores Grad-CAM differentiates
     probabilities: object  # (batch, classes) KerasTensor: what a viewer shows
     title: str  # how ``probabilities`` come from the model, for a chart title
+    value_name: str = "probability"  # what one of ``probabilities`` is, for a label
 
     @property
     def num_classes(self) -> int:
@@ -153,6 +167,12 @@ def classifier_head(index: int, name: str, output, operation, inputs) -> Classif
     elif kind == SIGMOID:
         probabilities = output
         title = "class 1: the model's sigmoid p, class 0: 1 − p" if units == 1 else "each class's sigmoid (multi-label)"
+    elif isinstance(operation, _FEATURE_LAYERS) and len(shape) == 2:
+        title = (
+            f"the model's output values: it ends in {type(operation).__name__}, with no classifier, "
+            "so these are features, not class probabilities"
+        )
+        return ClassifierHead(index, name, output, output, title, value_name="value")
     elif units == 1:
         probabilities, title = keras.ops.sigmoid(output), "class 1: sigmoid p of the model's logit, class 0: 1 − p"
     else:
