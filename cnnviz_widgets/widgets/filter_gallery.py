@@ -1,26 +1,23 @@
-"""FilterGallery: a layer's kernels as pictures (S0, S2, S3) and its filter patterns (S1).
+"""FilterGallery: the widget that shows a layer's kernels (S0, S2, S3) and its filter patterns (S1).
 
-Two views of the same filters, switched with ``view``:
+Only wiring: traits, controls, observers and layout. What it shows comes from core:
+kernel pages and histograms from ``core/weights.py``, patterns from a
+``core/pattern_jobs.PatternJob`` that runs in the background and fills a
+``PatternCache``. Two views of the same filters, switched with ``view``:
 
-- ``"weights"``: every kernel as a tile grid (RGB for the 3-channel first layer,
-  BGR-corrected for caffe-mode models; one gray tile per input channel otherwise),
-  the selected filter enlarged with its bias, a histogram of the layer's weights
-  and the table of its named weights;
-- ``"patterns"``: gradient-ascent patterns (``cw.filter_patterns``), computed on
-  demand in a background thread, batch by batch, with progress and a Stop button.
+- ``"weights"``: every kernel as a tile grid, the selected filter enlarged with its
+  bias, a histogram of the layer's weights and the table of its named weights;
+- ``"patterns"``: gradient-ascent patterns, computed on demand batch by batch, with
+  progress and a Stop button.
 
-``channel`` selects one filter in both views; clicking a tile selects it too.
-Layers with thousands of filters are shown a page at a time: the grids hold the
-page of filters that contains ``channel``.
+``channel`` selects one filter in both views; clicking a tile selects it too. Layers
+with thousands of filters are shown a page at a time: the page that holds ``channel``.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import threading
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import bqplot
 import ipywidgets as widgets
@@ -31,6 +28,7 @@ from ..core import checks as core_checks
 from ..core import imaging
 from ..core.errors import CnnvizError, listed
 from ..core.graph import LayerGraph
+from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
 from ..core.patterns import (
     MEMORY_BUDGET_MEANING,
     PREPROCESS_MEANING,
@@ -40,95 +38,26 @@ from ..core.patterns import (
     PatternSearch,
 )
 from ..core.weights import (
+    KernelPages,
+    WeightHistogram,
     bias,
+    default_kernel_layer,
     display_kernel,
     filter_weights,
     is_bgr_kernel,
     kernel_layer_names,
-    kernel_shape,
-    kernel_tiles,
     param_counts,
     weight_table,
 )
-from ._base import PictureFigure, VisualizerWidget, checks, image_view, show
+from ._base import Choice, PictureFigure, VisualizerWidget, checks, image_view, show
 
-VIEWS = ("weights", "patterns")
-SCALES = ("tile", "global")
 GAP = 1  # pixels between kernel tiles, as in S2
 PATTERN_GAP = 5  # S1's margins between patterns
-MAX_GRID_WIDTH = 2048  # kernel tiles shrink (down to 1 px per weight) to fit this width
-MAX_GRID_PIXELS = 2**22  # a kernel page beyond this is cut into pages of filters
-MAX_UPSCALE = 8  # S2/S3 enlarge each weight to 8×8 pixels…
-MAX_TILE_SIZE = 64  # …but big tiles (a Dense unit's 28×28 weights) less
 ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
 GRID_BOX_PX = 420  # the grids are drawn to fit this box
 HISTOGRAM_BINS = 40
-
-@dataclass
-class KernelPages:
-    """How a layer's kernel is drawn: tiles per filter, grid columns, enlargement, filters per page."""
-
-    kernel: np.ndarray  # (kh, kw, cin, filters), see display_kernel
-    rgb: bool
-    bgr: bool
-    scale: str
-
-    def __post_init__(self):
-        kh, kw, cin, count = self.kernel.shape
-        self.count = count
-        self.tiles_per_filter = 1 if self.rgb else cin
-        # One row per filter when it has several gray tiles; otherwise a square grid.
-        self.columns = self.tiles_per_filter if self.tiles_per_filter > 1 else math.ceil(math.sqrt(count))
-        fitting = min((MAX_GRID_WIDTH // self.columns - GAP) // kw, MAX_TILE_SIZE // max(kh, kw))
-        self.upscale = int(np.clip(fitting, 1, MAX_UPSCALE))
-        filter_pixels = self.tiles_per_filter * (kh * self.upscale + GAP) * (kw * self.upscale + GAP)
-        self.per_page = min(count, max(1, MAX_GRID_PIXELS // filter_pixels))
-        if self.per_page < count and self.tiles_per_filter == 1:
-            self.columns = math.ceil(math.sqrt(self.per_page))
-
-    def page(self, channel: int) -> range:
-        start = channel // self.per_page * self.per_page
-        return range(start, min(start + self.per_page, self.count))
-
-    def tiles(self, filters: range) -> np.ndarray:
-        """Float [0, 1] tiles of ``filters``; ``scale="global"`` min-maxes over those filters."""
-        shown = self.kernel[..., filters.start : filters.stop]
-        return kernel_tiles(shown, rgb=self.rgb, bgr=self.bgr, scale=self.scale)
-
-    def grid(self, tiles: np.ndarray) -> tuple[np.ndarray, imaging.GridLayout]:
-        """``tiles`` enlarged and laid out: the same picture as core kernel_montage, and where each tile lies."""
-        kh, kw = tiles.shape[1:3]
-        layout = imaging.GridLayout.for_tiles(len(tiles), (kh * self.upscale, kw * self.upscale), self.columns, GAP)
-        return imaging.montage(tiles, self.upscale, self.columns, GAP), layout
-
-
-class PatternSettings(NamedTuple):
-    """What a computed pattern depends on; the key of the pattern cache."""
-
-    layer: str
-    size: tuple  # (height, width)
-    steps: int
-    seed: int
-    value_range: tuple
-
-
-@dataclass
-class ComputedPattern:
-    image: np.ndarray  # uint8 (height, width, C)
-    start_loss: float  # the filter's mean activation on the gray-noise start
-    final_loss: float  # ... after the last ascent step
-
-
-@dataclass
-class PatternJob:
-    """One background run of PatternSearch over the missing filters of a page."""
-
-    settings: PatternSettings
-    filters: list
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-    steps_done: int = 0
-    error: BaseException | None = None
+# Set in this order: the settings, then the layer (which draws), then what is checked against the layer.
+TRAIT_ORDER = ("view", "bgr", "scale", "steps", "seed", "value_range", "patterns_per_page", "layer", "size", "channel")
 
 
 class TileGrid:
@@ -159,21 +88,15 @@ class TileGrid:
 class FilterGallery(VisualizerWidget):
     """The filters of a layer: kernels as pictures (``view="weights"``) or as patterns (``"patterns"``).
 
-    Settings (traits, also settable later; a bad value is refused and shown):
+    ``FilterGallery(model, *, preprocess=None, step_size=None, memory_budget_mb=512, **traits)``.
 
-    - ``layer``: a layer with a kernel (Conv*, Dense, Depthwise…), "outer/inner" when
-      nested; default the first convolution. ``layer_names`` lists them;
-    - ``channel``: the selected filter, 0 .. ``filter_count`` - 1;
-    - ``bgr``: ``"auto"`` reverses the colour channels of the first kernel of
-      caffe-mode models (VGG, ResNet), True or False force it;
-    - ``scale``: kernel tile contrast, ``"tile"`` (min-max each tile, S2) or
-      ``"global"`` (one min-max over the filters shown, S3);
-    - patterns: ``steps``, ``size`` (pixels or (height, width); None: the model's input size, else 64),
-      ``seed``, ``value_range`` (the pixel range of the model's inputs: (0, 255)
-      as in S1, (0, 1) for models on scaled images), ``patterns_per_page``.
+    Traits (settable at construction and later; a bad value is refused and shown):
+    ``layer`` (default the first convolution), ``channel``, ``view``, ``bgr``, ``scale``,
+    and for patterns ``steps``, ``size``, ``seed``, ``value_range``, ``patterns_per_page``;
+    see each trait's help.
 
-    Constructor only: ``preprocess`` (a differentiable function from pixels to what
-    the model eats, e.g. ``keras.applications.vgg16.preprocess_input``),
+    Keyword-only, constructor only: ``preprocess`` (a differentiable function from
+    pixels to what the model eats, e.g. ``keras.applications.vgg16.preprocess_input``),
     ``step_size`` (None: value range / 255) and ``memory_budget_mb`` (sets how many
     filters one compiled batch ascends; the grid fills batch by batch).
 
@@ -182,12 +105,19 @@ class FilterGallery(VisualizerWidget):
     and filter, so revisiting a layer shows them at once.
     """
 
-    layer = Unicode(help="The layer whose filters are shown; only layers with a kernel.")
-    channel = Int(0, help="The selected filter (output channel) in both views.")
-    view = Unicode("weights", help="'weights' or 'patterns'.")
-    bgr = Any("auto", help="'auto', True or False: reverse the colour channels of 3-channel kernels.")
+    layer = Unicode(help="The layer whose filters are shown: a layer with a kernel, 'outer/inner' when nested.")
+    channel = Int(0, help="The selected filter (output channel) in both views, 0 .. filter_count - 1.")
+    view = Choice(("weights", "patterns"), default_value="weights", help="Kernels as pictures, or patterns.")
+    bgr = Any(
+        "auto",
+        help="'auto' reverses the colour channels of the first kernel of caffe-mode models (VGG, ResNet); True or False force it.",
+    )
     bgr.allow_none = False  # Any lets None past the validator; Any(allow_none=False) does not change that
-    scale = Unicode("tile", help="Kernel tile contrast: 'tile' (each its own) or 'global'.")
+    scale = Choice(
+        ("tile", "global"),
+        default_value="tile",
+        help="Kernel tile contrast: 'tile' (min-max each tile, S2) or 'global' (one min-max over the page, S3).",
+    )
     steps = Int(40, help="Gradient ascent steps per pattern.")
     size = Union(
         [Int(), Tuple(Int(), Int())],
@@ -196,30 +126,26 @@ class FilterGallery(VisualizerWidget):
         help="Pattern size in pixels, or (height, width); None: the model's input size, else 64.",
     )
     seed = Int(0, help="Seed of the gray-noise start images.")
-    value_range = Tuple(Float(), Float(), default_value=(0.0, 255.0), help="Pixel range of the model's inputs.")
+    value_range = Tuple(
+        Float(),
+        Float(),
+        default_value=(0.0, 255.0),
+        help="Pixel range of the model's inputs: (0, 255) as in S1, (0, 1) for models on scaled images.",
+    )
     patterns_per_page = Int(64, help="Patterns on the grid (S1 shows 64); the page holds `channel`.")
-    _job: PatternJob | None = None  # the pattern run under way, if any
+    _job: PatternJob | None = None  # the pattern run shown, if any
 
     def __init__(
         self,
         model,
-        layer: str | None = None,
         *,
-        channel: int = 0,
-        view: str = "weights",
-        bgr="auto",
-        scale: str = "tile",
-        steps: int = 40,
-        size: int | tuple | None = None,
-        seed: int = 0,
-        value_range=(0.0, 255.0),
-        patterns_per_page: int = 64,
         preprocess=None,
         step_size: float | None = None,
         memory_budget_mb: float = 512,
-        **kwargs,
+        **traits,
     ):
-        super().__init__(**kwargs)
+        settings = {name: traits.pop(name) for name in TRAIT_ORDER if name in traits}
+        super().__init__(**traits)
         self._model = model
         self._graph = LayerGraph.of(model)
         self.layer_names = kernel_layer_names(model)
@@ -233,17 +159,15 @@ class FilterGallery(VisualizerWidget):
         self._kernel: np.ndarray | None = None  # the current layer's, as display_kernel gives it
         self._rgb = False
         self._pages: KernelPages | None = None
-        self._weight_page: range | None = None
+        self._weight_page = None  # the KernelPage on the grid
         self._pattern_grid_key = None
-        self._pattern_cache: dict[PatternSettings, dict[int, ComputedPattern]] = {}
+        self._pattern_cache = PatternCache()
         self._draw_lock = threading.RLock()
         self._build_views()
-        # Settings first, then the layer (which draws), then what is checked against the layer.
-        self.view, self.bgr, self.scale = view, bgr, scale
-        self.steps, self.seed, self.value_range, self.patterns_per_page = steps, seed, value_range, patterns_per_page
-        self.layer = layer if layer is not None else self._default_layer()
-        self.size = size
-        self.channel = channel
+        settings.setdefault("layer", default_kernel_layer(model))
+        for name in TRAIT_ORDER:
+            if name in settings:
+                setattr(self, name, settings[name])
 
     # -- what it shows -----------------------------------------------------------
 
@@ -259,15 +183,14 @@ class FilterGallery(VisualizerWidget):
     @property
     def patterns(self) -> dict[int, np.ndarray]:
         """Computed patterns of the current layer and settings: filter index → uint8 (size, size, C)."""
-        try:
-            computed = self._pattern_cache.get(self._pattern_settings(), {})
-        except CnnvizError:
+        settings = self._pattern_settings_or_none()
+        if settings is None:
             return {}
-        return {index: pattern.image for index, pattern in sorted(computed.items())}
+        return {index: pattern.image for index, pattern in self._pattern_cache.patterns(settings).items()}
 
     @property
     def computing(self) -> bool:
-        return self._job is not None and self._job.thread.is_alive()
+        return self._job is not None and self._job.running
 
     def panels(self) -> list[np.ndarray]:
         """The grid and the enlarged filter of the current view, uint8 RGB."""
@@ -375,14 +298,6 @@ class FilterGallery(VisualizerWidget):
         )
         return channel
 
-    @checks("view", "scale")
-    def _valid_choice(self, proposal):
-        name, value = proposal["trait"].name, proposal["value"]
-        allowed = {"view": VIEWS, "scale": SCALES}[name]
-        if value not in allowed:
-            self.refuse(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}.")
-        return value
-
     @checks("bgr")
     def _valid_bgr(self, proposal):
         value = proposal["value"]
@@ -433,7 +348,7 @@ class FilterGallery(VisualizerWidget):
         if self._kernel is None:
             return  # still constructing: the layer is set last
         bgr = self._rgb and (is_bgr_kernel(self._model, self.layer) if self.bgr == "auto" else self.bgr)
-        self._pages = KernelPages(self._kernel, self._rgb, bgr, self.scale)
+        self._pages = KernelPages(self._kernel, self._rgb, bgr, self.scale, GAP)
         self._weight_page = None
         channel = min(self.channel, self.filter_count - 1)
         if channel != self.channel:
@@ -463,35 +378,28 @@ class FilterGallery(VisualizerWidget):
     # -- weights view ------------------------------------------------------------
 
     def _show_layer_weights(self):
-        kernel = self._kernel
-        counts, self._histogram_edges = np.histogram(kernel, bins=HISTOGRAM_BINS)
+        self._layer_histogram = WeightHistogram.of(self._kernel, HISTOGRAM_BINS)
         with self._layer_bars.hold_sync():
-            self._layer_bars.x = (self._histogram_edges[:-1] + self._histogram_edges[1:]) / 2
-            self._layer_bars.y = counts / kernel.size
+            self._layer_bars.x = self._layer_histogram.centres
+            self._layer_bars.y = self._layer_histogram.fractions
         self._weight_table.value = weight_table_html(self._model, self.layer)
 
     def _show_filter_weights(self):
         pages, channel = self._pages, self.channel
-        page = pages.page(channel)
-        if page != self._weight_page:
-            self._weight_tiles = pages.tiles(page)
-            picture, layout = pages.grid(self._weight_tiles)
-            self._weights_grid.show(picture, layout, page.start, pages.tiles_per_filter)
-            self._weight_page = page
-
-        first = (channel - page.start) * pages.tiles_per_filter
-        own_tiles = self._weight_tiles[first : first + pages.tiles_per_filter]
-        self._weights_filter_picture = enlarged(np.round(own_tiles * 255).astype(np.uint8))
+        filters = pages.page_of(channel)
+        if self._weight_page is None or self._weight_page.filters != filters:
+            page = self._weight_page = pages.page(filters)
+            self._weights_grid.show(page.picture, page.layout, filters.start, page.tiles_per_filter)
+        self._weights_filter_picture = self._weight_page.filter_picture(channel, ENLARGED_SIZE)
         show(self._weights_filter_view, self._weights_filter_picture)
 
-        values = pages.kernel[..., channel]
-        counts, _ = np.histogram(values, bins=self._histogram_edges)
+        own = WeightHistogram.of(pages.kernel[..., channel], self._layer_histogram.edges)
         with self._filter_line.hold_sync():
             self._filter_line.x = self._layer_bars.x
-            self._filter_line.y = counts / values.size
-        self._weights_caption.value = self._filter_caption(values, page)
+            self._filter_line.y = own.fractions
+        self._weights_caption.value = self._filter_caption(own, filters)
 
-    def _filter_caption(self, values: np.ndarray, page: range) -> str:
+    def _filter_caption(self, own: WeightHistogram, page: range) -> str:
         biases = bias(self._model, self.layer)
         if biases is None:
             bias_text = "no bias"
@@ -503,7 +411,7 @@ class FilterGallery(VisualizerWidget):
         paging = f"<br>grid: filters {page.start}–{page.stop - 1}" if len(page) < self.filter_count else ""
         return (
             f"<b>filter {self.channel}</b> of {self.filter_count}{colours}<br>{bias_text}<br>"
-            f"weights {values.min():.4g} … {values.max():.4g}, mean {values.mean():+.3g}{paging}"
+            f"weights {own.minimum:.4g} … {own.maximum:.4g}, mean {own.mean:+.3g}{paging}"
         )
 
     # -- patterns view -------------------------------------------------------------
@@ -530,9 +438,7 @@ class FilterGallery(VisualizerWidget):
 
     def _pattern_page(self) -> range:
         # A separable convolution has fewer output channels than depthwise filters.
-        outputs = self._search(self.size).num_filters
-        start = min(self.channel, outputs - 1) // self.patterns_per_page * self.patterns_per_page
-        return range(start, min(start + self.patterns_per_page, outputs))
+        return imaging.page_of(self.channel, self.patterns_per_page, self._search(self.size).num_filters)
 
     def compute_patterns(self, wait: bool = False) -> threading.Thread | None:
         """Compute the grid's missing patterns in a background thread, batch by batch.
@@ -543,23 +449,20 @@ class FilterGallery(VisualizerWidget):
         is stopped (what it finished stays cached).
         """
         settings = self._pattern_settings()
-        computed = self._pattern_cache.setdefault(settings, {})
-        missing = [index for index in self._pattern_page() if index not in computed]
+        missing = self._pattern_cache.missing(settings, self._pattern_page())
         if not missing:
             return None
         job = self._job
-        if not (self.computing and not job.stop.is_set() and set(missing) <= set(job.filters)):
-            job = self._start_job(settings, missing, computed)
+        if job is None or not job.covers(missing):
+            job = self._start_job(settings, missing)
         if wait:
-            job.thread.join()
-            if job.error is not None:
-                raise job.error
+            job.wait()
         return job.thread
 
     def stop_patterns(self):
         """Stop after the current step; finished batches stay on the grid and in the cache."""
         if self._job is not None:
-            self._job.stop.set()
+            self._job.stop()
 
     def close(self):
         """Stop a pattern run first: its thread holds this widget and draws on it."""
@@ -576,20 +479,24 @@ class FilterGallery(VisualizerWidget):
         except CnnvizError as error:
             self._pattern_status.value = html.escape(str(error))
 
-    def _start_job(self, settings: PatternSettings, missing: list, computed: dict) -> PatternJob:
+    def _start_job(self, settings: PatternSettings, missing: list) -> PatternJob:
         self._drop_job()
-        search = self._search(self.size)
-        job = PatternJob(settings, missing)
-        batches = math.ceil(len(missing) / search.batch_size(self._memory_budget_mb))
-        self.progress.value, self.progress.max = 0, batches * settings.steps
-        job.thread = threading.Thread(
-            target=self._run_job, args=(job, search, computed), name=f"FilterGallery {settings.layer}", daemon=True
+        job = PatternJob(
+            self._search(self.size),
+            settings,
+            missing,
+            self._pattern_cache,
+            step_size=self._step_size,
+            memory_budget_mb=self._memory_budget_mb,
+            on_step=self._report,
+            on_batch=self._on_batch,
+            on_finish=self._on_finish,
         )
+        self.progress.value, self.progress.max = 0, job.total_steps
         self._job = job
         self.compute_button.disabled, self.stop_button.disabled = True, False
         self._pattern_status.value = f"computing {len(missing)} pattern(s)…"
-        job.thread.start()
-        return job
+        return job.start()
 
     def _drop_job(self):
         """Stop the current run and stop showing its progress; what it finished stays cached."""
@@ -599,49 +506,25 @@ class FilterGallery(VisualizerWidget):
         self.progress.value = 0
         self._pattern_status.value = ""
 
-    def _run_job(self, job: PatternJob, search: PatternSearch, computed: dict):
-        """The background thread. It fills the cache; the widget only while the job is still its own."""
-
-        def should_stop():  # called before every ascent step
-            self._report(job)
-            job.steps_done += 1
-            return job.stop.is_set()
-
-        def on_batch(done, total, result):
-            rows = zip(result.filters.tolist(), result.patterns, result.start_loss, result.final_loss)
-            for index, image, start_loss, final_loss in rows:
-                computed[index] = ComputedPattern(image, float(start_loss), float(final_loss))
-            self._report(job)
-            if self._job is job:
-                self._show_patterns()
-
-        try:
-            search.run(
-                job.filters,
-                steps=job.settings.steps,
-                step_size=self._step_size,
-                value_range=job.settings.value_range,
-                seed=job.settings.seed,
-                memory_budget_mb=self._memory_budget_mb,
-                on_batch=on_batch,
-                should_stop=should_stop,
-            )
-        except Exception as error:  # shown in the widget; compute_patterns(wait=True) re-raises it
-            job.error = error
-        self._finish(job, computed)
+    # The job's callbacks run in its thread; they draw only while the job is still this widget's.
 
     def _report(self, job: PatternJob):
         if self._job is job:
             self.progress.value = min(job.steps_done, self.progress.max)
 
-    def _finish(self, job: PatternJob, computed: dict):
+    def _on_batch(self, job: PatternJob):
+        self._report(job)
+        if self._job is job:
+            self._show_patterns()
+
+    def _on_finish(self, job: PatternJob):
         if self._job is not job:
             return
         self.compute_button.disabled, self.stop_button.disabled = False, True
-        done = sum(index in computed for index in job.filters)
-        if job.error is not None:
+        outcome, done = job.outcome, job.computed
+        if outcome == "failed":
             self._pattern_status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
-        elif done < len(job.filters):
+        elif outcome == "stopped":
             self._pattern_status.value = f"stopped: {done} of {len(job.filters)} computed"
         else:
             self._pattern_status.value = f"done: {done} pattern(s)"
@@ -656,37 +539,25 @@ class FilterGallery(VisualizerWidget):
                 self._pattern_status.value = html.escape(str(error))
                 return
             self.compute_button.disabled = self.computing
-            computed = self._pattern_cache.get(settings, {})
+            computed = self._pattern_cache.patterns(settings)
             page = self._pattern_page()
-            blank = np.zeros(self._search(self.size).image_shape, np.uint8)
+            image_shape = self._search(self.size).image_shape
             # A channel move within the page changes the enlarged pattern, not the grid.
             grid_key = (settings, page, frozenset(index for index in page if index in computed))
             if grid_key != self._pattern_grid_key:
-                tiles = np.stack([computed[index].image if index in computed else blank for index in page])
-                columns = math.ceil(math.sqrt(len(tiles)))
-                layout = imaging.GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, PATTERN_GAP)
-                self._patterns_grid.show(imaging.grid(tiles, columns, PATTERN_GAP), layout, page.start)
+                picture, layout = self._pattern_cache.page_picture(settings, page, image_shape, PATTERN_GAP)
+                self._patterns_grid.show(picture, layout, page.start)
                 self._pattern_grid_key = grid_key
 
             selected = computed.get(self.channel)
-            self._pattern_picture = enlarged((blank if selected is None else selected.image)[None])
+            shown = np.zeros(image_shape, np.uint8) if selected is None else selected.image
+            self._pattern_picture = imaging.upscale_to(shown, ENLARGED_SIZE)
             show(self._pattern_view, self._pattern_picture)
             if selected is None:
                 caption = "not computed yet: press Compute"
             else:
                 caption = f"mean activation {selected.start_loss:.3g} → {selected.final_loss:.3g}"
             self._pattern_caption.value = f"<b>filter {self.channel}</b><br>{caption}"
-
-    def _default_layer(self) -> str:
-        """The first convolution, else the first layer with a kernel."""
-        convolutions = [p for p in self.layer_names if len(kernel_shape(self._model, p)) >= 3]
-        return (convolutions or self.layer_names)[0]
-
-
-def enlarged(tiles: np.ndarray) -> np.ndarray:
-    """uint8 tiles of one filter as one picture about ENLARGED_SIZE pixels across, nearest neighbour."""
-    picture = imaging.grid(tiles, columns=math.ceil(math.sqrt(len(tiles))), gap=GAP)
-    return imaging.upscale_to(picture, ENLARGED_SIZE)
 
 
 def weight_table_html(model, layer: str) -> str:
