@@ -41,7 +41,13 @@ def checks(*names):
 
 
 class Choice(Enum):
-    """An Enum trait of a VisualizerWidget: a value not among its choices is refused like a @checks one."""
+    """An Enum trait of a VisualizerWidget: a value not among its choices is refused like a @checks one,
+    and a good one clears the error shown."""
+
+    def validate(self, obj, value):
+        value = super().validate(obj, value)
+        obj.error = ""
+        return value
 
     def error(self, obj, value, error=None, info=None):
         obj.refuse(f"{self.name}={value!r} is not one of {', '.join(map(repr, self.values))}.")
