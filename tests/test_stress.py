@@ -16,7 +16,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.patterns import BYTES_PER_ACTIVATION, PatternSearch
-from cnnviz_widgets.widgets.filter_gallery import ENLARGED_SIZE
+from cnnviz_widgets.widgets._filter_weights import ENLARGED_SIZE
 from conftest import everything_shown, small_cnn
 
 pytestmark = pytest.mark.slow

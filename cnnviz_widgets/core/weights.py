@@ -284,7 +284,7 @@ class KernelPages:
     rgb: bool
     bgr: bool
     scale: str
-    gap: int = 1
+    gap: int = 1  # pixels between tiles, as in S2
 
     def __post_init__(self):
         kh, kw, cin, count = self.kernel.shape

@@ -16,38 +16,12 @@ import numpy as np
 
 from ..core import imaging
 from ..core.errors import CnnvizError
-from ..core.pattern_jobs import PatternJob, PatternSettings
+from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
 from ..core.patterns import PatternSearch
-from ._base import PictureFigure, image_view, show
+from ._base import image_view, show
+from ._filter_weights import ENLARGED_SIZE, TileGrid
 
 PATTERN_GAP = 5  # S1's margins between patterns
-ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
-GRID_BOX_PX = 420  # the grids are drawn to fit this box
-
-
-class TileGrid:
-    """A grid picture whose clicks report the index of the tile under the pointer."""
-
-    def __init__(self, on_select, box_px: int = GRID_BOX_PX):
-        self.view = PictureFigure(box_px)
-        self.picture = np.zeros((1, 1, 3), np.uint8)
-        self._on_select = on_select
-        self._layout: imaging.GridLayout | None = None
-        self.view.on_click(self._clicked)
-
-    def show(self, picture: np.ndarray, layout: imaging.GridLayout, first_index: int = 0, tiles_per_index: int = 1):
-        """Draw uint8 ``picture``; a click on tile ``t`` of ``layout`` selects ``first_index + t // tiles_per_index``.
-
-        ``tiles_per_index`` > 1 when a filter is several tiles (one per input channel).
-        """
-        self.picture = picture
-        self._layout, self._first_index, self._tiles_per_index = layout, first_index, tiles_per_index
-        self.view.show(picture)  # a gray PNG is a third of an RGB one
-
-    def _clicked(self, row: int, column: int):
-        tile = self._layout.index_at(row, column)
-        if tile is not None:
-            self._on_select(self._first_index + tile // self._tiles_per_index)
 
 
 class PatternsView:
@@ -68,6 +42,9 @@ class PatternsView:
         return self._job is not None and self._job.running
 
     def _build_patterns_view(self) -> widgets.VBox:
+        self._pattern_cache = PatternCache()
+        self._pattern_grid_key = None  # what the grid shows: settings, page and the filters computed
+        self._draw_lock = threading.RLock()  # the job's thread draws too
         self.steps_box, self.size_box, self.seed_box = (
             widgets.IntText(description=name, layout=widgets.Layout(width="150px"))
             for name in ("Steps", "Size", "Seed")
@@ -93,7 +70,6 @@ class PatternsView:
                 widgets.HBox([self._patterns_grid.view.figure, selected_pattern]),
             ]
         )
-
 
     def _search(self, size) -> PatternSearch:
         """The compiled search for the current layer, shared with cw.filter_patterns."""
@@ -142,6 +118,15 @@ class PatternsView:
         """Stop after the current step; finished batches stay on the grid and in the cache."""
         if self._job is not None:
             self._job.stop()
+
+    def close(self):
+        """Stop a pattern run first: its thread holds this widget and draws on it."""
+        job = self._job
+        if job is not None:
+            self._drop_job()
+            if job.thread is not threading.current_thread():
+                job.thread.join()
+        super().close()
 
     def _compute_from_button(self):
         try:

@@ -1,25 +1,19 @@
 """FilterGallery: the widget that shows a layer's kernels (S0, S2, S3) and its filter patterns (S1).
 
-Only wiring: traits, controls, observers and layout. What it shows comes from core:
-kernel pages and histograms from ``core/weights.py``, patterns from a
-``core/pattern_jobs.PatternJob`` that runs in the background and fills a
-``PatternCache`` (the patterns view's wiring is ``_filter_patterns.py``). Two views of the same filters, switched with ``view``:
+Map: this file holds the traits, their checks, the reactions and the layout; the
+two views are mixins, ``_filter_weights.py`` (kernel grid, enlarged filter, weight
+histogram and table) and ``_filter_patterns.py`` (controls and the background
+pattern job it observes). What they draw are core values: ``core/weights.py``
+(KernelPages, WeightHistogram, weight_table) and ``core/pattern_jobs.py``
+(PatternJob, PatternCache).
 
-- ``"weights"``: every kernel as a tile grid, the selected filter enlarged with its
-  bias, a histogram of the layer's weights and the table of its named weights;
-- ``"patterns"``: gradient-ascent patterns, computed on demand batch by batch, with
-  progress and a Stop button.
-
-``channel`` selects one filter in both views; clicking a tile selects it too. Layers
-with thousands of filters are shown a page at a time: the page that holds ``channel``.
+``view`` switches between the two views of the same filters; ``channel`` selects
+one filter in both, and clicking a tile selects it too. Layers with thousands of
+filters are shown a page at a time: the page that holds ``channel``.
 """
 
 from __future__ import annotations
 
-import html
-import threading
-
-import bqplot
 import ipywidgets as widgets
 import numpy as np
 from traitlets import Any, Float, Int, Tuple, Unicode, Union, observe
@@ -28,7 +22,6 @@ from ..core import checks as core_checks
 from ..core import imaging
 from ..core.errors import CnnvizError, listed
 from ..core.graph import LayerGraph
-from ..core.pattern_jobs import PatternCache
 from ..core.patterns import (
     MEMORY_BUDGET_MEANING,
     PREPROCESS_MEANING,
@@ -38,26 +31,21 @@ from ..core.patterns import (
 )
 from ..core.weights import (
     KernelPages,
-    WeightHistogram,
-    bias,
     default_kernel_layer,
     display_kernel,
     filter_weights,
     is_bgr_kernel,
     kernel_layer_names,
-    param_counts,
-    weight_table,
 )
-from ._base import Choice, VisualizerWidget, checks, image_view, show
-from ._filter_patterns import ENLARGED_SIZE, PatternsView, TileGrid
+from ._base import Choice, VisualizerWidget, checks
+from ._filter_patterns import PatternsView
+from ._filter_weights import WeightsView
 
-GAP = 1  # pixels between kernel tiles, as in S2
-HISTOGRAM_BINS = 40
 # Set in this order: the settings, then the layer (which draws), then what is checked against the layer.
 TRAIT_ORDER = ("view", "bgr", "scale", "steps", "seed", "value_range", "patterns_per_page", "layer", "size", "channel")
 
 
-class FilterGallery(PatternsView, VisualizerWidget):
+class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     """The filters of a layer: kernels as pictures (``view="weights"``) or as patterns (``"patterns"``).
 
     ``FilterGallery(model, *, preprocess=None, step_size=None, memory_budget_mb=512, **traits)``.
@@ -82,7 +70,8 @@ class FilterGallery(PatternsView, VisualizerWidget):
     view = Choice(("weights", "patterns"), default_value="weights", help="Kernels as pictures, or patterns.")
     bgr = Any(
         "auto",
-        help="'auto' reverses the colour channels of the first kernel of caffe-mode models (VGG, ResNet); True or False force it.",
+        help="'auto' reverses the colour channels of the first kernel of caffe-mode models (VGG, ResNet); "
+        "True or False force it.",
     )
     bgr.allow_none = False  # Any lets None past the validator; Any(allow_none=False) does not change that
     scale = Choice(
@@ -130,10 +119,6 @@ class FilterGallery(PatternsView, VisualizerWidget):
         self._kernel: np.ndarray | None = None  # the current layer's, as display_kernel gives it
         self._rgb = False
         self._pages: KernelPages | None = None
-        self._weight_page = None  # the KernelPage on the grid
-        self._pattern_grid_key = None
-        self._pattern_cache = PatternCache()
-        self._draw_lock = threading.RLock()
         self._build_views()
         settings.setdefault("layer", default_kernel_layer(model))
         for name in TRAIT_ORDER:
@@ -169,21 +154,7 @@ class FilterGallery(PatternsView, VisualizerWidget):
         self._bind(self.channel_slider, "channel")
         self._bind(self.view_buttons, "view")
 
-        self._weights_grid = TileGrid(self._select)
-        self._weights_filter_view = image_view(f"{ENLARGED_SIZE}px")
-        self._weights_filter_picture = np.zeros((1, 1, 3), np.uint8)
-        self._weights_caption = widgets.HTML()
-        self._histogram = self._build_histogram()
-        self._weight_table = widgets.HTML()
-        selected_filter = widgets.VBox([self._weights_filter_view, self._weights_caption])
-        weights_box = widgets.VBox(
-            [
-                widgets.HBox([self._weights_grid.view.figure, selected_filter]),
-                widgets.HBox([self._histogram, self._weight_table]),
-            ]
-        )
-
-        patterns_box = self._build_patterns_view()
+        weights_box, patterns_box = self._build_weights_view(), self._build_patterns_view()
         self._views = {"weights": weights_box, "patterns": patterns_box}
         self._view_box = widgets.Box([weights_box])
         self.children = [
@@ -191,23 +162,6 @@ class FilterGallery(PatternsView, VisualizerWidget):
             self._error_line,
             self._view_box,
         ]
-
-    def _build_histogram(self) -> bqplot.Figure:
-        x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale(min=0)
-        scales = {"x": x_scale, "y": y_scale}
-        self._layer_bars = bqplot.Bars(x=[], y=[], scales=scales, colors=["#9e9e9e"], padding=0.05)
-        self._filter_line = bqplot.Lines(x=[], y=[], scales=scales, colors=["#d62728"], stroke_width=2)
-        axes = [
-            bqplot.Axis(scale=x_scale, label="weight", tick_format=".2g"),
-            bqplot.Axis(scale=y_scale, orientation="vertical", label="fraction of weights", tick_format=".2g"),
-        ]
-        return bqplot.Figure(
-            marks=[self._layer_bars, self._filter_line],
-            axes=axes,
-            title="Weights of the layer (bars) and of the selected filter (line)",
-            layout=widgets.Layout(width="420px", height="260px"),
-            fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 10},
-        )
 
     def _select(self, channel: int):
         self.channel = channel
@@ -282,7 +236,7 @@ class FilterGallery(PatternsView, VisualizerWidget):
         if self._kernel is None:
             return  # still constructing: the layer is set last
         bgr = self._rgb and (is_bgr_kernel(self._model, self.layer) if self.bgr == "auto" else self.bgr)
-        self._pages = KernelPages(self._kernel, self._rgb, bgr, self.scale, GAP)
+        self._pages = KernelPages(self._kernel, self._rgb, bgr, self.scale)
         self._weight_page = None
         channel = min(self.channel, self.filter_count - 1)
         if channel != self.channel:
@@ -308,71 +262,3 @@ class FilterGallery(PatternsView, VisualizerWidget):
             self._drop_job()
         self.size_box.value = self._shown_size()
         self._show_patterns()
-
-    def close(self):
-        """Stop a pattern run first: its thread holds this widget and draws on it."""
-        job = self._job
-        if job is not None:
-            self._drop_job()
-            if job.thread is not threading.current_thread():
-                job.thread.join()
-        super().close()
-
-    # -- weights view ------------------------------------------------------------
-
-    def _show_layer_weights(self):
-        self._layer_histogram = WeightHistogram.of(self._kernel, HISTOGRAM_BINS)
-        with self._layer_bars.hold_sync():
-            self._layer_bars.x = self._layer_histogram.centres
-            self._layer_bars.y = self._layer_histogram.fractions
-        self._weight_table.value = weight_table_html(self._model, self.layer)
-
-    def _show_filter_weights(self):
-        pages, channel = self._pages, self.channel
-        filters = pages.page_of(channel)
-        if self._weight_page is None or self._weight_page.filters != filters:
-            page = self._weight_page = pages.page(filters)
-            self._weights_grid.show(page.picture, page.layout, filters.start, page.tiles_per_filter)
-        self._weights_filter_picture = self._weight_page.filter_picture(channel, ENLARGED_SIZE)
-        show(self._weights_filter_view, self._weights_filter_picture)
-
-        own = WeightHistogram.of(pages.kernel[..., channel], self._layer_histogram.edges)
-        with self._filter_line.hold_sync():
-            self._filter_line.x = self._layer_bars.x
-            self._filter_line.y = own.fractions
-        self._weights_caption.value = self._filter_caption(own, filters)
-
-    def _filter_caption(self, own: WeightHistogram, page: range) -> str:
-        biases = bias(self._model, self.layer)
-        if biases is None:
-            bias_text = "no bias"
-        elif len(biases) == self.filter_count:
-            bias_text = f"bias {biases[self.channel]:+.4g}"
-        else:
-            bias_text = "bias added after the pointwise step"  # separable convolutions
-        colours = " (BGR kernel shown as RGB)" if self._pages.bgr else ""
-        paging = f"<br>grid: filters {page.start}–{page.stop - 1}" if len(page) < self.filter_count else ""
-        return (
-            f"<b>filter {self.channel}</b> of {self.filter_count}{colours}<br>{bias_text}<br>"
-            f"weights {own.minimum:.4g} … {own.maximum:.4g}, mean {own.mean:+.3g}{paging}"
-        )
-
-def weight_table_html(model, layer: str) -> str:
-    """The layer's named weights (core weight_table) and the model's parameter counts as an HTML table."""
-    cell = 'style="padding:2px 8px;text-align:{}"'
-    columns = ("weight", "shape", "dtype", "trainable", "params")
-    header = "".join(f"<th {cell.format('left')}>{name}</th>" for name in columns)
-    rows = "".join(
-        f"<tr><td {cell.format('left')}>{html.escape(row['name'])}</td>"
-        f"<td {cell.format('left')}>{row['shape']}</td>"
-        f"<td {cell.format('left')}>{row['dtype']}</td>"
-        f"<td {cell.format('center')}>{'yes' if row['trainable'] else 'no'}</td>"
-        f"<td {cell.format('right')}>{row['params']:,}</td></tr>"
-        for row in weight_table(model, layer)
-    )
-    counts = param_counts(model)
-    return (
-        f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
-        f"<div>model: {counts['total']:,} params, {counts['trainable']:,} trainable, "
-        f"{counts['non_trainable']:,} non-trainable</div>"
-    )
