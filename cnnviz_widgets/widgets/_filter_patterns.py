@@ -71,6 +71,13 @@ class PatternsView:
             ]
         )
 
+    def _show_pattern_settings(self):
+        """New settings: a run for other settings stops (what it finished stays cached), the grid is redrawn."""
+        if self._job is not None and self._job.settings != self._pattern_settings_or_none():
+            self._drop_job()
+        self.size_box.value = self._shown_size()
+        self._show_patterns()
+
     def _search(self, size) -> PatternSearch:
         """The compiled search for the current layer, shared with cw.filter_patterns."""
         return PatternSearch.shared(self._model, self.layer, size=size, preprocess=self._preprocess)

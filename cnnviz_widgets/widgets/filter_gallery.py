@@ -256,9 +256,5 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
 
     @observe("steps", "size", "seed", "value_range", "patterns_per_page")
     def _on_pattern_settings_change(self, _):
-        if self._pages is None:
-            return  # still constructing
-        if self._job is not None and self._job.settings != self._pattern_settings_or_none():
-            self._drop_job()
-        self.size_box.value = self._shown_size()
-        self._show_patterns()
+        if self._pages is not None:  # else still constructing
+            self._show_pattern_settings()
