@@ -227,8 +227,9 @@ def kernel_montage(
     if bgr == "auto":
         bgr = is_bgr_kernel(model, layer)
     kernel, rgb = display_kernel(model, layer)
-    filters = range(kernel.shape[-1])
-    return kernel_page(kernel, filters, rgb=rgb, bgr=bgr and rgb, scale=scale, upscale=upscale, columns=columns, gap=gap).picture
+    every_filter = range(kernel.shape[-1])
+    drawn = {"rgb": rgb, "bgr": bgr and rgb, "scale": scale, "upscale": upscale, "columns": columns, "gap": gap}
+    return kernel_page(kernel, every_filter, **drawn).picture
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ class KernelPage:
 
     filters: range  # the filters drawn, in order
     tiles: np.ndarray  # float [0, 1] tiles (see kernel_tiles), tiles_per_filter per filter
-    tiles_per_filter: int  # 1 for colour tiles, else one gray tile per input channel: tile t is filter start + t // this
+    tiles_per_filter: int  # 1 colour tile, else a gray tile per input channel: tile t is filter start + t // this
     picture: np.ndarray  # uint8, the tiles enlarged and laid out
     layout: imaging.GridLayout  # where each tile lies in ``picture``
 
@@ -308,26 +309,37 @@ class KernelPages:
         return kernel_page(self.kernel, filters, **settings, columns=self.columns, gap=self.gap)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightHistogram:
     """How weights are spread: the fraction of them in each bin, and their range and mean."""
 
+    values: np.ndarray  # the weights counted
     edges: np.ndarray  # bins + 1 edges
     fractions: np.ndarray  # count in each bin / number of weights
-    minimum: float
-    maximum: float
-    mean: float
-
-    @property
-    def centres(self) -> np.ndarray:
-        return (self.edges[:-1] + self.edges[1:]) / 2
 
     @classmethod
     def of(cls, values, bins=40) -> "WeightHistogram":
         """``values`` counted in ``bins`` equal bins over their range, or in the given bin edges (as np.histogram)."""
         values = np.asarray(values)
         counts, edges = np.histogram(values, bins=bins)
-        return cls(edges, counts / values.size, float(values.min()), float(values.max()), float(values.mean()))
+        return cls(values, edges, counts / values.size)
+
+    @property
+    def centres(self) -> np.ndarray:
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+    # Read on demand: a layer's histogram is drawn without them, and VGG16's fc1 has 100M weights.
+    @property
+    def minimum(self) -> float:
+        return float(self.values.min())
+
+    @property
+    def maximum(self) -> float:
+        return float(self.values.max())
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean())
 
 
 def default_kernel_layer(model) -> str:
