@@ -404,7 +404,7 @@ def test_patterns_that_reach_nan_are_an_error_not_black_pictures(nan_branch_mode
     with pytest.raises(UnsupportedModelError, match=r"filter\(s\) 0, 1 of layer 'after_nan' reached NaN"):
         cw.filter_patterns(nan_branch_model, "after_nan", [0, 1], size=None, steps=2)
     assert cw.filter_patterns(nan_branch_model, "conv", [0, 1], size=None, steps=2).shape == (2, 16, 16, 3)
-    gallery = FilterGallery(nan_branch_model, "after_nan", view="patterns", steps=2, patterns_per_page=2)
+    gallery = FilterGallery(nan_branch_model, layer="after_nan", view="patterns", steps=2, patterns_per_page=2)
     with pytest.raises(UnsupportedModelError, match="reached NaN"):
         gallery.compute_patterns(wait=True)
     assert "failed: Gradient ascent" in gallery._pattern_status.value and gallery.patterns == {}

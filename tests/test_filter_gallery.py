@@ -17,8 +17,9 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import demo
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.patterns import PatternSearch
+from cnnviz_widgets.core import weights
 from cnnviz_widgets.core.weights import kernel_montage
-from cnnviz_widgets.widgets import filter_gallery
+from cnnviz_widgets.widgets._filter_weights import ENLARGED_SIZE, HISTOGRAM_BINS
 from cnnviz_widgets.widgets._base import WidgetValueError
 from cnnviz_widgets.widgets.filter_gallery import FilterGallery
 from conftest import nested_cnn, s3_model, small_cnn
@@ -105,7 +106,7 @@ def test_enlarged_filter_is_its_kernel_min_maxed_and_follows_channel(model):
     kernel = model.get_layer("conv1").get_weights()[0]
     before = png_of(fg._weights_filter_view)
     fg.channel = 5
-    expected = imaging.upscale(minmax_pixels(kernel[:, :, :, 5]), filter_gallery.ENLARGED_SIZE // 3)
+    expected = imaging.upscale(minmax_pixels(kernel[:, :, :, 5]), ENLARGED_SIZE // 3)
     np.testing.assert_array_equal(fg.panels()[1], expected)
     assert png_of(fg._weights_filter_view) != before
     bias = model.get_layer("conv1").get_weights()[1][5]
@@ -138,9 +139,9 @@ def test_global_scale_compares_filters_on_one_range(model):
 
 
 def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
-    fg = FilterGallery(model, "conv2", channel=3)
+    fg = FilterGallery(model, layer="conv2", channel=3)
     kernel = model.get_layer("conv2").get_weights()[0]
-    counts, edges = np.histogram(kernel, bins=filter_gallery.HISTOGRAM_BINS)
+    counts, edges = np.histogram(kernel, bins=HISTOGRAM_BINS)
     np.testing.assert_allclose(fg._layer_bars.x, (edges[:-1] + edges[1:]) / 2)
     np.testing.assert_allclose(fg._layer_bars.y, counts / kernel.size)
     own, _ = np.histogram(kernel[..., 3], bins=edges)
@@ -175,7 +176,7 @@ def test_dense_units_are_tiles_of_their_input_weights():
     fg = FilterGallery(mlp, channel=2)
     assert fg.filter_count == 6
     kernel = mlp.get_layer("hidden").get_weights()[0]
-    expected = imaging.upscale(minmax_pixels(kernel[:, 2].reshape(28, 28)), filter_gallery.ENLARGED_SIZE // 28)
+    expected = imaging.upscale(minmax_pixels(kernel[:, 2].reshape(28, 28)), ENLARGED_SIZE // 28)
     np.testing.assert_array_equal(fg.panels()[1][..., 0], expected)
 
 
@@ -185,7 +186,7 @@ def test_depthwise_filters_are_listed_in_output_channel_order():
     fg = FilterGallery(model, channel=3)  # output channel 3 = input channel 1, multiplier 1
     assert fg.filter_count == 6
     kernel = model.get_layer("depthwise").get_weights()[0]
-    expected = imaging.upscale(minmax_pixels(kernel[:, :, 1, 1]), filter_gallery.ENLARGED_SIZE // 3)
+    expected = imaging.upscale(minmax_pixels(kernel[:, :, 1, 1]), ENLARGED_SIZE // 3)
     np.testing.assert_array_equal(fg.panels()[1][..., 0], expected)
 
 
@@ -199,7 +200,7 @@ def test_nested_transfer_model_layers_by_path():
 
 
 def test_clicking_a_tile_selects_its_filter(model):
-    fg = FilterGallery(model, "conv2")
+    fg = FilterGallery(model, layer="conv2")
     layout = imaging.GridLayout.for_tiles(12 * 8, (24, 24), columns=8, gap=1)
     top, left = layout.origin(9 * 8 + 5)  # filter 9, input channel 5
     click(fg._weights_grid, top + 3, left + 3)
@@ -210,8 +211,8 @@ def test_clicking_a_tile_selects_its_filter(model):
 
 def test_a_large_layer_is_shown_a_page_of_filters_at_a_time(model, monkeypatch):
     # conv2's page: 8 gray 3×3 tiles at ×8, 25 × 25 pixels each.
-    monkeypatch.setattr(filter_gallery, "MAX_GRID_PIXELS", 5 * 8 * 25 * 25)
-    fg = FilterGallery(model, "conv2", channel=7)
+    monkeypatch.setattr(weights, "MAX_GRID_PIXELS", 5 * 8 * 25 * 25)
+    fg = FilterGallery(model, layer="conv2", channel=7)
     page = kernel_montage(model, "conv2", columns=8)[5 * 25 : 10 * 25 - 1]
     np.testing.assert_array_equal(fg.panels()[0], imaging.to_uint8_image(page))
     assert "grid: filters 5–9" in fg._weights_caption.value
@@ -289,7 +290,7 @@ def test_patterns_equal_filter_patterns_with_the_same_settings(model):
         return pixels * 2 - 1
 
     settings = {"seed": 3, "value_range": (0, 1), "preprocess": centred}
-    fg = FilterGallery(model, "conv2", view="patterns", **settings, **TINY)
+    fg = FilterGallery(model, layer="conv2", view="patterns", **settings, **TINY)
     thread = fg.compute_patterns(wait=True)
     assert isinstance(thread, threading.Thread) and not thread.is_alive()
     expected = cw.filter_patterns(model, "conv2", range(4), size=None, steps=3, **settings)
@@ -300,7 +301,7 @@ def test_patterns_equal_filter_patterns_with_the_same_settings(model):
     assert (fg.progress.value, fg.progress.max) == (3, 3)  # one batch of 3 steps
     assert "done: 4" in fg._pattern_status.value
     fg.channel = 2
-    np.testing.assert_array_equal(fg.panels()[1], imaging.upscale(expected[2], filter_gallery.ENLARGED_SIZE // 16))
+    np.testing.assert_array_equal(fg.panels()[1], imaging.upscale(expected[2], ENLARGED_SIZE // 16))
 
 
 def test_the_grid_fills_batch_by_batch_with_progress_to_the_end(model):
@@ -352,7 +353,7 @@ def test_revisiting_a_layer_or_settings_does_not_recompute(model, run_calls):
 
 
 def test_the_page_of_patterns_follows_the_channel(model, run_calls):
-    fg = FilterGallery(model, "conv2", view="patterns", channel=9, **TINY)
+    fg = FilterGallery(model, layer="conv2", view="patterns", channel=9, **TINY)
     fg.compute_patterns(wait=True)
     assert run_calls == [[8, 9, 10, 11]]
     click(fg._patterns_grid, 21 + 2, 2)  # second row, first column: filter 10

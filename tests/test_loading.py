@@ -60,7 +60,7 @@ def test_a_saved_model_loads_uncompiled_and_works_in_every_widget(tmp_path):
     expected = keras.Model(original.inputs, original.get_layer("conv2").output)(images[2:3], training=False)[0]
     np.testing.assert_allclose(explorer.activation, expected, atol=1e-5)
 
-    gallery = FilterGallery(loaded, "conv2")
+    gallery = FilterGallery(loaded, layer="conv2")
     np.testing.assert_array_equal(gallery.weights, original.get_layer("conv2").get_weights()[0])
 
     viewer = GradCamViewer(loaded, images[0], class_index=3)

@@ -16,7 +16,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.patterns import BYTES_PER_ACTIVATION, PatternSearch
-from cnnviz_widgets.widgets.filter_gallery import enlarged
+from cnnviz_widgets.widgets._filter_weights import ENLARGED_SIZE
 from conftest import everything_shown, small_cnn
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_filter_gallery_survives_a_random_walk(model):
 
     def fresh_in_same_state(gallery):
         settings = {name: getattr(gallery, name) for name in candidates}
-        return FilterGallery(model, settings.pop("layer"), **settings)
+        return FilterGallery(model, **settings)
 
     gallery = FilterGallery(model, steps=2, patterns_per_page=4)
     refused = random_walk(gallery, candidates, fresh_in_same_state, seed=2)
@@ -171,7 +171,7 @@ def test_patterns_of_a_large_layer_run_in_memory_bounded_batches(
 def test_stopping_a_large_layer_midway_leaves_a_usable_gallery(vgg_like, budget_for_one_batch):
     gallery = FilterGallery(
         vgg_like,
-        "block3_conv1",
+        layer="block3_conv1",
         view="patterns",
         steps=2,
         patterns_per_page=FILTERS,
@@ -204,7 +204,7 @@ def test_stopping_a_large_layer_midway_leaves_a_usable_gallery(vgg_like, budget_
     gallery.channel = 200
     assert "not computed yet" in gallery._pattern_caption.value and not gallery.panels()[1].any()
     gallery.channel = 5
-    np.testing.assert_array_equal(gallery.panels()[1], enlarged(expected[5][None]))
+    np.testing.assert_array_equal(gallery.panels()[1], imaging.upscale_to(expected[5], ENLARGED_SIZE))
     gallery.layer = "block2_conv1"
     assert gallery.patterns == {} and gallery.channel == 5
     gallery.layer = "block3_conv1"

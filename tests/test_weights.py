@@ -264,3 +264,61 @@ def test_depthwise_kernel_over_rgb_is_drawn_gray_one_tile_per_output_channel():
     montage = weights.kernel_montage(model, "depthwise", upscale=1)
     assert montage.ndim == 2 or np.array_equal(montage[..., 0], montage[..., 1])
     assert weights.kernel_layer_names(model) == ["depthwise"]
+
+
+# -- the values a kernel view shows ----------------------------------------------
+
+
+def test_a_kernel_page_of_every_filter_is_kernel_montage():
+    from conftest import small_cnn
+
+    model = small_cnn(size=16)
+    kernel, rgb = weights.display_kernel(model, "conv2")
+    page = weights.kernel_page(kernel, range(12), rgb=rgb, upscale=8, columns=8)
+    np.testing.assert_array_equal(page.picture, weights.kernel_montage(model, "conv2", columns=8))
+    assert page.tiles_per_filter == 8 and page.layout.shape == page.picture.shape[:2]
+    top, left = page.layout.origin(9 * 8 + 5)  # filter 9, input channel 5
+    assert page.filters.start + page.layout.index_at(top, left) // page.tiles_per_filter == 9
+
+
+def test_a_kernel_page_of_some_filters_min_maxes_their_tiles_and_enlarges_one():
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 3, 2, 10)).astype(np.float32)
+    page = weights.kernel_page(kernel, range(4, 8), rgb=False, scale="global", upscale=2, columns=2)
+    shown = kernel[..., 4:8]
+    expected = (shown - shown.min()) / (shown.max() - shown.min())
+    # tile f * cin + c is kernel[:, :, c, f]
+    np.testing.assert_allclose(page.tiles[1 * 2 + 1], expected[:, :, 1, 1], atol=1e-6)
+    own = np.round(page.tiles[2:4] * 255).astype(np.uint8)  # filter 5: two gray tiles side by side
+    side_by_side = np.concatenate([own[0], np.zeros((3, 1), np.uint8), own[1]], axis=1)
+    np.testing.assert_array_equal(page.filter_picture(5, 14), np.repeat(np.repeat(side_by_side, 2, 0), 2, 1))
+
+
+def test_kernel_pages_cut_a_large_layer_into_pages_that_hold_the_channel(monkeypatch):
+    kernel = np.zeros((3, 3, 8, 12), np.float32)
+    monkeypatch.setattr(weights, "MAX_GRID_PIXELS", 5 * 8 * 25 * 25)  # five filters of 8 tiles, 25 px each
+    pages = weights.KernelPages(kernel, rgb=False, bgr=False, scale="tile")
+    assert (pages.upscale, pages.columns, pages.per_page) == (8, 8, 5)
+    assert [pages.page_of(channel) for channel in (0, 7, 11)] == [range(0, 5), range(5, 10), range(10, 12)]
+    assert pages.page(range(10, 12)).picture.shape == (2 * 25 - 1, 8 * 25 - 1)
+
+
+def test_weight_histogram_is_numpys_with_the_range_and_mean():
+    values = np.random.default_rng(1).normal(size=(3, 3, 4, 6))
+    layer = weights.WeightHistogram.of(values, 40)
+    counts, edges = np.histogram(values, bins=40)
+    np.testing.assert_allclose(layer.fractions, counts / values.size)
+    np.testing.assert_allclose(layer.centres, (edges[:-1] + edges[1:]) / 2)
+    own = weights.WeightHistogram.of(values[..., 2], layer.edges)  # one filter on the layer's bins
+    np.testing.assert_allclose(own.fractions, np.histogram(values[..., 2], bins=edges)[0] / values[..., 2].size)
+    assert (own.minimum, own.maximum) == (values[..., 2].min(), values[..., 2].max())
+    assert own.mean == pytest.approx(values[..., 2].mean())
+
+
+def test_the_default_kernel_layer_is_the_first_convolution():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(4, name="pixelwise")(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)
+    model = keras.Model(inputs, x)
+    assert weights.default_kernel_layer(model) == "conv"
+    assert weights.default_kernel_layer(keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, name="d")])) == "d"

@@ -354,3 +354,19 @@ def from_png(data: bytes) -> np.ndarray:
     """The pixels of PNG ``data`` as a uint8 array; an indexed PNG comes back as RGB."""
     picture = Image.open(io.BytesIO(data))
     return np.asarray(picture.convert("RGB") if picture.mode == "P" else picture)
+
+
+# -- pages of tiles --------------------------------------------------------------
+
+
+def page_of(index: int, per_page: int, count: int) -> range:
+    """The page of ``per_page`` items (of ``count``) that holds ``index``; an index past the end is on the last page."""
+    start = min(index, count - 1) // per_page * per_page
+    return range(start, min(start + per_page, count))
+
+
+def square_grid(tiles, gap: int = 1) -> tuple[np.ndarray, GridLayout]:
+    """Tiles as an about-square :func:`grid` picture, and where each tile lies in it."""
+    tiles = np.asarray(tiles)
+    columns = math.ceil(math.sqrt(len(tiles)))
+    return grid(tiles, columns, gap), GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, gap)

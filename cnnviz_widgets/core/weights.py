@@ -1,4 +1,10 @@
-"""Kernels, biases and every named weight of a model; kernels as pictures.
+"""A model's weights as data: kernels, biases, named weights, and the values a kernel view shows.
+
+Reading: :func:`filter_weights`, :func:`bias`, :func:`weight_table`, :func:`param_counts`.
+Drawing: :func:`display_kernel` (any kernel as (kh, kw, cin, filters)) → :func:`kernel_tiles`
+→ :func:`kernel_page` (a grid picture, its layout and which filter each tile is);
+:class:`KernelPages` cuts a large layer into pages; :class:`WeightHistogram` is how
+weights spread.
 
 Layers are named by the paths of :class:`~cnnviz_widgets.core.graph.LayerGraph`
 (``"conv1"``, ``"vgg16/block1_conv1"``), so weights of layers inside nested base
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -220,5 +227,123 @@ def kernel_montage(
     if bgr == "auto":
         bgr = is_bgr_kernel(model, layer)
     kernel, rgb = display_kernel(model, layer)
-    tiles = kernel_tiles(kernel, rgb=rgb, bgr=bgr and rgb, scale=scale)
-    return imaging.montage(tiles, upscale, columns or math.ceil(math.sqrt(len(tiles))), gap)
+    every_filter = range(kernel.shape[-1])
+    drawn = {"rgb": rgb, "bgr": bgr and rgb, "scale": scale, "upscale": upscale, "columns": columns, "gap": gap}
+    return kernel_page(kernel, every_filter, **drawn).picture
+
+
+@dataclass(frozen=True)
+class KernelPage:
+    """Some filters of a kernel drawn as one grid picture: the value FilterGallery shows."""
+
+    filters: range  # the filters drawn, in order
+    tiles: np.ndarray  # float [0, 1] tiles (see kernel_tiles), tiles_per_filter per filter
+    tiles_per_filter: int  # 1 colour tile, else a gray tile per input channel: tile t is filter start + t // this
+    picture: np.ndarray  # uint8, the tiles enlarged and laid out
+    layout: imaging.GridLayout  # where each tile lies in ``picture``
+
+    def filter_picture(self, channel: int, side_px: int) -> np.ndarray:
+        """The tiles of filter ``channel`` (on this page) as one uint8 picture enlarged to about ``side_px``."""
+        first = (channel - self.filters.start) * self.tiles_per_filter
+        own = self.tiles[first : first + self.tiles_per_filter]
+        columns = math.ceil(math.sqrt(len(own)))
+        return imaging.upscale_to(imaging.montage(own, 1, columns, self.layout.gap), side_px)
+
+
+def kernel_page(
+    kernel: np.ndarray,
+    filters: range,
+    *,
+    rgb: bool,
+    bgr: bool = False,
+    scale: str = "tile",
+    upscale: int = 8,
+    columns: int | None = None,
+    gap: int = 1,
+) -> KernelPage:
+    """``filters`` of a :func:`display_kernel` kernel as tiles (see :func:`kernel_tiles`; ``scale="global"``
+    min-maxes over these filters), each enlarged ``upscale`` times, ``columns`` tiles a row (None: about square)."""
+    tiles = kernel_tiles(kernel[..., filters.start : filters.stop], rgb=rgb, bgr=bgr, scale=scale)
+    columns = columns or math.ceil(math.sqrt(len(tiles)))
+    kh, kw = tiles.shape[1:3]
+    layout = imaging.GridLayout.for_tiles(len(tiles), (kh * upscale, kw * upscale), columns, gap)
+    picture = imaging.montage(tiles, upscale, columns, gap)
+    return KernelPage(filters, tiles, len(tiles) // len(filters), picture, layout)
+
+
+MAX_GRID_WIDTH = 2048  # kernel tiles shrink (down to 1 px per weight) to fit this width
+MAX_GRID_PIXELS = 2**22  # a kernel page beyond this is cut into pages of filters
+MAX_UPSCALE = 8  # S2/S3 enlarge each weight to 8×8 pixels…
+MAX_TILE_SIZE = 64  # …but big tiles (a Dense unit's 28×28 weights) less
+
+
+@dataclass
+class KernelPages:
+    """A layer's kernel cut into pages of filters whose pictures stay within MAX_GRID_WIDTH and MAX_GRID_PIXELS."""
+
+    kernel: np.ndarray  # (kh, kw, cin, filters), see display_kernel
+    rgb: bool
+    bgr: bool
+    scale: str
+    gap: int = 1  # pixels between tiles, as in S2
+
+    def __post_init__(self):
+        kh, kw, cin, count = self.kernel.shape
+        self.count = count
+        tiles_per_filter = 1 if self.rgb else cin
+        # One row per filter when it has several gray tiles; otherwise a square grid.
+        self.columns = tiles_per_filter if tiles_per_filter > 1 else math.ceil(math.sqrt(count))
+        fitting = min((MAX_GRID_WIDTH // self.columns - self.gap) // kw, MAX_TILE_SIZE // max(kh, kw))
+        self.upscale = int(np.clip(fitting, 1, MAX_UPSCALE))
+        filter_pixels = tiles_per_filter * (kh * self.upscale + self.gap) * (kw * self.upscale + self.gap)
+        self.per_page = min(count, max(1, MAX_GRID_PIXELS // filter_pixels))
+        if self.per_page < count and tiles_per_filter == 1:
+            self.columns = math.ceil(math.sqrt(self.per_page))
+
+    def page_of(self, channel: int) -> range:
+        """The filters on the page that holds filter ``channel``."""
+        return imaging.page_of(channel, self.per_page, self.count)
+
+    def page(self, filters: range) -> KernelPage:
+        settings = {"rgb": self.rgb, "bgr": self.bgr, "scale": self.scale, "upscale": self.upscale}
+        return kernel_page(self.kernel, filters, **settings, columns=self.columns, gap=self.gap)
+
+
+@dataclass(frozen=True, eq=False)
+class WeightHistogram:
+    """How weights are spread: the fraction of them in each bin, and their range and mean."""
+
+    values: np.ndarray  # the weights counted
+    edges: np.ndarray  # bins + 1 edges
+    fractions: np.ndarray  # count in each bin / number of weights
+
+    @classmethod
+    def of(cls, values, bins=40) -> "WeightHistogram":
+        """``values`` counted in ``bins`` equal bins over their range, or in the given bin edges (as np.histogram)."""
+        values = np.asarray(values)
+        counts, edges = np.histogram(values, bins=bins)
+        return cls(values, edges, counts / values.size)
+
+    @property
+    def centres(self) -> np.ndarray:
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+    # Read on demand: a layer's histogram is drawn without them, and VGG16's fc1 has 100M weights.
+    @property
+    def minimum(self) -> float:
+        return float(self.values.min())
+
+    @property
+    def maximum(self) -> float:
+        return float(self.values.max())
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean())
+
+
+def default_kernel_layer(model) -> str:
+    """The layer a kernel view starts on: the first convolution, else the first layer with a kernel."""
+    names = kernel_layer_names(model)
+    convolutions = [path for path in names if len(kernel_shape(model, path)) >= 3]
+    return (convolutions or names)[0]

@@ -14,7 +14,7 @@ from typing import Callable
 import bqplot
 import ipywidgets as widgets
 import numpy as np
-from traitlets import TraitError, Unicode, observe, validate
+from traitlets import Enum, TraitError, Unicode, observe, validate
 
 from ..core import imaging
 from ..core.errors import CnnvizError
@@ -38,6 +38,19 @@ def checks(*names):
         return validate(*names)(accepting)
 
     return decorate
+
+
+class Choice(Enum):
+    """An Enum trait of a VisualizerWidget: a value not among its choices is refused like a @checks one,
+    and a good one clears the error shown."""
+
+    def validate(self, obj, value):
+        value = super().validate(obj, value)
+        obj.error = ""
+        return value
+
+    def error(self, obj, value, error=None, info=None):
+        obj.refuse(f"{self.name}={value!r} is not one of {', '.join(map(repr, self.values))}.")
 
 
 class VisualizerWidget(widgets.VBox):

@@ -1,0 +1,190 @@
+"""Filter patterns computed in the background: a job with progress and stop, and a bounded cache.
+
+:class:`PatternJob` runs :meth:`PatternSearch.run` over some filters in its own thread
+and reports each step and each finished batch; what it finishes goes into a
+:class:`PatternCache` keyed by :class:`PatternSettings` and filter, so a stopped,
+failed or replaced job keeps what it computed. A viewer observes the job through its
+callbacks and draws from the cache.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from . import imaging
+from .patterns import PatternSearch
+
+CACHE_BUDGET_MB = 256  # patterns of settings not used lately are dropped beyond this
+
+
+class PatternSettings(NamedTuple):
+    """What a computed pattern depends on besides its filter; a key of the pattern cache."""
+
+    layer: str
+    size: tuple  # (height, width)
+    steps: int
+    seed: int
+    value_range: tuple
+
+
+@dataclass(frozen=True)
+class ComputedPattern:
+    image: np.ndarray  # uint8 (height, width, C)
+    start_loss: float  # the filter's mean activation on the gray-noise start
+    final_loss: float  # ... after the last ascent step
+
+
+class PatternCache:
+    """Computed patterns by settings and filter, safe to fill from a job's thread.
+
+    Beyond ``budget_mb`` the patterns of the settings used least recently are dropped,
+    whole; those of the settings used last are always kept.
+    """
+
+    def __init__(self, budget_mb: float = CACHE_BUDGET_MB):
+        self._budget_bytes = budget_mb * 2**20
+        self._groups: OrderedDict[PatternSettings, dict[int, ComputedPattern]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, settings: PatternSettings, index: int, pattern: ComputedPattern):
+        with self._lock:
+            group = self._used(settings, create=True)
+            previous = group.get(index)
+            self._bytes += pattern.image.nbytes - (0 if previous is None else previous.image.nbytes)
+            group[index] = pattern
+            while self._bytes > self._budget_bytes and len(self._groups) > 1:
+                _, dropped = self._groups.popitem(last=False)
+                self._bytes -= sum(p.image.nbytes for p in dropped.values())
+
+    def patterns(self, settings: PatternSettings) -> dict[int, ComputedPattern]:
+        """The computed patterns of ``settings``, filter → pattern, in filter order (a copy)."""
+        with self._lock:
+            return dict(sorted(self._used(settings).items()))
+
+    def missing(self, settings: PatternSettings, filters) -> list[int]:
+        with self._lock:
+            group = self._used(settings)
+            return [index for index in filters if index not in group]
+
+    def page_picture(self, settings: PatternSettings, page: range, image_shape, gap: int):
+        """The patterns of ``page`` as an about-square grid, blank where not computed, and its layout."""
+        computed, blank = self.patterns(settings), np.zeros(image_shape, np.uint8)
+        return imaging.square_grid([computed[i].image if i in computed else blank for i in page], gap)
+
+    def _used(self, settings: PatternSettings, create: bool = False) -> dict[int, ComputedPattern]:
+        """The group of ``settings``, now the one used last; an empty one is created only to add to."""
+        if settings not in self._groups:
+            if not create:
+                return {}
+            self._groups[settings] = {}
+        self._groups.move_to_end(settings)
+        return self._groups[settings]
+
+
+class PatternJob:
+    """One background run of PatternSearch over ``filters``, filling ``cache``.
+
+    Progress is counted in ascent steps (``steps_done`` of ``total_steps``). The
+    callbacks run in the job's thread: ``on_step(job)`` before each step,
+    ``on_batch(job)`` after a batch is in the cache, ``on_finish(job)`` at the end,
+    whether it finished, was stopped (:meth:`stop`, after the current step) or failed
+    (``error``).
+    """
+
+    def __init__(
+        self,
+        search: PatternSearch,
+        settings: PatternSettings,
+        filters: list[int],
+        cache: PatternCache,
+        *,
+        step_size: float | None = None,
+        memory_budget_mb: float = 512,
+        on_step: Callable[["PatternJob"], None] | None = None,
+        on_batch: Callable[["PatternJob"], None] | None = None,
+        on_finish: Callable[["PatternJob"], None] | None = None,
+    ):
+        self.search, self.settings, self.filters, self.cache = search, settings, list(filters), cache
+        self._step_size, self._memory_budget_mb = step_size, memory_budget_mb
+        self._on_step, self._on_batch, self._on_finish = on_step, on_batch, on_finish
+        self.total_steps = math.ceil(len(self.filters) / search.batch_size(memory_budget_mb)) * settings.steps
+        self.steps_done = 0
+        self.error: BaseException | None = None
+        self.finished = False  # set before on_finish runs, while the thread is still alive
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"patterns of {settings.layer}", daemon=True)
+
+    def start(self) -> "PatternJob":
+        self.thread.start()
+        return self
+
+    def stop(self):
+        """Stop after the current step; finished batches stay in the cache."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def covers(self, filters) -> bool:
+        """Whether this job is running, not stopping, and will compute every one of ``filters``."""
+        return self.running and not self._stop.is_set() and set(filters) <= set(self.filters)
+
+    @property
+    def computed(self) -> int:
+        """How many of this job's filters are in the cache."""
+        return len(self.filters) - len(self.cache.missing(self.settings, self.filters))
+
+    @property
+    def outcome(self) -> str:
+        """"running", "failed", "stopped" (some filters not computed) or "done"."""
+        if not self.finished:
+            return "running"
+        if self.error is not None:
+            return "failed"
+        return "stopped" if self.computed < len(self.filters) else "done"
+
+    def wait(self):
+        """Join the thread; re-raise what went wrong in it."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self):
+        def should_stop():  # called before every ascent step
+            self._notify(self._on_step)
+            self.steps_done += 1
+            return self._stop.is_set()
+
+        def on_batch(done, total, result):
+            rows = zip(result.filters.tolist(), result.patterns, result.start_loss, result.final_loss)
+            for index, image, start_loss, final_loss in rows:
+                self.cache.add(self.settings, index, ComputedPattern(image, float(start_loss), float(final_loss)))
+            self._notify(self._on_batch)
+
+        try:
+            self.search.run(
+                self.filters,
+                steps=self.settings.steps,
+                step_size=self._step_size,
+                value_range=self.settings.value_range,
+                seed=self.settings.seed,
+                memory_budget_mb=self._memory_budget_mb,
+                on_batch=on_batch,
+                should_stop=should_stop,
+            )
+        except Exception as error:  # kept for the viewer and for wait(), which re-raises it
+            self.error = error
+        self.finished = True
+        self._notify(self._on_finish)
+
+    def _notify(self, callback):
+        if callback is not None:
+            callback(self)

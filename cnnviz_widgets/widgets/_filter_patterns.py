@@ -1,0 +1,222 @@
+"""The patterns half of FilterGallery: its controls, the background PatternJob it observes, and drawing.
+
+A mixin of :class:`~cnnviz_widgets.widgets.filter_gallery.FilterGallery`, which
+declares the traits (``steps``, ``size``, ``seed``, ``value_range``,
+``patterns_per_page``) and checks them; the job and its cache are core values
+(``core/pattern_jobs.py``).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+
+import ipywidgets as widgets
+import numpy as np
+
+from ..core import imaging
+from ..core.errors import CnnvizError
+from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
+from ..core.patterns import PatternSearch
+from ._base import image_view, show
+from ._filter_weights import ENLARGED_SIZE, TileGrid
+
+PATTERN_GAP = 5  # S1's margins between patterns
+
+
+class PatternsView:
+    """Patterns of the gallery's layer, computed on request in a PatternJob and drawn from its cache."""
+
+    _job: PatternJob | None = None  # the pattern run shown, if any
+
+    @property
+    def patterns(self) -> dict[int, np.ndarray]:
+        """Computed patterns of the current layer and settings: filter index → uint8 (size, size, C)."""
+        settings = self._pattern_settings_or_none()
+        if settings is None:
+            return {}
+        return {index: pattern.image for index, pattern in self._pattern_cache.patterns(settings).items()}
+
+    @property
+    def computing(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def _build_patterns_view(self) -> widgets.VBox:
+        self._pattern_cache = PatternCache()
+        self._pattern_grid_key = None  # what the grid shows: settings, page and the filters computed
+        self._draw_lock = threading.RLock()  # the job's thread draws too
+        self.steps_box, self.size_box, self.seed_box = (
+            widgets.IntText(description=name, layout=widgets.Layout(width="150px"))
+            for name in ("Steps", "Size", "Seed")
+        )
+        self._bind(self.steps_box, "steps")
+        self._bind(self.size_box, "size", shown=lambda size: self._shown_size())
+        self._bind(self.seed_box, "seed")
+        self.compute_button = widgets.Button(description="Compute", icon="play", button_style="primary")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.compute_button.on_click(lambda _: self._compute_from_button())
+        self.stop_button.on_click(lambda _: self.stop_patterns())
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, description="Steps")
+        self._pattern_status = widgets.HTML()
+        self._patterns_grid = TileGrid(self._select)
+        self._pattern_view = image_view(f"{ENLARGED_SIZE}px")
+        self._pattern_picture = np.zeros((1, 1, 3), np.uint8)
+        self._pattern_caption = widgets.HTML()
+        selected_pattern = widgets.VBox([self._pattern_view, self._pattern_caption])
+        return widgets.VBox(
+            [
+                widgets.HBox([self.steps_box, self.size_box, self.seed_box]),
+                widgets.HBox([self.compute_button, self.stop_button, self.progress, self._pattern_status]),
+                widgets.HBox([self._patterns_grid.view.figure, selected_pattern]),
+            ]
+        )
+
+    def _show_pattern_settings(self):
+        """New settings: a run for other settings stops (what it finished stays cached), the grid is redrawn."""
+        if self._job is not None and self._job.settings != self._pattern_settings_or_none():
+            self._drop_job()
+        self.size_box.value = self._shown_size()
+        self._show_patterns()
+
+    def _search(self, size) -> PatternSearch:
+        """The compiled search for the current layer, shared with cw.filter_patterns."""
+        return PatternSearch.shared(self._model, self.layer, size=size, preprocess=self._preprocess)
+
+    def _pattern_settings(self) -> PatternSettings:
+        """The cache key of the current patterns; raises why the layer has none."""
+        size = self._search(self.size).image_shape[:2]
+        return PatternSettings(self.layer, size, self.steps, self.seed, tuple(self.value_range))
+
+    def _pattern_settings_or_none(self) -> PatternSettings | None:
+        try:
+            return self._pattern_settings()
+        except CnnvizError:
+            return None
+
+    def _shown_size(self) -> int:
+        """What the Size box shows: the height the patterns will have (0 where the layer has none)."""
+        settings = self._pattern_settings_or_none()
+        return 0 if settings is None else settings.size[0]
+
+    def _pattern_page(self) -> range:
+        # A separable convolution has fewer output channels than depthwise filters.
+        return imaging.page_of(self.channel, self.patterns_per_page, self._search(self.size).num_filters)
+
+    def compute_patterns(self, wait: bool = False) -> threading.Thread | None:
+        """Compute the grid's missing patterns in a background thread, batch by batch.
+
+        Returns the thread, or None when every pattern on the grid is cached.
+        ``wait=True`` joins it and re-raises what went wrong in it. A run under way
+        that covers the grid is returned, not started twice; one for other filters
+        is stopped (what it finished stays cached).
+        """
+        settings = self._pattern_settings()
+        missing = self._pattern_cache.missing(settings, self._pattern_page())
+        if not missing:
+            return None
+        job = self._job
+        if job is None or not job.covers(missing):
+            job = self._start_job(settings, missing)
+        if wait:
+            job.wait()
+        return job.thread
+
+    def stop_patterns(self):
+        """Stop after the current step; finished batches stay on the grid and in the cache."""
+        if self._job is not None:
+            self._job.stop()
+
+    def close(self):
+        """Stop a pattern run first: its thread holds this widget and draws on it."""
+        job = self._job
+        if job is not None:
+            self._drop_job()
+            if job.thread is not threading.current_thread():
+                job.thread.join()
+        super().close()
+
+    def _compute_from_button(self):
+        try:
+            self.compute_patterns()
+        except CnnvizError as error:
+            self._pattern_status.value = html.escape(str(error))
+
+    def _start_job(self, settings: PatternSettings, missing: list) -> PatternJob:
+        self._drop_job()
+        job = PatternJob(
+            self._search(self.size),
+            settings,
+            missing,
+            self._pattern_cache,
+            step_size=self._step_size,
+            memory_budget_mb=self._memory_budget_mb,
+            on_step=self._report,
+            on_batch=self._on_batch,
+            on_finish=self._on_finish,
+        )
+        self.progress.value, self.progress.max = 0, job.total_steps
+        self._job = job
+        self.compute_button.disabled, self.stop_button.disabled = True, False
+        self._pattern_status.value = f"computing {len(missing)} pattern(s)…"
+        return job.start()
+
+    def _drop_job(self):
+        """Stop the current run and stop showing its progress; what it finished stays cached."""
+        self.stop_patterns()
+        self._job = None
+        self.compute_button.disabled, self.stop_button.disabled = False, True
+        self.progress.value = 0
+        self._pattern_status.value = ""
+
+    # The job's callbacks run in its thread; they draw only while the job is still this widget's.
+
+    def _report(self, job: PatternJob):
+        if self._job is job:
+            self.progress.value = min(job.steps_done, self.progress.max)
+
+    def _on_batch(self, job: PatternJob):
+        self._report(job)
+        if self._job is job:
+            self._show_patterns()
+
+    def _on_finish(self, job: PatternJob):
+        if self._job is not job:
+            return
+        self.compute_button.disabled, self.stop_button.disabled = False, True
+        outcome, done = job.outcome, job.computed
+        if outcome == "failed":
+            self._pattern_status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
+        elif outcome == "stopped":
+            self._pattern_status.value = f"stopped: {done} of {len(job.filters)} computed"
+        else:
+            self._pattern_status.value = f"done: {done} pattern(s)"
+        self._show_patterns()
+
+    def _show_patterns(self):
+        with self._draw_lock:
+            try:
+                settings = self._pattern_settings()
+            except CnnvizError as error:
+                self.compute_button.disabled = True
+                self._pattern_status.value = html.escape(str(error))
+                return
+            self.compute_button.disabled = self.computing
+            computed = self._pattern_cache.patterns(settings)
+            page = self._pattern_page()
+            image_shape = self._search(self.size).image_shape
+            # A channel move within the page changes the enlarged pattern, not the grid.
+            grid_key = (settings, page, frozenset(index for index in page if index in computed))
+            if grid_key != self._pattern_grid_key:
+                picture, layout = self._pattern_cache.page_picture(settings, page, image_shape, PATTERN_GAP)
+                self._patterns_grid.show(picture, layout, page.start)
+                self._pattern_grid_key = grid_key
+
+            selected = computed.get(self.channel)
+            shown = np.zeros(image_shape, np.uint8) if selected is None else selected.image
+            self._pattern_picture = imaging.upscale_to(shown, ENLARGED_SIZE)
+            show(self._pattern_view, self._pattern_picture)
+            if selected is None:
+                caption = "not computed yet: press Compute"
+            else:
+                caption = f"mean activation {selected.start_loss:.3g} → {selected.final_loss:.3g}"
+            self._pattern_caption.value = f"<b>filter {self.channel}</b><br>{caption}"
