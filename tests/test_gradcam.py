@@ -1,3 +1,5 @@
+"""Grad-CAM (core/attribution/): against keras-io's GradientTape algorithm on every kind of head, layer and class batch."""
+
 import keras
 import numpy as np
 import pytest

@@ -1,3 +1,5 @@
+"""GradCamViewer: what it shows follows cw.grad_cam, each (layer, class) is computed once, refusals keep its state."""
+
 import keras
 import numpy as np
 import pytest
