@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnviz_widgets import GradCamViewer
-from cnnviz_widgets.core.gradcam import GradCam
+from cnnviz_widgets.core.attribution import GradCam
 
 from .common import change_seconds, incompatible, peer, pixels, vgg16
 from .timing import Row, change_row, faster_row, interleaved, over_forward_row

@@ -2,7 +2,7 @@
 
 from . import demo
 from .core.activations import activations
-from .core.gradcam import grad_cam
+from .core.attribution import grad_cam
 from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns

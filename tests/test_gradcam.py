@@ -1,12 +1,14 @@
+"""Grad-CAM (core/attribution/): against keras-io's GradientTape algorithm on every kind of head, layer and class batch."""
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import cnnviz_widgets as cw
-from cnnviz_widgets.core import gradcam
+from cnnviz_widgets.core.attribution import base
 from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
-from cnnviz_widgets.core.gradcam import GradCam
+from cnnviz_widgets.core.attribution import GradCam
 from conftest import nested_cnn, small_cnn
 
 
@@ -288,7 +290,7 @@ def test_dense_head_for_batched_classes_matches_a_tape_per_class(rank, skip, lay
 @pytest.mark.parametrize("images, classes", [(2, 3), (1, 2), (1, 1)])
 def test_dense_head_backward_of_several_rows_runs_on_the_matmul_primitive(images, classes):
     # MatMul's sgemm path is slow for a few rows against a large transposed kernel on some
-    # CPUs; the Jacobian's head products are BatchMatMulV2s (see gradcam._matmul_gradient),
+    # CPUs; the Jacobian's head products are BatchMatMulV2s (see base._matmul_gradient),
     # except for one row, sgemm's fast case.
     cam = GradCam(dense_head_cnn())
     traced = cam._maps.get_concrete_function(tf.TensorSpec((images, 12, 12, 3)), tf.TensorSpec((images, classes), tf.int64))
@@ -308,7 +310,7 @@ def test_matmul_gradient_equals_tensorflows(transpose_a, transpose_b):
 
     @tf.function
     def overridden():
-        with tf.compat.v1.get_default_graph().gradient_override_map({"MatMul": gradcam._MATMUL_GRADIENT}):
+        with tf.compat.v1.get_default_graph().gradient_override_map({"MatMul": base._MATMUL_GRADIENT}):
             score = product_score()
         return tf.gradients(score, [a, b])
 

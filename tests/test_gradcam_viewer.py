@@ -1,3 +1,5 @@
+"""GradCamViewer: what it shows follows cw.grad_cam, each (layer, class) is computed once, refusals keep its state."""
+
 import keras
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.class_names import imagenet_class_names
-from cnnviz_widgets.core.gradcam import GradCam
+from cnnviz_widgets.core.attribution import GradCam
 from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import everything_shown, nested_cnn, small_cnn
 

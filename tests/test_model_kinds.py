@@ -77,7 +77,7 @@ def resized(maps, size):
 def test_grad_cam_of_a_reshaped_input_is_at_the_image_size(flat):
     model = reshaped_mnist(flat)
     x = digits().reshape(2, -1) if flat else digits()
-    assert cw.core.gradcam.GradCam(model).layer == "conv_b"
+    assert cw.core.attribution.GradCam(model).layer == "conv_b"
     heatmaps = cw.grad_cam(model, x, 1)
     expected = resized(tape_grad_cam_maps(model, x, "conv_b", 1), (28, 28))
     assert heatmaps.shape == (2, 28, 28) and expected.max() > 0

@@ -372,7 +372,7 @@ def check_filter_patterns(model):
 
 def check_grad_cam(model):
     x = sample_inputs(model)
-    cam = cw.core.gradcam.GradCam(model, probabilities=True)
+    cam = cw.core.attribution.GradCam(model, probabilities=True)
     heatmaps = cw.grad_cam(model, x, 1, probabilities=True)
     np.testing.assert_allclose(heatmaps, tape_grad_cam(model, x, cam.layer, 1), atol=heatmap_tolerance(model))
 

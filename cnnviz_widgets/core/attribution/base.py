@@ -1,19 +1,25 @@
-"""Grad-CAM (Selvaraju et al. 2017), as in "Deep Learning with Python" 5.4 and keras-io.
+"""What every class activation map (CAM) method shares: one forward pass, the batched class gradients, the map's rules.
 
-For a class c and a convolutional layer with feature maps A (h, w, channels):
-  weights_k = mean over (h, w) of d score_c / d A_k      (one weight per channel)
-  map       = ReLU(sum_k weights_k * A_k), divided by its max
-then resized to the input image. The class score is the logit before softmax (or
-sigmoid) unless ``probabilities=True``.
+For K classes of N images and a layer with feature maps A (N, *spatial, C), a method
+derives one map per image and class from A and the gradients of the class scores
+dS/dA (N, K, *spatial, C):
+  weights = method.channel_weights(A, dS/dA)                 (N, K, C)
+  terms   = method.channel_terms(A, dS/dA, weights)          (N, K, *spatial, C), default w_k A_k
+  map     = ReLU(sum over channels of terms), divided by its max
+then resized to the input. So a CAM variant is one file with its formula, e.g.
+  class HiResCam(GradCam):  # map = ReLU(sum_k dS/dA_k ⊙ A_k), elementwise
+      def channel_terms(self, features, gradients, weights): return gradients * features[:, None]
+and Grad-CAM++ overrides ``channel_weights`` with its second-order weights.
+
+The class score is the class logit from ``core/heads.py`` (the probability with
+``probabilities=True``). Several classes cost one forward pass: the feature map and
+the scores come from one model over the flat graph, and the per-class gradients
+from one batched Jacobian of the selected scores with respect to the feature map,
+which only runs back through the layers after the feature map.
 
 A map flat to float32 rounding (a black or constant image, a feature map that does
 not vary) carries no information about where: it is returned as zeros and flagged
 ``flat``, rather than divided by its max into a full-range picture of rounding noise.
-
-Several classes of the same images cost one forward pass: the feature map and the
-scores are computed once and the per-class gradients come from one batched
-Jacobian of the selected scores with respect to the feature map, which only runs
-back through the layers after the feature map.
 
 The Jacobian's dense-head products run on oneDNN's matmul primitive rather than its
 sgemm API, which on some CPUs takes a slow path for a few rows against a large
@@ -27,19 +33,19 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .errors import InputError, UnsupportedModelError
-from .graph import LayerGraph
-from .inputs import as_images, image_shape, prepare_inputs
-from .internals import matmul_gradient
+from ..errors import InputError, UnsupportedModelError
+from ..graph import LayerGraph
+from ..inputs import as_images, image_shape, prepare_inputs
+from ..internals import matmul_gradient
 
 
 @dataclass
-class GradCamResult:
-    """Grad-CAM of K classes for each of N images."""
+class CamResult:
+    """A class activation map of K classes for each of N images."""
 
     heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the image's resolution ((N, K, L) for sequences, (N, K, D, H, W) for videos)
     maps: np.ndarray  # (N, K, h, w) in [0, 1] at the layer's resolution
-    channel_weights: np.ndarray  # (N, K, channels): spatial mean of the gradients
+    channel_weights: np.ndarray  # (N, K, channels): the method's weight of each channel
     channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
     scores: np.ndarray  # (N, classes): the scores the gradients were taken of
     classes: np.ndarray  # (N, K)
@@ -47,7 +53,7 @@ class GradCamResult:
 
     @property
     def contributions(self) -> np.ndarray:
-        """(N, K, channels): each channel's Grad-CAM weight times its mean activation."""
+        """(N, K, channels): each channel's weight times its mean activation."""
         return self.channel_weights * self.channel_means[:, None, :]
 
 
@@ -78,7 +84,7 @@ def _matmul_gradient(op, grad):
 
 
 def _map_ranks(graph: LayerGraph) -> tuple[int, ...]:
-    """Output ranks of the layers Grad-CAM can explain, preferred first: the rank of the
+    """Output ranks of the layers a CAM can explain, preferred first: the rank of the
     input as the layers see it (see image_shape).
 
     Images: 4 (batch, h, w, channels), also those that a Reshape makes; sequences: 3.
@@ -96,10 +102,33 @@ def _map_ranks(graph: LayerGraph) -> tuple[int, ...]:
 
 
 _RANK_TEXT = {
-    5: "5-D (batch, frames, height, width, channels)",
-    4: "4-D (batch, height, width, channels)",
-    3: "3-D (batch, steps, channels)",
+    5: "5-D output (batch, frames, height, width, channels)",
+    4: "4-D output (batch, height, width, channels)",
+    3: "3-D output (batch, steps, channels)",
 }
+
+
+def explainable_layers(graph: LayerGraph, output_index: int = 0) -> list[str]:
+    """The layers a CAM accepts for model output ``output_index``: a map-shaped output
+    (see :func:`_map_ranks`) that feeds its class scores; preferred rank first, in graph order."""
+    return [path for rank in _map_ranks(graph) for path in graph.spatial_paths(rank=rank) if graph.feeds(path, output_index)]
+
+
+def checked_layer(graph: LayerGraph, layer, output_index: int = 0) -> str:
+    """``layer`` if a CAM accepts it (see :func:`explainable_layers`), else an error naming the ones it does."""
+    shape = graph.info(layer).output_shape
+    ranks = _map_ranks(graph)
+    if len(shape) not in ranks:
+        problem = f"Layer '{layer}' has output shape {shape}; Grad-CAM needs a {' or '.join(_RANK_TEXT[rank] for rank in ranks)}"
+    elif not graph.feeds(layer, output_index):
+        problem = (
+            f"Layer '{layer}' does not feed model output {output_index}, so the class scores have no "
+            "gradient with respect to it; pick a layer before the output"
+        )
+    else:
+        return layer
+    options = ", ".join(explainable_layers(graph, output_index)[-8:]) or "none"
+    raise UnsupportedModelError(f"{problem}. Try one of: {options}.")
 
 
 def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
@@ -116,52 +145,67 @@ def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
             if not skipped and graph.feeds(path, output_index):
                 return path
     raise UnsupportedModelError(
-        f"Grad-CAM needs a layer with a {' or '.join(_RANK_TEXT[rank] for rank in ranks)} output, such "
+        f"Grad-CAM needs a layer with a {' or '.join(_RANK_TEXT[rank] for rank in ranks)}, such "
         "as a Conv2D (Conv1D for sequences, Conv3D for videos), before the class scores; this model has "
         "none, so there is no map to explain. Its layers' outputs can still be shown "
         "with activations()."
     )
 
 
-class GradCam:
-    """Grad-CAM for one model, layer and output, reusable across images and classes."""
+def resize_maps(maps, size) -> tf.Tensor:
+    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1].
+
+    Maps with fewer spatial axes than the input (a ConvLSTM2D's, which folds a video's
+    frames) take the last ones: the frame. Volumes are resized frame by frame, then
+    along the frames: linear interpolation is separable, so that is trilinear.
+    """
+    count, k, *spatial = maps.shape
+    size = tuple(size)[len(size) - len(spatial) :]
+    if len(spatial) == 1:  # a sequence: a one-pixel-wide image
+        resized = tf.image.resize(tf.reshape(maps, (count * k, spatial[0], 1, 1)), (size[0], 1))
+    else:
+        resized = tf.image.resize(tf.reshape(maps, (-1, *spatial[-2:], 1)), size[-2:])
+        if len(spatial) == 3:
+            frames = tf.reshape(resized, (count * k, spatial[0], size[1] * size[2], 1))
+            resized = tf.image.resize(frames, (size[0], size[1] * size[2]))
+    return tf.clip_by_value(tf.reshape(resized, (count, k, *size)), 0.0, 1.0)
+
+
+class ClassActivationMap:
+    """A CAM method for one model, layer and output, reusable across images and classes.
+
+    Subclasses give :meth:`channel_weights`, and :meth:`channel_terms` if their map is
+    not the weighted sum of the feature maps (see the module docstring).
+    """
 
     def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0):
         self.graph = LayerGraph.of(model)
         self.head = self.graph.head(output)
         output_index = self.head.index
-        self.layer = default_layer(self.graph, output_index) if layer is None else self._checked(layer, output_index)
+        self.layer = default_layer(self.graph, output_index) if layer is None else checked_layer(self.graph, layer, output_index)
         self._model = self.graph.score_model(self.layer, output_index, probabilities)
         self._maps = tf.function(self._compute_maps, reduce_retracing=True)
 
     @classmethod
-    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0) -> "GradCam":
-        """The model's one GradCam for these settings, compiled once; ``layer=None`` is the default layer."""
+    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0):
+        """The model's one instance for these settings, compiled once; ``layer=None`` is the default layer."""
         graph = LayerGraph.of(model)
         output_index = graph.output_index(output)
         layer = default_layer(graph, output_index) if layer is None else layer
         graph.info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
         return graph.cached(
-            ("grad_cam", layer, probabilities, output_index),
+            ("attribution", cls, layer, probabilities, output_index),
             lambda: cls(model, layer, probabilities=probabilities, output=output_index),
         )
 
-    def _checked(self, layer, output_index) -> str:
-        info = self.graph.info(layer)
-        ranks = _map_ranks(self.graph)
-        if len(info.output_shape) not in ranks:
-            options = ", ".join(p for rank in ranks for p in self.graph.spatial_paths(rank=rank)[-8:]) or "none"
-            raise UnsupportedModelError(
-                f"Layer '{layer}' has output shape {info.output_shape}; Grad-CAM needs "
-                f"a {' or '.join(_RANK_TEXT[rank] for rank in ranks)} output. Try one of: {options}."
-            )
-        if not self.graph.feeds(layer, output_index):
-            raise UnsupportedModelError(
-                f"Layer '{layer}' does not feed model output {output_index}, so the "
-                "class scores have no gradient with respect to it; pick a layer before "
-                "the output."
-            )
-        return layer
+    def channel_weights(self, features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+        """(N, K, C) weights from features (N, *spatial, C) and class gradients (N, K, *spatial, C)."""
+        raise NotImplementedError
+
+    def channel_terms(self, features: tf.Tensor, gradients: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """(N, K, *spatial, C): what the map sums over channels; each feature map times its weight."""
+        spatial_ones = [1] * (len(features.shape) - 2)
+        return features[:, None] * tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1], *spatial_ones, -1])
 
     def _compute_maps(self, inputs, classes):
         # One row (one image, one class, when traced for that shape) is sgemm's fast case, faster than BatchMatMulV2.
@@ -179,13 +223,13 @@ class GradCam:
         # respect to the layer's own output: a float32 copy of a mixed-precision (float16)
         # map is not on the path to the scores, so its gradient would be None.
         gradients = tf.vectorized_map(class_gradients, tf.eye(tf.shape(selected)[1]))  # (K, N, *spatial, channels)
-        gradients = tf.cast(gradients, tf.float32)
+        rank = len(features.shape)
+        gradients = tf.transpose(tf.cast(gradients, tf.float32), [1, 0, *range(2, rank + 1)])  # (N, K, *spatial, channels)
         features = tf.cast(features, tf.float32)
-        spatial = list(range(1, len(features.shape) - 1))
+        weights = self.channel_weights(features, gradients)
+        terms = self.channel_terms(features, gradients, weights)
+        spatial = list(range(1, rank - 1))
         map_axes = [axis + 1 for axis in spatial]
-        weights = tf.transpose(tf.reduce_mean(gradients, axis=map_axes), [1, 0, 2])  # (N, K, channels)
-        expanded = tf.reshape(weights, [tf.shape(weights)[0], tf.shape(weights)[1]] + [1] * len(spatial) + [-1])
-        terms = features[:, None] * expanded  # (N, K, *spatial, channels)
         sums = tf.reduce_sum(terms, axis=-1)  # (N, K, *spatial), before the ReLU
         tolerance = FLAT_TOLERANCE_EPSILONS * np.finfo(np.float32).eps * tf.reduce_max(
             tf.reduce_sum(tf.abs(terms), axis=-1), axis=map_axes, keepdims=True
@@ -215,11 +259,11 @@ class GradCam:
             )
         return matrix
 
-    def explain(self, x, classes) -> GradCamResult:
-        """Grad-CAM of ``classes`` (see :meth:`class_matrix`) for images ``x``."""
+    def explain(self, x, classes) -> CamResult:
+        """The maps of ``classes`` (see :meth:`class_matrix`) for images ``x``."""
         return self._explain_prepared(prepare_inputs(self.graph, x), classes)
 
-    def _explain_prepared(self, inputs, classes) -> GradCamResult:
+    def _explain_prepared(self, inputs, classes) -> CamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
         model_inputs = [tf.convert_to_tensor(a) for a in inputs]
         maps, weights, means, scores, flat = self._maps(
@@ -230,8 +274,8 @@ class GradCam:
                 "The model's class scores contain NaN or infinity for these images, so "
                 "Grad-CAM is undefined; check the images' scale and the preprocessing."
             )
-        heatmaps = _resize_maps(maps, as_images(self.graph, inputs[0]).shape[1:-1])
-        return GradCamResult(
+        heatmaps = resize_maps(maps, as_images(self.graph, inputs[0]).shape[1:-1])
+        return CamResult(
             heatmaps=heatmaps.numpy(),
             maps=maps.numpy(),
             channel_weights=weights.numpy(),
@@ -240,50 +284,3 @@ class GradCam:
             classes=matrix,
             flat=flat.numpy(),
         )
-
-
-def _resize_maps(maps, size) -> tf.Tensor:
-    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1].
-
-    Maps with fewer spatial axes than the input (a ConvLSTM2D's, which folds a video's
-    frames) take the last ones: the frame. Volumes are resized frame by frame, then
-    along the frames: linear interpolation is separable, so that is trilinear.
-    """
-    count, k, *spatial = maps.shape
-    size = tuple(size)[len(size) - len(spatial) :]
-    if len(spatial) == 1:  # a sequence: a one-pixel-wide image
-        resized = tf.image.resize(tf.reshape(maps, (count * k, spatial[0], 1, 1)), (size[0], 1))
-    else:
-        resized = tf.image.resize(tf.reshape(maps, (-1, *spatial[-2:], 1)), size[-2:])
-        if len(spatial) == 3:
-            frames = tf.reshape(resized, (count * k, spatial[0], size[1] * size[2], 1))
-            resized = tf.image.resize(frames, (size[0], size[1] * size[2]))
-    return tf.clip_by_value(tf.reshape(resized, (count, k, *size)), 0.0, 1.0)
-
-
-def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0) -> np.ndarray:
-    """Grad-CAM heatmaps (N, H, W) in [0, 1] at the input's resolution.
-
-    ``class_index`` is one class for every image or a sequence of one class per
-    image; ``layer`` defaults to the last non-pooling layer with a 4-D output.
-    ``output`` picks the model output by index, dict key or layer name.
-
-    The class score is the class logit (see ``core/heads.py``): the input of a
-    softmax or sigmoid however the model writes it, or the probability with
-    ``probabilities=True``. A one-unit (binary) output has two classes, 0 =
-    negative (-logit) and 1 = positive (logit). A segmentation output
-    (N, H, W, classes) scores a class by its logit averaged over all pixels, as
-    pytorch-grad-cam's SemanticSegmentationTarget with a full mask.
-    """
-    cam = GradCam.shared(model, layer, probabilities=probabilities, output=output)
-    inputs = prepare_inputs(cam.graph, x)
-    count = len(inputs[0])
-    classes = cam.head.class_indices(class_index)
-    if classes.ndim == 1:
-        if len(classes) != count:
-            raise InputError(
-                f"class_index has {len(classes)} entries for {count} image(s); give one "
-                "class for all images or exactly one per image."
-            )
-        classes = classes[:, None]
-    return cam._explain_prepared(inputs, classes).heatmaps[:, 0]
