@@ -239,3 +239,13 @@ def test_a_feature_extractor_output_is_shown_as_its_values_not_as_probabilities(
     assert head.value_name == "value" and "not class probabilities" in head.title
     values = cw.core.graph.LayerGraph.of(model).probabilities([x])
     np.testing.assert_allclose(values, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_gradcam_viewer_labels_a_feature_extractors_values_as_values(x):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inputs)))
+    viewer = GradCamViewer(model, x[0])
+    np.testing.assert_allclose(viewer.probabilities, model.predict(x[:1], verbose=0)[0], rtol=1e-5, atol=1e-6)
+    assert viewer.prediction_chart.figure.axes[1].label == "value"
+    assert ", value " in viewer._class_label.value and "probability" not in viewer._class_label.value
+    viewer.close()

@@ -76,7 +76,7 @@ class GradCamViewer(VisualizerWidget):
         self._class_label = widgets.HTML()
         self.heatmap_note = widgets.HTML()  # says why a heatmap shows no heat
         title = f"Top-{len(self._top_classes)} classes ({self._head.title})"
-        self.prediction_chart = BarChart(title=title, y_label="probability")
+        self.prediction_chart = BarChart(title=title, y_label=self._head.value_name)
         self.prediction_chart.show(predictions.labels, self.probabilities[self._top_classes])
         self.prediction_chart.on_select(self._select_prediction)
         self.contribution_chart = BarChart(x_label="channel", y_label="weight × mean activation")
@@ -140,7 +140,7 @@ class GradCamViewer(VisualizerWidget):
         self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
         name = self.class_names[self.class_index]
         self._class_label.value = (
-            f"<b>{html.escape(name)}</b>, probability {self.probabilities[self.class_index]:.3g}"
+            f"<b>{html.escape(name)}</b>, {self._head.value_name} {self.probabilities[self.class_index]:.3g}"
         )
         channels = explanation.top_channels(TOP_CHANNELS)
         self.contribution_chart.figure.title = f"Channels of {self.layer} for '{name}'"
