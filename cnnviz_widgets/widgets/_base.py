@@ -1,6 +1,6 @@
-"""What the three widgets share: refusing bad values, bar charts, image views, PNG export.
+"""What the widgets share: refusing bad values, choice traits, setting traits from the constructor, bar charts, picture views, PNG export.
 
-No model maths here: widgets call ``cnnviz_widgets.core`` and only lay out and draw.
+No maths here: widgets call ``cnnviz_widgets.core`` and only lay out and draw.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Callable
 import bqplot
 import ipywidgets as widgets
 import numpy as np
-from traitlets import TraitError, Unicode, observe, validate
+from traitlets import Enum, TraitError, TraitType, Unicode, observe, validate
 
+from ..core import checks as core_checks
 from ..core import imaging
-from ..core.errors import CnnvizError
+from ..core.errors import CnnvizError, InputTypeError
 
 
 class WidgetValueError(CnnvizError, TraitError, ValueError):
@@ -38,6 +39,19 @@ def checks(*names):
         return validate(*names)(accepting)
 
     return decorate
+
+
+class Choice(Enum):
+    """An Enum trait whose refusal names the values to use and, like any refusal, shows in ``error``."""
+
+    def validate(self, obj, value):
+        value = super().validate(obj, value)
+        if obj.error:  # a good value clears the refusal still shown, as with checks()
+            obj.error = ""
+        return value
+
+    def error(self, obj, value, error=None, info=None):
+        raise WidgetValueError(f"Unknown {self.name} {value!r}. Use one of: {', '.join(map(str, self.values))}.")
 
 
 class VisualizerWidget(widgets.VBox):
@@ -61,11 +75,10 @@ class VisualizerWidget(widgets.VBox):
         super().__init__(**kwargs)
 
     def __setattr__(self, name, value):
-        # traitlets checks a value's type before any @validate runs: show that refusal too.
+        # traitlets checks a value's type (and a Choice its values) before any @validate
+        # runs: show that refusal too.
         try:
             super().__setattr__(name, value)
-        except WidgetValueError:
-            raise
         except TraitError as error:
             if self.has_trait(name):
                 self.error = str(error)
@@ -105,10 +118,28 @@ class VisualizerWidget(widgets.VBox):
         control.observe(to_trait, "value")
         self.observe(lambda change: setattr(control, "value", shown(change["new"])), name)
 
-    def refuse_outside(self, value: int, count: int, message: str):
-        """Refuse ``value`` unless 0 <= value < count; ``message`` says why, "so use 0..n" is added."""
-        if isinstance(value, bool) or not 0 <= value < count:  # traitlets' Int takes True as 1
-            self.refuse(f"{message}, so use 0..{count - 1}.")
+    def refuse_outside(self, name: str, value, count: int, why: str, problem: str = "is out of range") -> int:
+        """``value`` if it is an index 0..count-1, else refused as :func:`core.checks.index` words it."""
+        try:
+            return core_checks.index(name, value, count, why, problem)
+        except CnnvizError as error:
+            self.refuse(str(error))
+
+    def set_traits_in_order(self, traits: dict):
+        """Set the constructor's ``**traits`` one by one in the class's order, each checked as if set later.
+
+        The order of the class's declarations matters: a channel is checked against the
+        layer given with it.
+        """
+        names = [name for name, trait in vars(type(self)).items() if isinstance(trait, TraitType)]
+        unknown = sorted(set(traits) - set(names))
+        if unknown:
+            raise InputTypeError(
+                f"{type(self).__name__} has no trait {', '.join(unknown)}; its traits are: {', '.join(names)}."
+            )
+        for name in names:
+            if name in traits:
+                setattr(self, name, traits[name])
 
     @observe("error")
     def _show_error(self, change):
@@ -121,11 +152,7 @@ class VisualizerWidget(widgets.VBox):
 
     def to_png(self) -> bytes:
         """A PNG of what the widget shows, for export and where widgets do not render."""
-        # A small map (a 28×28 digit, a 7×7 feature map) is enlarged, its pixels kept crisp.
-        pictures = [imaging.upscale_to(imaging.to_uint8_image(p), STATIC_PANEL_PX) for p in self.panels()]
-        height = max(p.shape[0] for p in pictures)
-        padded = [np.pad(p, ((0, height - p.shape[0]), (0, 8), (0, 0)), constant_values=255) for p in pictures]
-        return imaging.to_png(np.concatenate(padded, axis=1)[:, :-8])
+        return imaging.to_png(imaging.side_by_side(self.panels(), STATIC_PANEL_PX))
 
     def _repr_mimebundle_(self, **kwargs):
         # nbconvert and GitHub cannot draw widgets; they fall back to this PNG.
@@ -188,8 +215,6 @@ def _drop_callbacks(widget: widgets.Widget):
             value.callbacks.clear()
 
 
-
-
 def image_view(width: str = "256px") -> widgets.Image:
     """A PNG image widget; upscale small maps with imaging.upscale to keep pixels crisp."""
     return widgets.Image(format="png", layout=widgets.Layout(width=width))
@@ -197,14 +222,6 @@ def image_view(width: str = "256px") -> widgets.Image:
 
 def show(view: widgets.Image, picture: np.ndarray):
     view.value = imaging.to_png(imaging.to_uint8_image(picture))
-
-
-def raw_image_picture(image) -> np.ndarray:
-    """One raw image as uint8 RGB; values that are not pixels (a preprocessed image) are stretched to show."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
-        array = imaging.normalize(array)
-    return imaging.to_uint8_image(array)
 
 
 class BarChart:

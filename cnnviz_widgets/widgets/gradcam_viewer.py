@@ -23,7 +23,7 @@ from ..core.errors import CnnvizError, InputError
 from ..core.gradcam import GradCam, default_layer
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
-from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_picture, show
+from ._base import BarChart, VisualizerWidget, checks, image_view, show
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
@@ -72,7 +72,7 @@ class GradCamViewer(VisualizerWidget):
         if len(raw) != 1:
             raise InputError(f"GradCamViewer explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
         self.image = as_images(graph, raw)[0]
-        self._picture = raw_image_picture(self.image)
+        self._picture = imaging.raw_image_picture(self.image)
         self._head = graph.head(output)
         self.probabilities = graph.probabilities([self._model_input], self._head.index)[0].astype(np.float64)
         self.num_classes = len(self.probabilities)
