@@ -19,6 +19,7 @@ from traitlets import Enum, TraitError, TraitType, Unicode, observe, validate
 from ..core import checks as core_checks
 from ..core import imaging
 from ..core.errors import CnnvizError, InputTypeError
+from ._closing import drop_callbacks, owned_widgets
 
 
 class WidgetValueError(CnnvizError, TraitError, ValueError):
@@ -97,7 +98,7 @@ class VisualizerWidget(widgets.VBox):
         for part in owned_widgets(self):
             if part is not self:
                 part.close()
-            _drop_callbacks(part)
+            drop_callbacks(part)
         super().close()
 
     def refuse(self, message: str):
@@ -176,43 +177,6 @@ def _closing_when_refused(init):
             raise
 
     return initialise
-
-
-def owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
-    """``root`` and every widget it is made of, shown or not.
-
-    Widgets are found through synced traits (children, layout, style, a figure's marks,
-    axes and scales, a mark's image or tooltip) of ``root``, of the widgets in its
-    attributes (a view not shown now, a hidden image buffer) and of the widgets in
-    this package's helper objects (BarChart, PictureFigure, TileGrid…).
-    """
-    found, seen, pending = [], set(), [root]
-    while pending:
-        value = pending.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, widgets.Widget):
-            found.append(value)
-            pending.extend(getattr(value, name) for name in value.keys)
-            if value is root:
-                pending.extend(vars(value).values())
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            pending.extend(value)
-        elif isinstance(value, dict):
-            pending.extend(value.values())
-        elif type(value).__module__.startswith(__package__ + "."):
-            pending.extend(vars(value).values())
-    return found
-
-
-def _drop_callbacks(widget: widgets.Widget):
-    """Forget trait observers (links included) and click and message callbacks."""
-    widget.unobserve_all()
-    # _trait_values holds the traits set so far; trait_values() would create the others.
-    for value in [*vars(widget).values(), *widget._trait_values.values()]:
-        if isinstance(value, widgets.CallbackDispatcher):
-            value.callbacks.clear()
 
 
 def image_view(width: str = "256px") -> widgets.Image:
