@@ -143,6 +143,9 @@ def test_bad_index_and_layer_are_refused(counted_model, images):
     cache = ActivationCache(counted_model, images)
     with pytest.raises(InputError, match=r"there are 4 images, so use 0\.\.3"):
         cache.for_image(4)
+    for not_an_index in (True, 1.0):  # True was image 1; 1.0 failed inside numpy's slicing
+        with pytest.raises(InputError, match=rf"Image index {not_an_index} is out of range"):
+            cache.for_image(not_an_index)
     with pytest.raises(UnknownLayerError, match="Available: counter, conv1"):
         cache.for_layer("conv9")
     assert cache.forward_passes == 0

@@ -7,7 +7,7 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
-from cnnviz_widgets.core import imaging
+from cnnviz_widgets.core import imaging, layer_views
 from cnnviz_widgets.core.activation_cache import ActivationCache
 from cnnviz_widgets.widgets import layer_explorer
 from conftest import small_cnn
@@ -30,7 +30,7 @@ def many_images():
 def explorer(counted_model, many_images, monkeypatch):
     """A LayerExplorer whose cache cannot hold conv1 of every image at full size."""
     conv1 = cw.activations(counted_model, many_images, layers="conv1")["conv1"]
-    monkeypatch.setattr(layer_explorer, "GRID_MAX_WIDTH_PX", COLUMNS * (TILE + 1) - 1)
+    monkeypatch.setattr(layer_views, "GRID_MAX_WIDTH_PX", COLUMNS * (TILE + 1) - 1)
     monkeypatch.setattr(layer_explorer, "ActivationCache", functools.partial(ActivationCache, max_bytes=conv1.nbytes // 4))
     shown = LayerExplorer(counted_model, many_images)
     shown.layer, shown.view = "conv1", "images"
@@ -49,7 +49,7 @@ def test_channel_moves_in_the_images_view_run_nothing(explorer, counted_model, m
             expected = tiled(imaging.normalize(tiles, scale), columns=COLUMNS)
             np.testing.assert_array_equal(shown_map(explorer), expected)
     assert (explorer.cache.forward_passes, int(runs.numpy())) == (passes, before)
-    assert explorer._every_image("conv1").shape == (20, TILE, TILE, 8)  # kept: tiles, not the layer
+    assert layer_views.every_image(explorer.cache, "conv1").shape == (20, TILE, TILE, 8)  # kept: tiles, not the layer
 
 
 def test_an_image_move_runs_that_image_only(explorer):

@@ -273,3 +273,28 @@ def test_an_indexed_png_of_colormap_rows_shows_the_colormap(rng):
 def test_an_indexed_png_refuses_rows_outside_its_palette(rows, palette, message):
     with pytest.raises(InputError, match=message):
         imaging.to_png(rows, palette=palette)
+
+
+def test_a_bar_picture_draws_bars_from_the_zero_line():
+    picture = imaging.bar_picture([2.0, -1.0], selected=1, height=4, bar_px=1)
+    white, blue, red = [255] * 3, list(imaging.BAR_COLOUR), list(imaging.SELECTED_BAR_COLOUR)
+    # rows run 2 (top) .. -1 (bottom): the zero line is row 2; every bar is followed by a white column
+    expected = [[blue, white, white, white], [blue, white, white, white], [blue, white, red, white], [white, white, red, white]]
+    np.testing.assert_array_equal(picture, np.array(expected, dtype=np.uint8))
+
+
+def test_side_by_side_enlarges_small_pictures_and_aligns_them_on_top():
+    small, tall = np.zeros((2, 2, 3), np.uint8), np.full((10, 3, 3), 7, np.uint8)
+    joined = imaging.side_by_side([small, tall], panel_px=8)
+    assert joined.shape == (10, 8 + imaging.PANEL_GAP_PX + 3, 3)
+    np.testing.assert_array_equal(joined[:8, :8], 0)  # 2×2 enlarged 4×
+    np.testing.assert_array_equal(joined[8:, :8], 255)
+    np.testing.assert_array_equal(joined[:, 8 : 8 + imaging.PANEL_GAP_PX], 255)
+    np.testing.assert_array_equal(joined[:, -3:], 7)
+
+
+def test_a_raw_image_that_is_not_pixels_is_stretched_to_show():
+    pixels = np.array([[[0.0, 128.0, 255.0]]])
+    np.testing.assert_array_equal(imaging.raw_image_picture(pixels), [[[0, 128, 255]]])
+    centred = pixels - 128
+    np.testing.assert_array_equal(imaging.raw_image_picture(centred), [[[0, 128, 255]]])

@@ -9,7 +9,7 @@ import tensorflow as tf
 import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
 from cnnviz_widgets.core import imaging
-from cnnviz_widgets.widgets import layer_explorer
+from cnnviz_widgets.core.errors import InputTypeError
 from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import nested_cnn, small_cnn
 
@@ -388,7 +388,7 @@ def test_1d_convolutions_are_charts_along_the_steps_and_step_pictures(images):
     np.testing.assert_allclose(explorer.signal_chart.bars.y, conv[0, :, 2], rtol=1e-5)
     explorer.signal_chart.bars.selected = [5]
     assert f"at step 5: {conv[0, 5, 2]:.4g}" in explorer.readout.value
-    np.testing.assert_array_equal(explorer.panels()[1], layer_explorer._bar_picture(conv[0, :, 2], selected=5))
+    np.testing.assert_array_equal(explorer.panels()[1], imaging.bar_picture(conv[0, :, 2], selected=5))
     explorer.view = "grid"  # one row per channel
     rows = imaging.normalize_channels(conv[0]).T / 255
     np.testing.assert_array_equal(shown_map(explorer), imaging.colormap(rows))
@@ -409,3 +409,19 @@ def test_static_png_shows_the_input_and_the_map(model, images):
     assert picture.shape == (256, 256 + 8 + 252, 3)
     np.testing.assert_array_equal(picture[:252, -252:], imaging.upscale(explorer.panels()[1], 18))
     assert "image/png" in explorer._repr_mimebundle_()
+
+
+def test_traits_can_be_given_to_the_constructor_in_any_order(model, images):
+    explorer = LayerExplorer(model, images, channel=10, view="grid", layer="conv2", image_index=3, normalization="layer")
+    assert (explorer.layer, explorer.channel, explorer.image_index) == ("conv2", 10, 3)
+    assert (explorer.view, explorer.normalization) == ("grid", "layer")
+    assert (explorer.channel_slider.max, explorer.channel_slider.value, explorer.view_buttons.value) == (11, 10, "grid")
+
+
+def test_the_constructor_refuses_unknown_traits_and_bad_values(model, images):
+    with pytest.raises(InputTypeError, match="LayerExplorer has no trait chanel; its traits are: layer, channel, image_index"):
+        LayerExplorer(model, images, chanel=2)
+    with pytest.raises(WidgetValueError, match=r"channel 12 is out of range: layer 'conv2' has 12 channels"):
+        LayerExplorer(model, images, layer="conv2", channel=12)
+    with pytest.raises(TypeError):
+        LayerExplorer(model, images, lambda batch: batch)  # preprocess is keyword-only

@@ -20,7 +20,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import InputError, UnsupportedModelError
+from . import checks
+from .errors import UnsupportedModelError
 from .graph import LayerGraph
 from .inputs import raw_and_model_inputs
 
@@ -63,8 +64,7 @@ class ActivationCache:
 
     def for_image(self, index: int) -> dict[str, np.ndarray]:
         """Every showable layer's output for image ``index``, batch axis dropped."""
-        if not 0 <= index < len(self):
-            raise InputError(f"Image index {index} is out of range: there are {len(self)} images, so use 0..{len(self) - 1}.")
+        index = checks.index("Image index", index, len(self), f"there are {len(self)} images")
 
         def run():
             outputs = self._run(self.graph.paths, self.inputs[index : index + 1])

@@ -46,3 +46,14 @@ def function_or_none(name: str, value, meaning: str):
     if value is not None and not callable(value):
         raise InputTypeError(f"{name} must be None or a function ({meaning}); got {type(value).__name__} {value!r}.")
     return value
+
+
+def index(name: str, value, count: int, why: str, problem: str = "is out of range") -> int:
+    """``value`` as an int in 0..count-1; a bool (an int to Python) is refused like any non-index.
+
+    The message reads "{name} {value} {problem}: {why}, so use 0..{count - 1}.", e.g.
+    "channel 8 is out of range: layer 'conv1' has 8 channels, so use 0..7."
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < count:
+        raise InputError(f"{name} {value} {problem}: {why}, so use 0..{count - 1}.")
+    return int(value)

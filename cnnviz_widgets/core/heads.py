@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import checks
 from .errors import InputError, UnsupportedModelError
 from .internals import LogSoftmaxOperation, SigmoidOperation, SoftmaxOperation
 
@@ -91,12 +92,9 @@ class ClassifierHead:
             array = array.astype(np.int64)
         if array.dtype.kind not in "iu":
             raise InputError(refusal)
-        bad = array[(array < 0) | (array >= self.num_classes)]
-        if bad.size:
-            raise InputError(
-                f"class_index {int(bad[0])} is out of range: the model scores "
-                f"{self.num_classes} classes, so use 0..{self.num_classes - 1}."
-            )
+        why = f"the model scores {self.num_classes} classes"
+        for class_index in array.ravel().tolist():
+            checks.index("class_index", class_index, self.num_classes, why)
         return array.astype(np.int64)
 
     def class_index(self, value) -> int:

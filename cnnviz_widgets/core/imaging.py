@@ -1,4 +1,4 @@
-"""Turn arrays into pictures: normalisation, tile grids, colormaps, resizing, overlays, PNG.
+"""Turn arrays into pictures: normalisation, tile grids, colormaps, resizing, overlays, bar pictures, panels side by side, PNG.
 
 Conventions:
 - a value in [0, 1] is a display intensity; pictures leave this module as uint8;
@@ -370,3 +370,50 @@ def square_grid(tiles, gap: int = 1) -> tuple[np.ndarray, GridLayout]:
     tiles = np.asarray(tiles)
     columns = math.ceil(math.sqrt(len(tiles)))
     return grid(tiles, columns, gap), GridLayout.for_tiles(len(tiles), tiles.shape[1:], columns, gap)
+# -- pictures of what a widget shows ---------------------------------------------------
+
+WHITE = 255
+BAR_COLOUR = np.array([70, 130, 180], dtype=np.uint8)  # bqplot's steelblue
+SELECTED_BAR_COLOUR = np.array([214, 39, 40], dtype=np.uint8)  # the widgets' selected-bar fill
+PANEL_GAP_PX = 8
+
+
+def raw_image_picture(image) -> np.ndarray:
+    """One raw image as uint8 RGB; values that are not pixels (a preprocessed image) are stretched to show."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
+        array = normalize(array)
+    return to_uint8_image(array)
+
+
+def bar_picture(values, selected: int | None = None, height: int = 120, bar_px: int = 3) -> np.ndarray:
+    """Bars from a zero line, ``selected`` in red, one white column between bars.
+
+    A static stand-in for a bar chart, for a widget's PNG export.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    top, bottom = max(values.max(), 0.0), min(values.min(), 0.0)
+    span = (top - bottom) or 1.0
+    ends = np.round((top - values) / span * (height - 1))
+    zero = np.round(top / span * (height - 1))
+    rows = np.arange(height)[:, None]
+    filled = (rows >= np.minimum(ends, zero)) & (rows <= np.maximum(ends, zero))
+    colours = np.tile(BAR_COLOUR, (len(values), 1))
+    if selected is not None:
+        colours[selected] = SELECTED_BAR_COLOUR
+    picture = np.where(filled[..., None], colours[None], WHITE).astype(np.uint8)
+    picture = np.repeat(picture, bar_px + 1, axis=1)
+    picture[:, bar_px :: bar_px + 1] = WHITE
+    return picture
+
+
+def side_by_side(pictures, panel_px: int) -> np.ndarray:
+    """Pictures left to right, top-aligned on white; each enlarged by the whole factor that fits
+    ``panel_px`` (see :func:`upscale_to`), so a 28×28 digit or a 7×7 map is not a speck."""
+    enlarged = [upscale_to(to_uint8_image(picture), panel_px) for picture in pictures]
+    height = max(picture.shape[0] for picture in enlarged)
+    padded = [
+        np.pad(picture, ((0, height - picture.shape[0]), (0, PANEL_GAP_PX), (0, 0)), constant_values=WHITE)
+        for picture in enlarged
+    ]
+    return np.concatenate(padded, axis=1)[:, :-PANEL_GAP_PX]

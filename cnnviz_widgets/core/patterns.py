@@ -287,12 +287,9 @@ class PatternSearch:
             raise InputError("filters is empty; pass filter indices, e.g. range(16).")
         if filters.dtype.kind not in "iu":
             raise InputError(f"filters must be integer indices; got {filters.dtype}.")
-        bad = filters[(filters < 0) | (filters >= self.num_filters)]
-        if bad.size:
-            raise InputError(
-                f"Filter {int(bad[0])} does not exist: layer '{self.layer}' has "
-                f"{self.num_filters} filters, so use 0..{self.num_filters - 1}."
-            )
+        why = f"layer '{self.layer}' has {self.num_filters} filters"
+        for filter_index in filters.tolist():
+            checks.index("Filter", filter_index, self.num_filters, why, problem="does not exist")
         return filters.astype(np.int64)
 
     def gray_noise(self, filters, seed: int = 0, low: float = 0.0, span: float = 255.0) -> np.ndarray:

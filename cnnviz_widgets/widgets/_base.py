@@ -1,6 +1,6 @@
-"""What the three widgets share: refusing bad values, bar charts, image views, PNG export.
+"""What the widgets share: refusing bad values, choice traits, setting traits from the constructor, bar charts, picture views, PNG export.
 
-No model maths here: widgets call ``cnnviz_widgets.core`` and only lay out and draw.
+No maths here: widgets call ``cnnviz_widgets.core`` and only lay out and draw.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Callable
 import bqplot
 import ipywidgets as widgets
 import numpy as np
-from traitlets import Enum, TraitError, Unicode, observe, validate
+from traitlets import Enum, TraitError, TraitType, Unicode, observe, validate
 
+from ..core import checks as core_checks
 from ..core import imaging
-from ..core.errors import CnnvizError
+from ..core.errors import CnnvizError, InputTypeError
+from ._closing import drop_callbacks, owned_widgets
 
 
 class WidgetValueError(CnnvizError, TraitError, ValueError):
@@ -41,16 +43,17 @@ def checks(*names):
 
 
 class Choice(Enum):
-    """An Enum trait of a VisualizerWidget: a value not among its choices is refused like a @checks one,
-    and a good one clears the error shown."""
+    """An Enum trait of a VisualizerWidget: a value not among its choices is refused like a @checks one
+    (shown in ``error``, naming the values to use), and a good one clears the error shown."""
 
     def validate(self, obj, value):
         value = super().validate(obj, value)
-        obj.error = ""
+        if obj.error:
+            obj.error = ""
         return value
 
     def error(self, obj, value, error=None, info=None):
-        obj.refuse(f"{self.name}={value!r} is not one of {', '.join(map(repr, self.values))}.")
+        obj.refuse(f"Unknown {self.name} {value!r}. Use one of: {', '.join(map(str, self.values))}.")
 
 
 class VisualizerWidget(widgets.VBox):
@@ -74,11 +77,10 @@ class VisualizerWidget(widgets.VBox):
         super().__init__(**kwargs)
 
     def __setattr__(self, name, value):
-        # traitlets checks a value's type before any @validate runs: show that refusal too.
+        # traitlets checks a value's type (and a Choice its values) before any @validate
+        # runs: show that refusal too.
         try:
             super().__setattr__(name, value)
-        except WidgetValueError:
-            raise
         except TraitError as error:
             if self.has_trait(name):
                 self.error = str(error)
@@ -97,7 +99,7 @@ class VisualizerWidget(widgets.VBox):
         for part in owned_widgets(self):
             if part is not self:
                 part.close()
-            _drop_callbacks(part)
+            drop_callbacks(part)
         super().close()
 
     def refuse(self, message: str):
@@ -118,10 +120,28 @@ class VisualizerWidget(widgets.VBox):
         control.observe(to_trait, "value")
         self.observe(lambda change: setattr(control, "value", shown(change["new"])), name)
 
-    def refuse_outside(self, value: int, count: int, message: str):
-        """Refuse ``value`` unless 0 <= value < count; ``message`` says why, "so use 0..n" is added."""
-        if isinstance(value, bool) or not 0 <= value < count:  # traitlets' Int takes True as 1
-            self.refuse(f"{message}, so use 0..{count - 1}.")
+    def refuse_outside(self, name: str, value, count: int, why: str, problem: str = "is out of range") -> int:
+        """``value`` if it is an index 0..count-1, else refused as :func:`core.checks.index` words it."""
+        try:
+            return core_checks.index(name, value, count, why, problem)
+        except CnnvizError as error:
+            self.refuse(str(error))
+
+    def set_traits_in_order(self, traits: dict):
+        """Set the constructor's ``**traits`` one by one in the class's order, each checked as if set later.
+
+        The order of the class's declarations matters: a channel is checked against the
+        layer given with it.
+        """
+        names = [name for name, trait in vars(type(self)).items() if isinstance(trait, TraitType)]
+        unknown = sorted(set(traits) - set(names))
+        if unknown:
+            raise InputTypeError(
+                f"{type(self).__name__} has no trait {', '.join(unknown)}; its traits are: {', '.join(names)}."
+            )
+        for name in names:
+            if name in traits:
+                setattr(self, name, traits[name])
 
     @observe("error")
     def _show_error(self, change):
@@ -134,11 +154,7 @@ class VisualizerWidget(widgets.VBox):
 
     def to_png(self) -> bytes:
         """A PNG of what the widget shows, for export and where widgets do not render."""
-        # A small map (a 28×28 digit, a 7×7 feature map) is enlarged, its pixels kept crisp.
-        pictures = [imaging.upscale_to(imaging.to_uint8_image(p), STATIC_PANEL_PX) for p in self.panels()]
-        height = max(p.shape[0] for p in pictures)
-        padded = [np.pad(p, ((0, height - p.shape[0]), (0, 8), (0, 0)), constant_values=255) for p in pictures]
-        return imaging.to_png(np.concatenate(padded, axis=1)[:, :-8])
+        return imaging.to_png(imaging.side_by_side(self.panels(), STATIC_PANEL_PX))
 
     def _repr_mimebundle_(self, **kwargs):
         # nbconvert and GitHub cannot draw widgets; they fall back to this PNG.
@@ -164,45 +180,6 @@ def _closing_when_refused(init):
     return initialise
 
 
-def owned_widgets(root: widgets.Widget) -> list[widgets.Widget]:
-    """``root`` and every widget it is made of, shown or not.
-
-    Widgets are found through synced traits (children, layout, style, a figure's marks,
-    axes and scales, a mark's image or tooltip) of ``root``, of the widgets in its
-    attributes (a view not shown now, a hidden image buffer) and of the widgets in
-    this package's helper objects (BarChart, PictureFigure, TileGrid…).
-    """
-    found, seen, pending = [], set(), [root]
-    while pending:
-        value = pending.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, widgets.Widget):
-            found.append(value)
-            pending.extend(getattr(value, name) for name in value.keys)
-            if value is root:
-                pending.extend(vars(value).values())
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            pending.extend(value)
-        elif isinstance(value, dict):
-            pending.extend(value.values())
-        elif type(value).__module__.startswith(__package__ + "."):
-            pending.extend(vars(value).values())
-    return found
-
-
-def _drop_callbacks(widget: widgets.Widget):
-    """Forget trait observers (links included) and click and message callbacks."""
-    widget.unobserve_all()
-    # _trait_values holds the traits set so far; trait_values() would create the others.
-    for value in [*vars(widget).values(), *widget._trait_values.values()]:
-        if isinstance(value, widgets.CallbackDispatcher):
-            value.callbacks.clear()
-
-
-
-
 def image_view(width: str = "256px") -> widgets.Image:
     """A PNG image widget; upscale small maps with imaging.upscale to keep pixels crisp."""
     return widgets.Image(format="png", layout=widgets.Layout(width=width))
@@ -210,14 +187,6 @@ def image_view(width: str = "256px") -> widgets.Image:
 
 def show(view: widgets.Image, picture: np.ndarray):
     view.value = imaging.to_png(imaging.to_uint8_image(picture))
-
-
-def raw_image_picture(image) -> np.ndarray:
-    """One raw image as uint8 RGB; values that are not pixels (a preprocessed image) are stretched to show."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
-        array = imaging.normalize(array)
-    return imaging.to_uint8_image(array)
 
 
 class BarChart:

@@ -178,13 +178,8 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
 
     @checks("channel")
     def _valid_channel(self, proposal):
-        channel = proposal["value"]
-        self.refuse_outside(
-            channel,
-            self.filter_count,
-            f"Filter {channel} does not exist: layer '{self.layer}' has {self.filter_count} filters",
-        )
-        return channel
+        why = f"layer '{self.layer}' has {self.filter_count} filters"
+        return self.refuse_outside("Filter", proposal["value"], self.filter_count, why, problem="does not exist")
 
     @checks("bgr")
     def _valid_bgr(self, proposal):

@@ -19,7 +19,7 @@ from ..core.attribution.explanation import ImageExplanations, predict
 from ..core.errors import CnnvizError, InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
-from ._base import BarChart, VisualizerWidget, checks, image_view, raw_image_picture, show
+from ._base import BarChart, VisualizerWidget, checks, image_view, show
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
@@ -60,7 +60,7 @@ class GradCamViewer(VisualizerWidget):
         if len(raw) != 1:
             raise InputError(f"GradCamViewer explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
         self.image = as_images(graph, raw)[0]
-        self._picture = raw_image_picture(self.image)
+        self._picture = imaging.raw_image_picture(self.image)
         self._head = graph.head(output)
         predictions = predict(graph, model_input, self._head.index, class_names, top_k)
         self.probabilities = predictions.probabilities

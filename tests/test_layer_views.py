@@ -1,0 +1,102 @@
+"""What LayerExplorer shows, built in core/layer_views.py and checked here without any widget."""
+
+import keras
+import numpy as np
+import pytest
+
+from cnnviz_widgets.core import imaging, layer_views
+from cnnviz_widgets.core.activation_cache import ActivationCache
+from cnnviz_widgets.core.layer_views import Pick, Picture, Settings, Signal
+from conftest import small_cnn
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_cnn()
+
+
+@pytest.fixture
+def cache(model, images):
+    return ActivationCache(model, images)
+
+
+def layer_output(model, name, images) -> np.ndarray:
+    """An independent forward pass: a Keras sub-model up to layer ``name``."""
+    return keras.Model(model.inputs, model.get_layer(name).output).predict(images, verbose=0)
+
+
+def settings(**changes) -> Settings:
+    chosen = dict(layer="conv2", channel=3, image_index=1, view="channel", colormap="viridis", normalization="channel")
+    return Settings(**{**chosen, **changes})
+
+
+def test_the_channel_view_is_the_channel_in_the_colormap(model, images, cache):
+    conv2 = layer_output(model, "conv2", images)[1]
+    shown = layer_views.content(cache, settings())
+    assert isinstance(shown, Picture)
+    np.testing.assert_array_equal(shown.picture(), imaging.colormap(imaging.normalize(conv2[..., 3])))
+    assert shown.locate(2, 4) == Pick((2, 4))
+
+
+def test_per_layer_normalization_puts_the_channel_on_the_layers_scale(model, images, cache):
+    conv2 = layer_output(model, "conv2", images)[1]
+    shown = layer_views.content(cache, settings(normalization="layer"))
+    expected = (conv2[..., 3] - conv2.min()) / (conv2.max() - conv2.min())
+    np.testing.assert_array_equal(shown.picture(), imaging.colormap(expected))
+
+
+def test_a_click_on_the_grid_names_the_channel_and_the_position_in_its_map(model, images, cache):
+    conv2 = layer_output(model, "conv2", images)[1]  # 5×5 maps, 12 channels: one row of 16 tiles
+    shown = layer_views.content(cache, settings(view="grid"))
+    tile = 5 + 1
+    assert shown.locate(2, 7 * tile + 4) == Pick((2, 4), channel=7)
+    assert shown.locate(2, 7 * tile + 5) is None  # the white gap
+    first = (conv2[..., 0] - conv2[..., 0].mean()) / conv2[..., 0].std() * 64 + 128
+    np.testing.assert_allclose(shown.picture()[:5, :5], imaging.colormap(np.clip(first, 0, 255) / 255), atol=3)
+
+
+def test_a_click_on_the_images_view_names_the_image(model, images, cache):
+    shown = layer_views.content(cache, settings(view="images"))  # 4 images: 2 columns of 5×5 maps
+    assert shown.locate(5 + 1 + 3, 5 + 1 + 4) == Pick((3, 4), image=3)
+    assert shown.locate(0, 5) is None  # the white gap
+
+
+def test_a_dense_layer_is_a_chart_of_its_units_and_a_click_selects_one(model, images, cache):
+    probabilities = model.predict(images, verbose=0)
+    shown = layer_views.content(cache, settings(layer="predictions", channel=2))
+    assert isinstance(shown, Signal) and shown.selected == 2
+    np.testing.assert_allclose(shown.values, probabilities[1], rtol=1e-5)
+    assert shown.locate(4) == Pick(None, channel=4)
+    across = layer_views.content(cache, settings(layer="predictions", channel=2, view="images"))
+    np.testing.assert_allclose(across.values, probabilities[:, 2], rtol=1e-5)
+    assert across.locate(0) == Pick(None, image=0)
+
+
+def test_the_readout_and_the_channel_means(model, images, cache):
+    conv2 = layer_output(model, "conv2", images)[1]
+    activation = cache.for_image(1)["conv2"]
+    text = layer_views.readout(activation, "conv2", 3, (1, 4))
+    channel = conv2[..., 3]
+    assert text.startswith(f"conv2 · channel 3 of 12: min {channel.min():.4g}, max {channel.max():.4g}")
+    assert text.endswith(f"at row 1, column 4: {channel[1, 4]:.4g}")
+    assert layer_views.readout(activation, "conv2", 3, None).endswith("click the map for a value")
+    np.testing.assert_allclose(layer_views.channel_means(activation), conv2.mean(axis=(0, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_only_what_a_view_shows_is_in_its_key(cache):
+    activation = cache.for_image(1)["conv2"]
+    grid = layer_views.content_key(settings(view="grid"), activation)
+    assert grid == layer_views.content_key(settings(view="grid", channel=9), activation)
+    assert grid != layer_views.content_key(settings(view="grid", image_index=2), activation)
+    images = layer_views.content_key(settings(view="images"), activation)
+    assert images == layer_views.content_key(settings(view="images", image_index=2), activation)
+    assert images != layer_views.content_key(settings(view="images", channel=9), activation)
+
+
+def test_a_layer_with_nan_says_why_it_cannot_be_drawn(images):
+    broken = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3, name="conv")])
+    broken.get_layer("conv").bias.assign([np.nan, 0.0])
+    cache = ActivationCache(broken, images)
+    assert "NaN or infinite" in layer_views.unshowable(cache, "conv", 0, all_images=True)
+    fine = ActivationCache(small_cnn(), images)
+    assert layer_views.unshowable(fine, "conv1", 0, all_images=True) is None
