@@ -42,9 +42,6 @@ from ._filter_patterns import PatternsView
 from ._filter_weights import WeightsView
 
 # Set in this order: the settings, then the layer (which draws), then what is checked against the layer.
-TRAIT_ORDER = ("view", "bgr", "scale", "steps", "seed", "value_range", "patterns_per_page", "layer", "size", "channel")
-
-
 class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     """The filters of a layer: kernels as pictures (``view="weights"``) or as patterns (``"patterns"``).
 
@@ -65,8 +62,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     and filter, so revisiting a layer shows them at once.
     """
 
-    layer = Unicode(help="The layer whose filters are shown: a layer with a kernel, 'outer/inner' when nested.")
-    channel = Int(0, help="The selected filter (output channel) in both views, 0 .. filter_count - 1.")
+    # Declared in the order the constructor sets them: a channel is checked against the layer and size.
     view = Choice(("weights", "patterns"), default_value="weights", help="Kernels as pictures, or patterns.")
     bgr = Any(
         "auto",
@@ -80,12 +76,6 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         help="Kernel tile contrast: 'tile' (min-max each tile, S2) or 'global' (one min-max over the page, S3).",
     )
     steps = Int(40, help="Gradient ascent steps per pattern.")
-    size = Union(
-        [Int(), Tuple(Int(), Int())],
-        default_value=None,
-        allow_none=True,
-        help="Pattern size in pixels, or (height, width); None: the model's input size, else 64.",
-    )
     seed = Int(0, help="Seed of the gray-noise start images.")
     value_range = Tuple(
         Float(),
@@ -94,6 +84,14 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         help="Pixel range of the model's inputs: (0, 255) as in S1, (0, 1) for models on scaled images.",
     )
     patterns_per_page = Int(64, help="Patterns on the grid (S1 shows 64); the page holds `channel`.")
+    layer = Unicode(help="The layer whose filters are shown: a layer with a kernel, 'outer/inner' when nested.")
+    size = Union(
+        [Int(), Tuple(Int(), Int())],
+        default_value=None,
+        allow_none=True,
+        help="Pattern size in pixels, or (height, width); None: the model's input size, else 64.",
+    )
+    channel = Int(0, help="The selected filter (output channel) in both views, 0 .. filter_count - 1.")
 
     def __init__(
         self,
@@ -104,8 +102,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         memory_budget_mb: float = 512,
         **traits,
     ):
-        settings = {name: traits.pop(name) for name in TRAIT_ORDER if name in traits}
-        super().__init__(**traits)
+        super().__init__()
         self._model = model
         self._graph = LayerGraph.of(model)
         self.layer_names = kernel_layer_names(model)
@@ -120,10 +117,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         self._rgb = False
         self._pages: KernelPages | None = None
         self._build_views()
-        settings.setdefault("layer", default_kernel_layer(model))
-        for name in TRAIT_ORDER:
-            if name in settings:
-                setattr(self, name, settings[name])
+        self.set_traits_in_order({"layer": default_kernel_layer(model), **traits})
 
     # -- what it shows -----------------------------------------------------------
 
