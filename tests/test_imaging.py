@@ -298,3 +298,13 @@ def test_a_raw_image_that_is_not_pixels_is_stretched_to_show():
     np.testing.assert_array_equal(imaging.raw_image_picture(pixels), [[[0, 128, 255]]])
     centred = pixels - 128
     np.testing.assert_array_equal(imaging.raw_image_picture(centred), [[[0, 128, 255]]])
+
+
+def test_colormap_hex_samples_matplotlibs_colormap_from_bottom_to_top():
+    import matplotlib
+
+    stops = imaging.colormap_hex("viridis", count=5)
+    expected = [matplotlib.colors.to_hex(matplotlib.colormaps["viridis"](v)) for v in np.linspace(0, 1, 5)]
+    assert len(stops) == 5
+    for got, want in zip(stops, expected):
+        assert np.abs(np.array(matplotlib.colors.to_rgb(got)) - matplotlib.colors.to_rgb(want)).max() <= 2 / 255

@@ -270,6 +270,14 @@ def colormap_table(name: str) -> np.ndarray:
     return table
 
 
+def colormap_hex(name: str, count: int = 16) -> list[str]:
+    """``count`` colours of matplotlib colormap ``name``, evenly from its bottom to its top,
+    as '#rrggbb' strings: the stops of a front-end colour scale that matches our pictures."""
+    table = colormap_table(name)
+    rows = np.round(np.linspace(0, len(table) - 1, count)).astype(int)
+    return ["#%02x%02x%02x" % tuple(int(c) for c in table[row]) for row in rows]
+
+
 def colormap(values, name: str = "viridis") -> np.ndarray:
     """Values in [0, 1] (clipped) as uint8 RGB, shape ``values.shape + (3,)``.
 

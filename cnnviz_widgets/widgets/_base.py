@@ -234,6 +234,35 @@ class BarChart:
         self.bars.observe(forward, "selected")
 
 
+class ColorBar:
+    """The colour scale of a colour-mapped picture: a bqplot ColorAxis from ``low`` to ``high``.
+
+    The front end draws it from a ColorScale whose stops are the picture's matplotlib
+    colormap (``imaging.colormap_hex``), so a slider move only sends the new bounds.
+    """
+
+    def __init__(self, colormap: str = "viridis", label: str = "", height_px: int = 320):
+        self.scale = bqplot.ColorScale(colors=imaging.colormap_hex(colormap), min=0.0, max=1.0)
+        self.axis = bqplot.ColorAxis(
+            scale=self.scale, orientation="vertical", side="right", label=label, tick_format=".3g"
+        )
+        self.figure = bqplot.Figure(
+            marks=[],
+            axes=[self.axis],
+            fig_margin={"top": 10, "bottom": 10, "left": 0, "right": 70},
+            layout=widgets.Layout(width="90px", height=f"{height_px}px"),
+        )
+
+    def show(self, low: float, high: float, colormap: str | None = None, label: str | None = None):
+        """Bounds (and optionally colormap and label) of the picture now shown."""
+        with self.scale.hold_sync():
+            if colormap is not None:
+                self.scale.colors = imaging.colormap_hex(colormap)
+            self.scale.min, self.scale.max = float(low), float(high)
+        if label is not None:
+            self.axis.label = label
+
+
 class PictureFigure:
     """A bqplot Image mark on pixel scales: shows a uint8 picture, reports clicked pixels.
 
