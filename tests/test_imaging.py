@@ -307,4 +307,5 @@ def test_colormap_hex_samples_matplotlibs_colormap_from_bottom_to_top():
     expected = [matplotlib.colors.to_hex(matplotlib.colormaps["viridis"](v)) for v in np.linspace(0, 1, 5)]
     assert len(stops) == 5
     for got, want in zip(stops, expected):
-        assert np.abs(np.array(matplotlib.colors.to_rgb(got)) - matplotlib.colors.to_rgb(want)).max() <= 2 / 255
+        # One row of the 256-row table apart at most: neighbouring rows differ by a few levels.
+        assert np.abs(np.array(matplotlib.colors.to_rgb(got)) - matplotlib.colors.to_rgb(want)).max() <= 4 / 255
