@@ -100,3 +100,60 @@ def test_a_layer_with_nan_says_why_it_cannot_be_drawn(images):
     assert "NaN or infinite" in layer_views.unshowable(cache, "conv", 0, all_images=True)
     fine = ActivationCache(small_cnn(), images)
     assert layer_views.unshowable(fine, "conv1", 0, all_images=True) is None
+
+
+def test_the_most_active_channel_has_the_largest_mean_absolute_value():
+    activation = np.zeros((4, 4, 5), np.float32)
+    activation[..., 1] = -3.0  # large, but negative: still the most active
+    activation[0, 0, 2] = 20.0  # one hot pixel: a mean of 1.25
+    activation[..., 4] = 2.0
+    assert layer_views.most_active_channel(activation) == 1
+    assert layer_views.most_active_channel(np.array([0.1, -0.7, 0.3])) == 1  # units of a Dense layer
+
+
+def test_a_dead_channel_is_said_dead_and_drawn_in_the_bottom_colour(images):
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(3, 3, activation="relu", name="conv")
+    model = keras.Model(inputs, conv(inputs))
+    kernel, bias = conv.get_weights()
+    kernel[..., 1], bias[1] = 0.0, -1.0  # ReLU(-1): 0 everywhere
+    conv.set_weights([kernel, bias])
+    cache = ActivationCache(model, images)
+    activation = cache.for_image(0)["conv"]
+    assert layer_views.is_dead(activation[..., 1], activation) and not layer_views.is_dead(activation[..., 0], activation)
+    assert layer_views.readout(activation, "conv", 1, None) == "conv · channel 1 of 3: dead (0 everywhere) · click the map for a value"
+    shown = layer_views.content(cache, settings(layer="conv", channel=1, image_index=0))
+    np.testing.assert_array_equal(shown.picture(), imaging.colormap(np.zeros((14, 14))))
+    assert shown.scale is None  # no contrast: no colour scale to read
+    grid = layer_views.content(cache, settings(layer="conv", view="grid", image_index=0))
+    np.testing.assert_array_equal(grid.picture()[:14, 15:29], imaging.colormap(np.zeros((14, 14))))
+
+
+def test_every_picture_says_what_its_colours_mean(model, images, cache):
+    conv2 = layer_output(model, "conv2", images)
+    one = conv2[1]
+    channel = layer_views.content(cache, settings()).scale
+    assert (channel.low, channel.high) == pytest.approx((one[..., 3].min(), one[..., 3].max()), rel=1e-5)
+    layer = layer_views.content(cache, settings(normalization="layer")).scale
+    assert (layer.low, layer.high) == pytest.approx((one.min(), one.max()), rel=1e-5)
+    # The grid stretches (a - mean) / std * 64 + 128 over 0..255: ±2 std.
+    assert layer_views.content(cache, settings(view="grid")).scale.low == -2.0
+    grid = layer_views.content(cache, settings(view="grid", normalization="layer")).scale
+    expected = (one.mean() - 2 * one.std(), one.mean() + 2 * one.std())
+    assert (grid.low, grid.high) == pytest.approx(expected, rel=1e-4)
+    across = layer_views.content(cache, settings(view="images", normalization="layer")).scale
+    assert (across.low, across.high) == pytest.approx((conv2[..., 3].min(), conv2[..., 3].max()), rel=1e-5)
+
+
+def test_a_grid_shows_the_page_of_the_selected_channel():
+    activation = np.random.default_rng(3).normal(size=(3, 3, 150)).astype(np.float32)
+    assert layer_views.grid_channels(activation, 5) == range(0, 32)
+    assert layer_views.grid_channels(activation, 140) == range(128, 150)
+    assert layer_views.grid_channels(activation[0], 140) == range(150)  # 1-D: one thin row per channel, all shown
+
+
+def test_the_output_layers_bars_take_the_class_names(cache):
+    names = ["circle", "square", "triangle", "star", "cross"]
+    shown = layer_views.content(cache, settings(layer="predictions", channel=2), unit_names=names)
+    assert shown.labels == names
+    assert layer_views.content(cache, settings(layer="predictions", channel=2)).labels is None

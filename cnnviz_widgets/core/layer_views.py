@@ -3,12 +3,17 @@
 The views follow the tutorials (shared/SEEDS.md):
 
 - ``"channel"``: one channel as a map, coloured like ``matshow(cmap="viridis")`` (S0, S1);
-- ``"grid"``: every channel, 16 a row, each as ``(a - mean) / std * 64 + 128`` (S1);
+- ``"grid"``: every channel, 8 a row, each as ``(a - mean) / std * 64 + 128`` (S1);
 - ``"images"``: one channel for every image (S4).
 
 The two tiled views are overviews: a grid picture is at most ``GRID_MAX_WIDTH_PX``
 wide, larger maps shrink (area averaging) to fit, and a click still reads the
-full-resolution value under it. The channel view shows a map at full resolution.
+full-resolution value under it. A grid shows one page of ``GRID_PAGE`` channels, the
+page of the selected channel. The channel view shows a map at full resolution.
+
+Every picture carries its :class:`ColourScale`, what its colours mean. A channel
+that is constant (a dead ReLU: 0 everywhere) has no contrast to stretch: it is drawn
+in the colormap's bottom colour, not mid-scale, and the readout says so.
 
 Layers with one value per unit (Dense, Flatten) are bar charts of the units; 1-D
 convolution outputs (steps, channels) are a chart along the steps, or a picture with
@@ -32,11 +37,18 @@ from .inputs import as_images, image_shape
 
 VIEWS = ("channel", "grid", "images")
 NORMALIZATIONS = ("channel", "layer")
-GRID_COLUMNS = 16
-# 16 tiles of 64 px: what a notebook column shows anyway; a VGG16 block1 grid at
+# 8 tiles a row stay larger than 48 px in a notebook cell of 1000-px window with the
+# file browser open (~560 px); 16 were 35 px there.
+GRID_COLUMNS = 8
+# 8 tiles of 96 px: what a notebook column shows anyway; a VGG16 block1 grid at
 # full resolution is 3599×899 px and takes half a second to encode as PNG.
-GRID_MAX_WIDTH_PX = 1039
+GRID_MAX_WIDTH_PX = 775
+GRID_PAGE = 4 * GRID_COLUMNS  # channels a grid shows at once: 4 rows of tiles
 GAP_ROW = 255  # the palette row of the white gaps between tiles
+# A channel within this fraction of the layer's largest |value| of 0 everywhere is
+# dead: float rounding leaves dead ReLU outputs at 0 exactly, but a bias or a batch
+# norm after it can shift them by a few ulps.
+DEAD_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -60,13 +72,26 @@ class Pick:
     image: int | None = None
 
 
+@dataclass(frozen=True)
+class ColourScale:
+    """What a picture's colours mean: the colormap's bottom is ``low``, its top ``high``, in ``unit``."""
+
+    low: float
+    high: float
+    unit: str
+
+
 @dataclass
 class Picture:
-    """A picture as palette rows; ``locate(row, column)`` says what the pixel there selects (None: a gap)."""
+    """A picture as palette rows; ``locate(row, column)`` says what the pixel there selects (None: a gap).
+
+    ``scale`` is None where the colours mean no value: a constant channel has no contrast.
+    """
 
     rows: np.ndarray
     palette: np.ndarray
     locate: Callable[[int, int], Pick | None]
+    scale: ColourScale | None = None
 
     def picture(self) -> np.ndarray:
         return self.palette[self.rows]
@@ -80,6 +105,7 @@ class Signal:
     values: np.ndarray
     selected: int | None
     locate: Callable[[int], Pick]
+    labels: list[str] | None = None  # of the bars; None: their indices
 
     def picture(self) -> np.ndarray:
         """A static stand-in for the chart, one bar per value."""
@@ -95,21 +121,27 @@ def content_key(settings: Settings, activation: np.ndarray) -> tuple:
     units = activation.ndim == 1
     shows_one_channel = settings.view != "grid" or units
     shows_one_image = settings.view != "images" or units
+    grid_page = grid_channels(activation, settings.channel)
     return (
         settings.layer,
         settings.view,
         settings.colormap,
         settings.normalization,
-        settings.channel if shows_one_channel else None,
+        settings.channel if shows_one_channel else (grid_page.start, grid_page.stop),
         settings.image_index if shows_one_image else None,
     )
 
 
-def content(cache: ActivationCache, settings: Settings, probe: tuple[int, ...] | None = None) -> Picture | Signal:
-    """The picture or chart of the map area; ``probe`` is the last clicked step of a 1-D channel."""
+def content(
+    cache: ActivationCache, settings: Settings, probe: tuple[int, ...] | None = None, unit_names: list[str] | None = None
+) -> Picture | Signal:
+    """The picture or chart of the map area; ``probe`` is the last clicked step of a 1-D channel;
+    ``unit_names`` label the bars of a layer's units (class names, for an output layer)."""
     activation = cache.for_image(settings.image_index)[settings.layer]
     if activation.ndim == 1:
-        return _units_across_images(cache, settings) if settings.view == "images" else _units(activation, settings)
+        if settings.view == "images":
+            return _units_across_images(cache, settings)
+        return _units(activation, settings, unit_names)
     if settings.view == "images":
         return _channel_across_images(cache, settings, activation)
     if settings.view == "grid":
@@ -127,10 +159,13 @@ def readout(activation: np.ndarray, layer: str, channel: int, probe: tuple[int, 
             f"(layer min {activation.min():.4g}, max {activation.max():.4g})"
         )
     values = channel_values(activation, channel)
-    text = (
-        f"{layer} · channel {channel} of {activation.shape[-1]}: min {values.min():.4g}, "
-        f"max {values.max():.4g}, mean {values.mean():.4g}"
-    )
+    text = f"{layer} · channel {channel} of {activation.shape[-1]}: "
+    if is_dead(values, activation):
+        text += "dead (0 everywhere)"
+    elif values.min() == values.max():
+        text += f"constant ({values.min():.4g} everywhere)"
+    else:
+        text += f"min {values.min():.4g}, max {values.max():.4g}, mean {values.mean():.4g}"
     if probe is None:
         return text + " · click the map for a value"
     where = f"step {probe[0]}" if values.ndim == 1 else f"row {probe[0]}, column {probe[1]}"
@@ -141,6 +176,22 @@ def channel_values(activation: np.ndarray, channel: int) -> np.ndarray:
     """``channel`` of one image's layer output as a map (rows, columns) or a signal (steps,)."""
     maps = _as_maps(activation) if activation.ndim > 2 else activation
     return maps[..., channel]
+
+
+def is_dead(values: np.ndarray, activation: np.ndarray) -> bool:
+    """Whether channel ``values`` of layer output ``activation`` is 0 everywhere, within DEAD_TOLERANCE."""
+    return bool(np.abs(values).max() <= DEAD_TOLERANCE * np.abs(activation).max())
+
+
+def most_active_channel(activation: np.ndarray) -> int:
+    """The channel (unit) of one image's layer output with the largest mean |activation|: one worth showing first."""
+    return int(np.abs(activation).reshape(-1, activation.shape[-1]).mean(axis=0).argmax())
+
+
+def grid_channels(activation: np.ndarray, channel: int) -> range:
+    """The channels of the grid page that holds ``channel``: all of them for a 1-D layer (one thin row each)."""
+    count = activation.shape[-1]
+    return range(count) if activation.ndim < 3 else imaging.page_of(channel, GRID_PAGE, count)
 
 
 def channel_means(activation: np.ndarray) -> np.ndarray:
@@ -197,12 +248,13 @@ def layer_label(info) -> str:
 # -- the contents of the map area ----------------------------------------------------
 
 
-def _units(activation, settings: Settings) -> Signal:
+def _units(activation, settings: Settings, names: list[str] | None) -> Signal:
     return Signal(
         title=f"{settings.layer}: value of every unit",
         values=activation,
         selected=settings.channel,
         locate=lambda unit: Pick(None, channel=unit),
+        labels=names if names is not None and len(names) == len(activation) else None,
     )
 
 
@@ -226,42 +278,78 @@ def _channel_along_steps(activation, settings: Settings, probe) -> Signal:
 
 def _channel_map(activation, settings: Settings) -> Picture:
     maps = _as_maps(activation)
-    bounds = (maps.min(), maps.max()) if settings.normalization == "layer" else None
-    scaled = imaging.normalize(maps[..., settings.channel], bounds=bounds)
-    return _coloured(scaled, settings.colormap, lambda row, column: Pick((row, column)))
+    values = maps[..., settings.channel]
+    shown = maps if settings.normalization == "layer" else values
+    low, high = float(shown.min()), float(shown.max())
+    if low == high:  # no contrast: the bottom colour, not the mid-scale one that reads as a value
+        return _coloured(np.zeros(values.shape), settings.colormap, lambda row, column: Pick((row, column)))
+    scaled = imaging.normalize(values, bounds=(low, high))
+    scale = ColourScale(low, high, "value" if settings.normalization == "channel" else "value (layer's scale)")
+    return _coloured(scaled, settings.colormap, lambda row, column: Pick((row, column)), scale)
 
 
 def _all_channels(activation, settings: Settings) -> Picture:
-    axis = -1 if settings.normalization == "channel" else None
+    """The grid page of ``settings.channel``, each map as ``(a - mean) / std * 64 + 128``: 0..255 spans ±2 std."""
+    per_channel = settings.normalization == "channel"
+    axis = -1 if per_channel else None
+    if per_channel:
+        scale = ColourScale(-2.0, 2.0, "std from each channel's mean")
+    else:
+        mean, std = float(activation.mean()), float(activation.std())
+        scale = ColourScale(mean - 2 * std, mean + 2 * std, "value (layer mean ± 2 std)") if std > 0 else None
     if activation.ndim == 2:  # (steps, channels): one row per channel
-        scaled = imaging.normalize_channels(activation, axis=axis).T / 255
-        return _coloured(scaled, settings.colormap, lambda row, column: Pick((column,), channel=row))
-    maps = _as_maps(activation)
+        scaled = _bottom_if_constant(imaging.normalize_channels(activation, axis=axis), activation, per_channel).T / 255
+        return _coloured(scaled, settings.colormap, lambda row, column: Pick((column,), channel=row), scale)
+    page = grid_channels(activation, settings.channel)
+    maps = _as_maps(activation)[..., page.start : page.stop]
     shown = imaging.shrink_to_fit(maps, _tile_side(GRID_COLUMNS))
-    scaled = np.moveaxis(imaging.normalize_channels(shown, axis=axis), -1, 0) / 255
+    normalized = _bottom_if_constant(imaging.normalize_channels(shown, axis=axis), shown, per_channel)
+    scaled = np.moveaxis(normalized, -1, 0) / 255
     return _tiled(
-        scaled, GRID_COLUMNS, maps.shape[:2], settings.colormap, lambda channel, probe: Pick(probe, channel=channel)
+        scaled,
+        GRID_COLUMNS,
+        maps.shape[:2],
+        settings.colormap,
+        lambda tile, probe: Pick(probe, channel=page.start + tile),
+        scale,
     )
+
+
+def _bottom_if_constant(normalized: np.ndarray, values: np.ndarray, per_channel: bool) -> np.ndarray:
+    """Per channel, a constant channel (``normalize_channels`` makes it mid-scale) set to the bottom colour."""
+    if not per_channel:
+        return normalized
+    flat = values.reshape(-1, values.shape[-1])
+    return np.where(flat.max(axis=0) == flat.min(axis=0), np.uint8(0), normalized)
 
 
 def _channel_across_images(cache: ActivationCache, settings: Settings, activation) -> Picture:
     layer = every_image(cache, settings.layer)
-    scale = "tile" if settings.normalization == "channel" else "global"
-    scaled = imaging.normalize(layer[..., settings.channel], scale)
+    values = layer[..., settings.channel]
+    if settings.normalization == "channel":
+        scaled, scale = imaging.normalize(values, "tile"), ColourScale(0.0, 1.0, "each image: its min → max")
+    else:
+        low, high = float(values.min()), float(values.max())
+        scaled, scale = imaging.normalize(values, "global"), ColourScale(low, high, "value") if low < high else None
     if layer.ndim == 3:  # (images, steps, channels): one row per image
-        return _coloured(scaled, settings.colormap, lambda row, column: Pick((column,), image=row))
+        return _coloured(scaled, settings.colormap, lambda row, column: Pick((column,), image=row), scale)
     map_shape = _as_maps(activation).shape[:2]
     return _tiled(
-        scaled, _image_columns(len(layer)), map_shape, settings.colormap, lambda image, probe: Pick(probe, image=image)
+        scaled,
+        _image_columns(len(layer)),
+        map_shape,
+        settings.colormap,
+        lambda image, probe: Pick(probe, image=image),
+        scale,
     )
 
 
-def _coloured(values, colormap: str, locate) -> Picture:
+def _coloured(values, colormap: str, locate, scale: ColourScale | None = None) -> Picture:
     """Values in [0, 1] in ``colormap``."""
-    return Picture(imaging.colormap_index(values), imaging.colormap_table(colormap), locate)
+    return Picture(imaging.colormap_index(values), imaging.colormap_table(colormap), locate, scale)
 
 
-def _tiled(values, columns: int, map_shape, colormap: str, pick) -> Picture:
+def _tiled(values, columns: int, map_shape, colormap: str, pick, scale: ColourScale | None) -> Picture:
     """Tiles of values in [0, 1], coloured, as one grid picture with white gaps.
 
     The maps had ``map_shape`` (height, width) before they shrank to tiles; a click
@@ -281,7 +369,7 @@ def _tiled(values, columns: int, map_shape, colormap: str, pick) -> Picture:
         top, left = layout.origin(index)
         return pick(index, ((row - top) * height // layout.tile_height, (column - left) * width // layout.tile_width))
 
-    return Picture(imaging.grid(rows, columns, fill=GAP_ROW), palette, locate)
+    return Picture(imaging.grid(rows, columns, fill=GAP_ROW), palette, locate, scale)
 
 
 def _tile_side(columns: int) -> int:
