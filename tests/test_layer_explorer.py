@@ -8,8 +8,8 @@ import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
-from cnnviz_widgets.core import imaging
-from cnnviz_widgets.core.errors import InputTypeError
+from cnnviz_widgets.core import imaging, layer_views
+from cnnviz_widgets.core.errors import InputError, InputTypeError
 from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import nested_cnn, small_cnn
 
@@ -44,14 +44,17 @@ def tiled(values, columns) -> np.ndarray:
     return imaging.grid(imaging.colormap(np.minimum(values, 254 / 256), "viridis"), columns=columns, fill=255)
 
 
-def is_shown(view) -> bool:
-    return view.layout.display != "none"
+def is_shown(widget, part) -> bool:
+    """Whether ``part`` is on the page: hidden parts are taken out of the widget tree."""
+    return part is widget or any(is_shown(child, part) for child in getattr(widget, "children", ()))
 
 
 def test_names_and_defaults(model, images):
     explorer = LayerExplorer(model, images)
     assert explorer.layer_names == cw.layer_names(model)
-    assert (explorer.layer, explorer.channel, explorer.image_index, explorer.view) == ("conv1", 0, 0, "channel")
+    conv1 = cw.activations(model, images[:1], layers="conv1")["conv1"][0]
+    most_active = int(np.argmax(np.abs(conv1).mean(axis=(0, 1))))  # opens on a live channel, not on channel 0
+    assert (explorer.layer, explorer.channel, explorer.image_index, explorer.view) == ("conv1", most_active, 0, "channel")
     labels = dict((value, label) for label, value in explorer.layer_dropdown.options)
     assert labels["conv2"] == "conv2 · Conv2D · 5×5×12"
     assert labels["predictions"] == "predictions · Dense · 5"
@@ -91,8 +94,11 @@ def test_mobilenet_v2(images):
         explorer.layer = layer
         expected = cw.activations(mobilenet, x[:1], layers=layer)[layer][0]
         np.testing.assert_allclose(explorer.activation, expected, atol=1e-4, err_msg=layer)
-    explorer.view = "grid"  # 1280 channels of 1×1: 80 rows of 16
-    assert explorer.panels()[1].shape == (80 * 2 - 1, 16 * 2 - 1, 3)
+    explorer.view = "grid"  # 1280 channels of 1×1: pages of 4 rows of 8
+    assert explorer.panels()[1].shape == (4 * 2 - 1, 8 * 2 - 1, 3)
+    explorer.channel = 700  # on the page of channels 672..703
+    click_map(explorer, row=2 * 2, column=3 * 2)  # the page's third row, fourth tile (1-px tiles, 1 px apart)
+    assert explorer.channel == 672 + 2 * 8 + 3
     assert explorer.cache.forward_passes == 1
 
 
@@ -268,14 +274,14 @@ def test_a_colormap_registered_later_is_refused_not_half_applied(model, images):
         matplotlib.colormaps.unregister("cnnviz_late")
 
 
-def test_grid_view_is_every_channel_normalised_16_a_row(model, images):
+def test_grid_view_is_every_channel_normalised_8_a_row(model, images):
     explorer = LayerExplorer(model, images)
     explorer.layer, explorer.image_index, explorer.view = "conv1", 2, "grid"
     conv1 = cw.activations(model, images[2:3], layers="conv1")["conv1"][0]
 
     def expected_grid(axis):
         tiles = np.moveaxis(imaging.normalize_channels(conv1, axis=axis), -1, 0)
-        return tiled(tiles / 255, columns=16)
+        return tiled(tiles / 255, columns=8)
 
     np.testing.assert_array_equal(explorer.panels()[1], expected_grid(-1))
     np.testing.assert_array_equal(shown_map(explorer), expected_grid(-1))
@@ -292,7 +298,7 @@ def test_clicking_a_grid_tile_selects_its_channel_and_reads_the_value(model, ima
     assert f"at row 4, column 9: {value:.4g}" in explorer.readout.value
 
 
-def test_a_grid_of_large_maps_shrinks_to_tiles_of_64_px_and_clicks_read_full_resolution():
+def test_a_grid_of_large_maps_shrinks_to_tiles_of_96_px_and_clicks_read_full_resolution():
     rng = np.random.default_rng(0)
     inputs = keras.Input((130, 130, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", name="wide")(inputs))
@@ -300,13 +306,13 @@ def test_a_grid_of_large_maps_shrinks_to_tiles_of_64_px_and_clicks_read_full_res
     explorer = LayerExplorer(model, images)
     explorer.view = "grid"
     wide = model(images).numpy()[0]
-    shrunk = tf.image.resize(wide, (64, 64), method="area").numpy()
+    shrunk = tf.image.resize(wide, (96, 96), method="area").numpy()
     tiles = np.moveaxis(imaging.normalize_channels(shrunk), -1, 0)
-    expected = tiled(tiles / 255, columns=16)
+    expected = tiled(tiles / 255, columns=8)
     np.testing.assert_array_equal(shown_map(explorer), expected)
-    click_map(explorer, row=10, column=2 * 65 + 63)  # tile 2, its last column
+    click_map(explorer, row=15, column=2 * 97 + 95)  # tile 2, its last column
     assert explorer.channel == 2
-    assert f"at row 20, column 127: {wide[20, 127, 2]:.4g}" in explorer.readout.value
+    assert f"at row 20, column 128: {wide[20, 128, 2]:.4g}" in explorer.readout.value
     explorer.view = "channel"  # the channel view keeps every value
     assert shown_map(explorer).shape[:2] == (130, 130)
 
@@ -340,8 +346,8 @@ def test_dense_layers_are_bar_charts_of_the_units(model, images):
     explorer = LayerExplorer(model, images)
     explorer.layer, explorer.image_index = "predictions", 1
     probabilities = cw.activations(model, images[1:2], layers="predictions")["predictions"][0]
-    assert is_shown(explorer.signal_chart.figure) and not is_shown(explorer.map_figure.figure)
-    assert not is_shown(explorer.means_chart.figure)
+    assert is_shown(explorer, explorer.signal_chart.figure) and not is_shown(explorer, explorer.map_figure.figure)
+    assert not is_shown(explorer, explorer.means_chart.figure)
     np.testing.assert_allclose(explorer.signal_chart.bars.y, probabilities, rtol=1e-5)
     explorer.signal_chart.bars.selected = [3]
     assert explorer.channel == 3
@@ -355,7 +361,38 @@ def test_dense_layers_are_bar_charts_of_the_units(model, images):
     explorer.signal_chart.bars.selected = [2]
     assert explorer.image_index == 2
     explorer.layer = "conv1"
-    assert is_shown(explorer.map_figure.figure) and not is_shown(explorer.signal_chart.figure)
+    assert is_shown(explorer, explorer.map_figure.figure) and not is_shown(explorer, explorer.signal_chart.figure)
+
+
+def test_the_output_layers_bars_are_named_by_class(model, images):
+    names = ["circle", "square", "triangle", "star", "cross"]
+    explorer = LayerExplorer(model, images, class_names=names, layer="predictions")
+    assert list(explorer.signal_chart.bars.x) == names
+    explorer.layer = "conv2"  # not the output: its channels keep their numbers
+    assert list(explorer.means_chart.bars.x) == [str(c) for c in range(12)]
+    with pytest.raises(InputError, match="class_names has 2 names"):
+        LayerExplorer(model, images, class_names=["a", "b"])
+
+
+def test_a_bar_too_short_to_click_is_selected_by_a_click_above_it(model, images):
+    explorer = LayerExplorer(model, images, layer="conv2")
+    chart = explorer.means_chart
+    # The transparent hit area spans every bar to the chart's top, on the bars' scales.
+    assert list(chart.hit_area.x) == list(chart.bars.x)
+    np.testing.assert_allclose(chart.hit_area.y, max(chart.bars.y.max(), 0), rtol=0)
+    assert chart.hit_area.scales == chart.bars.scales
+    chart.hit_area.selected = [7]  # what the front end sends for a click on the hit area
+    assert explorer.channel == 7 and list(chart.bars.selected) == [7]
+    chart.hit_area.selected = [7]  # the hit area forgot the first click: a second one selects again
+    assert explorer.channel == 7
+
+
+def test_many_bars_show_at_most_16_labels_evenly():
+    inputs = keras.Input((6, 6, 3))
+    wide = keras.Model(inputs, keras.layers.Conv2D(150, 3, name="wide")(inputs))
+    explorer = LayerExplorer(wide, np.zeros((1, 6, 6, 3), np.float32))
+    assert explorer.means_chart.x_axis.num_ticks <= 16  # the front end thins the 150 labels evenly
+    assert explorer.means_chart.x_axis.tick_rotate == 0  # numbers stay level
 
 
 def test_a_dead_channel_shows_flat_without_nan(images):
@@ -367,10 +404,15 @@ def test_a_dead_channel_shows_flat_without_nan(images):
     kernel[..., 0], bias[0] = 0.0, -1.0  # ReLU(-1) everywhere
     conv.set_weights([kernel, bias])
     explorer = LayerExplorer(dead, images)
+    assert explorer.channel != 0  # it opens on a live channel
+    explorer.channel = 0
     assert not np.isnan(explorer.means_chart.bars.y).any() and explorer.means_chart.bars.y[0] == 0
-    np.testing.assert_array_equal(shown_map(explorer), imaging.colormap(np.full((14, 14), 0.5)))
+    # The colormap's bottom colour, not the mid-scale one that would read as a value; no colour scale.
+    np.testing.assert_array_equal(shown_map(explorer), imaging.colormap(np.zeros((14, 14))))
+    assert not is_shown(explorer, explorer.color_bar.figure)
+    assert "dead (0 everywhere)" in explorer.readout.value
     explorer.view = "grid"
-    np.testing.assert_array_equal(shown_map(explorer)[:14, :14], imaging.colormap(np.full((14, 14), 128 / 255)))
+    np.testing.assert_array_equal(shown_map(explorer)[:14, :14], imaging.colormap(np.zeros((14, 14))))
     assert "nan" not in explorer.readout.value.lower()
 
 
@@ -384,7 +426,7 @@ def test_1d_convolutions_are_charts_along_the_steps_and_step_pictures(images):
     conv = cw.activations(sequence_model, signals, layers="conv")["conv"]
     assert explorer.layer == "conv" and explorer.panels()[0].shape == (2, 20, 3)
     explorer.channel = 2
-    assert is_shown(explorer.signal_chart.figure)
+    assert is_shown(explorer, explorer.signal_chart.figure)
     np.testing.assert_allclose(explorer.signal_chart.bars.y, conv[0, :, 2], rtol=1e-5)
     explorer.signal_chart.bars.selected = [5]
     assert f"at step 5: {conv[0, 5, 2]:.4g}" in explorer.readout.value
@@ -425,3 +467,23 @@ def test_the_constructor_refuses_unknown_traits_and_bad_values(model, images):
         LayerExplorer(model, images, layer="conv2", channel=12)
     with pytest.raises(TypeError):
         LayerExplorer(model, images, lambda batch: batch)  # preprocess is keyword-only
+
+
+def test_a_layer_change_says_it_computes_before_the_work_and_a_revisit_is_not_recomputed(model, images, monkeypatch):
+    explorer = LayerExplorer(model, images, view="grid")
+    built, readouts = [], []
+    content = layer_views.content
+
+    def recording(cache, settings, *args):
+        built.append(settings.layer)
+        readouts.append(explorer.readout.value)  # what the page shows while this computes
+        return content(cache, settings, *args)
+
+    monkeypatch.setattr(layer_views, "content", recording)
+    conv1_png = explorer.map_figure.image.value
+    explorer.layer = "conv2"
+    assert built == ["conv2"] and "computing layer conv2" in readouts[0]
+    explorer.layer = "conv1"  # a revisit: the same picture, from the cache
+    assert built == ["conv2"]
+    assert explorer.map_figure.image.value == conv1_png
+    assert "conv1 · channel" in explorer.readout.value  # the busy sign is gone

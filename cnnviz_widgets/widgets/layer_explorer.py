@@ -12,6 +12,7 @@ layer, and the "images" view runs one batched pass per layer it shows.
 from __future__ import annotations
 
 import html
+from collections import OrderedDict
 
 import ipywidgets as widgets
 import matplotlib
@@ -20,27 +21,33 @@ from traitlets import Int, Unicode, observe
 
 from ..core import imaging, layer_views
 from ..core.activation_cache import ActivationCache
+from ..core.class_names import class_names_for
 from ..core.errors import InputError, UnknownLayerError
 from ..core.layer_views import NORMALIZATIONS, VIEWS, Pick, Picture, Settings, Signal
-from ._base import BarChart, Choice, PictureFigure, VisualizerWidget, checks, image_view, show
+from ._base import BarChart, Choice, ColorBar, PictureFigure, VisualizerWidget, checks, image_view, show
 
 COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
 NORMALIZATION_LABELS = {"channel": "per channel", "layer": "per layer"}
 MAP_BOX_PX = 320
+GRID_BOX_PX = 776  # a grid's widest: one screen pixel per picture pixel of the widest grid
+CONTENTS_KEPT = 32  # pictures kept for instant revisits: a grid page is ~0.3 MB
 INPUT_BOX_PX = 256
 
 
 class LayerExplorer(VisualizerWidget):
     """Feature maps of any layer of ``model`` for ``images``, with clickable charts.
 
-    ``LayerExplorer(model, images, *, preprocess=None, **traits)``: ``images`` are the
-    raw pixels shown to the user, a batch (N, H, W, C) or one image; ``preprocess``
-    (called once on the whole batch) maps them to what the model takes; any trait
-    below may be given as a keyword. Set the traits from code or with the controls:
+    ``LayerExplorer(model, images, *, preprocess=None, class_names=None, **traits)``:
+    ``images`` are the raw pixels shown to the user, a batch (N, H, W, C) or one image;
+    ``preprocess`` (called once on the whole batch) maps them to what the model takes;
+    ``class_names`` label the bars of the model's (first) output layer (a 1000-unit
+    output gets the ImageNet names without them); any trait below may be given as a
+    keyword. Set the traits from code or with the controls:
 
     - ``layer``: one of ``layer_names``; the first layer with a 4-D output by default.
       Changing it keeps ``channel`` when the new layer has it, else the last channel.
-    - ``channel``: channel (unit, for Dense layers) shown.
+    - ``channel``: channel (unit, for Dense layers) shown; by default the most active
+      channel of the first layer shown (largest mean |activation| on the image).
     - ``image_index``: image shown.
     - ``view``: ``"channel"``, ``"grid"`` or ``"images"`` (see :mod:`cnnviz_widgets.core.layer_views`).
     - ``colormap``: any matplotlib colormap name.
@@ -62,53 +69,77 @@ class LayerExplorer(VisualizerWidget):
     colormap = Unicode("viridis", help="matplotlib colormap of the maps.")
     normalization = Choice(NORMALIZATIONS, "channel", help="'channel' (each map on its own scale) or 'layer' (one scale).")
 
-    def __init__(self, model, images, *, preprocess=None, **traits):
+    def __init__(self, model, images, *, preprocess=None, class_names=None, **traits):
         self.cache = ActivationCache(model, images, preprocess)
         self.layer_names = list(self.cache.graph.paths)
+        self._unit_names = self._output_unit_names(class_names)
         self._probe = None  # position of the last clicked value inside a channel map
         self._content = None
         self._content_key = None
+        self._contents = OrderedDict()  # content_key -> content, most recently shown last
         self._build_controls()
         self._build_views()
         super().__init__()
-        self.children = [
-            widgets.HBox([self.layer_dropdown, self.view_buttons]),
-            widgets.HBox([self.channel_slider, self.image_slider]),
-            widgets.HBox([self.colormap_dropdown, self.normalization_buttons]),
+        # Rows wrap rather than squeeze their controls or scroll sideways in a narrow cell.
+        wrapping = dict(flex_flow="row wrap", max_width="100%")
+        self._controls = [
+            widgets.HBox([self.layer_dropdown, self.view_buttons], layout=widgets.Layout(**wrapping)),
+            widgets.HBox([self.channel_slider, self.image_slider], layout=widgets.Layout(**wrapping)),
+            widgets.HBox([self.colormap_dropdown, self.normalization_buttons], layout=widgets.Layout(**wrapping)),
             self._error_line,
-            widgets.HBox(
-                [self.input_view, self.map_figure.figure, self.signal_chart.figure],
-                layout=widgets.Layout(align_items="flex-start"),  # keep the input square
-            ),
-            self.readout,
-            self.means_chart.figure,
         ]
+        # What is hidden is taken out of the page, not set to display: none: bqplot
+        # lays a hidden figure out at 0 px and logs negative sizes in the console.
+        self._map_box = widgets.HBox([self.map_figure.figure], layout=widgets.Layout(max_width="100%"))
+        # keep the input square; a wide grid goes under the input, not off the side
+        self._picture_row = widgets.HBox(
+            [self.input_view], layout=widgets.Layout(align_items="flex-start", **wrapping)
+        )
+        self.children = [*self._controls, self._picture_row, self.readout]
         self._show_input()
         spatial = self.cache.graph.spatial_paths(4)
         self.set_traits_in_order({"layer": spatial[0] if spatial else self.layer_names[0], **traits})
+        if "channel" not in traits:
+            self.channel = layer_views.most_active_channel(self.activation)
+
+    def _output_unit_names(self, class_names) -> dict[str, list[str]]:
+        """The names of the bars of the model's first output, when given or known (ImageNet)."""
+        graph = self.cache.graph
+        path = graph.output_path(0)
+        shape = graph.info(path).output_shape
+        if len(shape) != 2 or (class_names is None and shape[-1] != 1000):
+            return {}
+        return {path: class_names_for(shape[-1], class_names)}
 
     def _build_controls(self):
         self.layer_dropdown = widgets.Dropdown(
             options=[(layer_views.layer_label(self.cache.graph.info(path)), path) for path in self.layer_names],
             description="layer",
-            layout=widgets.Layout(width="460px"),
+            layout=widgets.Layout(width="460px", max_width="100%"),
         )
-        self.view_buttons = widgets.ToggleButtons(options=VIEWS, value=self.view)
+        self.view_buttons = widgets.ToggleButtons(
+            options=VIEWS, value=self.view, style={"button_width": "84px"}, layout=widgets.Layout(width="auto")
+        )
         # Channel moves never run the model, so the slider can follow the mouse;
         # an image move may cost a forward pass, so it only reports where it stops.
-        self.channel_slider = widgets.IntSlider(description="channel", max=0, continuous_update=True)
+        self.channel_slider = widgets.IntSlider(
+            description="channel", max=0, continuous_update=True, layout=widgets.Layout(min_width="280px")
+        )
         self.image_slider = widgets.IntSlider(
             description="image",
             max=len(self.cache) - 1,
             continuous_update=False,
-            layout=widgets.Layout(display="none" if len(self.cache) == 1 else None),
+            layout=widgets.Layout(display="none" if len(self.cache) == 1 else None, min_width="280px"),
         )
         # Every matplotlib name up front: changing a Dropdown's options re-selects
         # its first option, which would set the trait back behind our back.
         colormaps = COMMON_COLORMAPS + tuple(sorted(set(matplotlib.colormaps) - set(COMMON_COLORMAPS)))
         self.colormap_dropdown = widgets.Dropdown(options=colormaps, value=self.colormap, description="colormap")
         self.normalization_buttons = widgets.ToggleButtons(
-            options=[(NORMALIZATION_LABELS[value], value) for value in NORMALIZATIONS], value=self.normalization
+            options=[(NORMALIZATION_LABELS[value], value) for value in NORMALIZATIONS],
+            value=self.normalization,
+            style={"button_width": "100px"},
+            layout=widgets.Layout(width="auto"),
         )
         controls = {
             "layer": self.layer_dropdown,
@@ -124,13 +155,17 @@ class LayerExplorer(VisualizerWidget):
     def _build_views(self):
         self.input_view = image_view(f"{INPUT_BOX_PX}px")
         self.map_figure = PictureFigure(MAP_BOX_PX)
+        self.map_figure.figure.layout.flex = "0 1 auto"  # a grid gives way to its colour bar
         self.map_figure.on_click(lambda row, column: self._pick(self._content.locate(row, column)))
+        self.color_bar = ColorBar(self.colormap, height_px=MAP_BOX_PX)
         self.signal_chart = BarChart()
         self.signal_chart.figure.layout.width = f"{MAP_BOX_PX * 3 // 2}px"
+        self.signal_chart.figure.layout.max_width = "100%"
         self.signal_chart.on_select(lambda index: self._pick(self._content.locate(index)))
         self.means_chart = BarChart(title="Mean activation per channel", x_label="channel", y_label="mean")
         self.means_chart.on_select(lambda channel: setattr(self, "channel", channel))
         self.readout = widgets.HTML()
+        self._busy_sign = "⏳ "  # leads the readout while a layer or image change computes
 
     # -- state ---------------------------------------------------------------------
 
@@ -198,6 +233,7 @@ class LayerExplorer(VisualizerWidget):
     @observe("layer")
     def _layer_changed(self, change):
         self._probe = None
+        self._say_busy(f"computing layer {self.layer}…")
         self._show_channel_means()
         channel = min(self.channel, self.activation.shape[-1] - 1)
         if channel != self.channel:
@@ -207,6 +243,7 @@ class LayerExplorer(VisualizerWidget):
 
     @observe("image_index")
     def _image_changed(self, change):
+        self._say_busy(f"computing image {self.image_index}…")
         self._show_input()
         self._show_channel_means()
         self._draw()
@@ -217,13 +254,18 @@ class LayerExplorer(VisualizerWidget):
 
     # -- drawing -------------------------------------------------------------------
 
+    def _say_busy(self, what: str):
+        """Say, before the work starts, that the picture shown is about to change: the
+        controls already show the new value (sent at once, while this kernel computes)."""
+        self.readout.value = f"<b>{self._busy_sign}{html.escape(what)}</b>"
+
     def _show_input(self):
         show(self.input_view, imaging.upscale_to(layer_views.input_picture(self.cache, self.image_index), INPUT_BOX_PX))
 
     def _show_channel_means(self):
         activation = self.activation
         # A Dense layer's units are already shown as bars by the signal chart.
-        self.means_chart.figure.layout.display = "none" if activation.ndim == 1 else None
+        _show_only_if(self, self.means_chart.figure, activation.ndim > 1)
         means = layer_views.channel_means(activation)
         self.means_chart.show(_index_labels(len(means)), means, selected=min(self.channel, len(means) - 1))
 
@@ -238,7 +280,12 @@ class LayerExplorer(VisualizerWidget):
         settings = self._settings()
         key = layer_views.content_key(settings, self.activation)
         if key != self._content_key:
-            self._content = layer_views.content(self.cache, settings, self._probe)
+            self._content = self._contents.pop(key, None) or layer_views.content(
+                self.cache, settings, self._probe, self._unit_names.get(self.layer)
+            )
+            self._contents[key] = self._content
+            while len(self._contents) > CONTENTS_KEPT:
+                self._contents.popitem(last=False)
             self._content_key = key
             self._show_content()
         self._show_readout()
@@ -246,16 +293,27 @@ class LayerExplorer(VisualizerWidget):
     def _show_content(self):
         content = self._content
         is_picture = isinstance(content, Picture)
-        self.map_figure.figure.layout.display = None if is_picture else "none"
-        self.signal_chart.figure.layout.display = "none" if is_picture else None
+        has_scale = is_picture and content.scale is not None
+        _set_children(self._picture_row, [self.input_view, self._map_box if is_picture else self.signal_chart.figure])
+        _set_children(self._map_box, [self.map_figure.figure] + ([self.color_bar.figure] if has_scale else []))
         if is_picture:
-            self.map_figure.show(content.rows, content.palette)
-        else:
+            wide = self.view == "grid" and self.activation.ndim > 2
+            self._map_box.layout.width = "100%" if wide else None
+            self.map_figure.show(content.rows, content.palette, GRID_BOX_PX if wide else MAP_BOX_PX, fill_width=wide)
+            self.color_bar.figure.layout.height = self.map_figure.figure.layout.height
+        if has_scale:
+            self.color_bar.show(content.scale.low, content.scale.high, self.colormap, content.scale.unit)
+        if not is_picture:
             self.signal_chart.figure.title = content.title
-            self.signal_chart.show(_index_labels(len(content.values)), content.values, content.selected)
+            labels = content.labels or _index_labels(len(content.values))
+            self.signal_chart.show(labels, content.values, content.selected)
 
     def _show_readout(self):
-        self.readout.value = html.escape(layer_views.readout(self.activation, self.layer, self.channel, self._probe))
+        text = layer_views.readout(self.activation, self.layer, self.channel, self._probe)
+        page = layer_views.grid_channels(self.activation, self.channel)
+        if self.view == "grid" and len(page) < self.activation.shape[-1]:
+            text += f" · grid of channels {page.start}–{page.stop - 1} of {self.activation.shape[-1]}: move the channel for others"
+        self.readout.value = html.escape(text)
 
     def _pick(self, pick: Pick | None):
         """A click on a value: remember where, then select the clicked channel or image."""
@@ -275,6 +333,16 @@ class LayerExplorer(VisualizerWidget):
     def panels(self) -> list[np.ndarray]:
         """The input image and the map (or a bar picture of a chart), one pixel per value."""
         return [layer_views.input_picture(self.cache, self.image_index), self._content.picture()]
+
+
+def _set_children(box: widgets.Box, children: list):
+    if list(box.children) != children:  # an unchanged list would still re-render the box
+        box.children = children
+
+
+def _show_only_if(box: widgets.Box, part, shown: bool):
+    """``part`` last among ``box``'s children, or not among them."""
+    _set_children(box, [child for child in box.children if child is not part] + ([part] if shown else []))
 
 
 def _index_labels(count: int) -> list[str]:
