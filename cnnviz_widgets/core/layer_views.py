@@ -180,7 +180,9 @@ def channel_values(activation: np.ndarray, channel: int) -> np.ndarray:
 
 def is_dead(values: np.ndarray, activation: np.ndarray) -> bool:
     """Whether channel ``values`` of layer output ``activation`` is 0 everywhere, within DEAD_TOLERANCE."""
-    return bool(np.abs(values).max() <= DEAD_TOLERANCE * np.abs(activation).max())
+    peak = np.abs(values).max()
+    # The layer's largest |value| from its max and min: np.abs would copy the layer on every slider move.
+    return bool(peak == 0 or peak <= DEAD_TOLERANCE * max(activation.max(), -activation.min()))
 
 
 def most_active_channel(activation: np.ndarray) -> int:
