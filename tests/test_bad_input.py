@@ -324,21 +324,19 @@ def test_a_value_of_the_wrong_type_is_shown_like_any_refusal(model, widget, name
     assert everything_shown(shown) == before
 
 
-# -- dead channels and constant images: finite values, the documented mid-gray -------
+# -- dead channels and constant images: finite values, the colormap's bottom colour ----
 
 
-def test_layer_explorer_shows_constant_maps_of_a_black_image_mid_gray(model):
+def test_layer_explorer_shows_constant_maps_of_a_black_image_in_the_bottom_colour(model):
     explorer = LayerExplorer(model, np.zeros((2, 16, 16, 3), "float32"))
     for layer in ("conv1", "bn", "pool1", "conv2", "drop"):  # every map of a black image is flat
         explorer.layer = layer
         height, width = explorer.activation.shape[:2]
-        explorer.view = "channel"
-        np.testing.assert_array_equal(explorer.panels()[1], imaging.colormap(np.full((height, width), 0.5)))
-        explorer.view = "grid"
-        np.testing.assert_array_equal(explorer.panels()[1][:height, :width], imaging.colormap(np.full((height, width), 128 / 255)))
-        explorer.view = "images"
-        np.testing.assert_array_equal(explorer.panels()[1][:height, :width], imaging.colormap(np.full((height, width), 0.5)))
-        assert "nan" not in explorer.readout.value.lower()
+        bottom = imaging.colormap(np.zeros((height, width)))  # not mid-scale, which reads as a value
+        for view in ("channel", "grid", "images"):
+            explorer.view = view
+            np.testing.assert_array_equal(explorer.panels()[1][:height, :width], bottom, err_msg=f"{layer} {view}")
+        assert "nan" not in explorer.readout.value.lower() and "everywhere" in explorer.readout.value
     for layer in ("gap", "predictions"):
         explorer.layer = layer
         assert np.isfinite(explorer.activation).all() and "nan" not in explorer.readout.value.lower()
@@ -346,15 +344,14 @@ def test_layer_explorer_shows_constant_maps_of_a_black_image_mid_gray(model):
 
 
 @pytest.mark.parametrize("dead_channels", [[0], [0, 1, 2, 3]])
-def test_layer_explorer_shows_a_dead_channel_mid_gray_in_every_view(dead_channels):
-    explorer = LayerExplorer(dead_relu_model(dead_channels), IMAGES)
-    dead = imaging.colormap(np.full((14, 14), 0.5))
-    np.testing.assert_array_equal(explorer.panels()[1], dead)
-    explorer.view = "images"
-    np.testing.assert_array_equal(explorer.panels()[1][:14, :14], dead)
-    explorer.view = "grid"
-    np.testing.assert_array_equal(explorer.panels()[1][:14, :14], imaging.colormap(np.full((14, 14), 128 / 255)))
+def test_layer_explorer_shows_a_dead_channel_in_the_bottom_colour_in_every_view(dead_channels):
+    explorer = LayerExplorer(dead_relu_model(dead_channels), IMAGES, channel=0)
+    dead = imaging.colormap(np.zeros((14, 14)))
+    for view in ("channel", "images", "grid"):
+        explorer.view = view
+        np.testing.assert_array_equal(explorer.panels()[1][:14, :14], dead, err_msg=view)
     assert explorer.means_chart.bars.y[0] == 0 and "nan" not in explorer.readout.value.lower()
+    assert "dead (0 everywhere)" in explorer.readout.value
 
 
 def test_grad_cam_viewer_on_a_black_image_is_flat_and_finite(model):

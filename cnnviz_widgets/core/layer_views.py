@@ -330,9 +330,13 @@ def _channel_across_images(cache: ActivationCache, settings: Settings, activatio
     values = layer[..., settings.channel]
     if settings.normalization == "channel":
         scaled, scale = imaging.normalize(values, "tile"), ColourScale(0.0, 1.0, "each image: its min → max")
+        flat = values.reshape(len(values), -1)
+        constant = (flat.max(axis=1) == flat.min(axis=1)).reshape(-1, *[1] * (values.ndim - 1))
+        scaled = np.where(constant, np.float32(0), scaled)  # the bottom colour, as in the other views
     else:
         low, high = float(values.min()), float(values.max())
-        scaled, scale = imaging.normalize(values, "global"), ColourScale(low, high, "value") if low < high else None
+        scaled = imaging.normalize(values, "global") if low < high else np.zeros(values.shape, np.float32)
+        scale = ColourScale(low, high, "value") if low < high else None
     if layer.ndim == 3:  # (images, steps, channels): one row per image
         return _coloured(scaled, settings.colormap, lambda row, column: Pick((column,), image=row), scale)
     map_shape = _as_maps(activation).shape[:2]
