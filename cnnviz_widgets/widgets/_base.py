@@ -198,10 +198,10 @@ class BarChart:
     transparent full-height bar per value takes the clicks a bar too short to hit
     would miss (a probability of 0.007 is under a pixel high). At most
     ``MAX_X_TICKS`` x labels show (bqplot's ``num_ticks`` thins an ordinal axis
-    evenly); names, not numbers, are slanted so that neighbours do not run together.
+    evenly); names, and thinned numbers, are slanted so that neighbours do not run together.
     """
 
-    MAX_X_TICKS = 16
+    MAX_X_TICKS = 10
     SLANTED_MARGIN_PX = 70  # room under the axis for slanted names
 
     def __init__(self, title: str = "", x_label: str = "", y_label: str = "", height: str = "220px"):
@@ -240,7 +240,7 @@ class BarChart:
     def show(self, labels, values, selected: int | None = None):
         labels = [str(label) for label in labels]
         values = np.asarray(values, dtype=float)
-        slanted = any(not label.lstrip("-").isdigit() for label in labels)
+        slanted = len(labels) > self.MAX_X_TICKS or any(not label.lstrip("-").isdigit() for label in labels)
         highest = values.max(initial=0.0)
         with self.hit_area.hold_sync(), self.bars.hold_sync(), self.x_axis.hold_sync():
             self.x_axis.tick_rotate = -30 if slanted else 0

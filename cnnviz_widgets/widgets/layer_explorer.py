@@ -29,7 +29,9 @@ from ._base import BarChart, Choice, ColorBar, PictureFigure, VisualizerWidget, 
 COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
 NORMALIZATION_LABELS = {"channel": "per channel", "layer": "per layer"}
 MAP_BOX_PX = 320
-GRID_BOX_PX = 776  # a grid's widest: one screen pixel per picture pixel of the widest grid
+# A grid's widest. bqplot keeps the picture's aspect in a narrower cell, but not the
+# figure's height: wider boxes left a blank band under the grid in a 560-px cell.
+GRID_BOX_PX = 640
 CONTENTS_KEPT = 32  # pictures kept for instant revisits: a grid page is ~0.3 MB
 INPUT_BOX_PX = 256
 
