@@ -227,7 +227,9 @@ class BarChart:
         self.x_axis = bqplot.Axis(scale=x_scale, label=x_label, label_offset="30px", num_ticks=self.MAX_X_TICKS)
         axes = [
             self.x_axis,
-            bqplot.Axis(scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px"),
+            bqplot.Axis(
+                scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px", num_ticks=5
+            ),
         ]
         self.figure = bqplot.Figure(
             marks=[self.hit_area, self.bars],
@@ -281,9 +283,9 @@ class ColorBar:
 
     def __init__(self, colormap: str = "viridis", label: str = "", height_px: int = 320):
         self.scale = bqplot.LinearScale(min=0.0, max=1.0)
-        self.colormap = None
+        self.colormap = colormap
         self.gradient = bqplot.Image(
-            image=widgets.Image(format="png"),
+            image=_colormap_column(colormap),
             x=(0.0, 1.0),
             y=(0.0, 1.0),
             scales={"x": bqplot.LinearScale(min=0.0, max=1.0), "y": self.scale},
@@ -299,24 +301,25 @@ class ColorBar:
             fig_margin={"top": 6, "bottom": 6, "left": 0, "right": self.WIDTH_PX - 16},
             layout=widgets.Layout(width=f"{self.WIDTH_PX}px", height=f"{height_px}px", flex="0 0 auto"),
         )
-        self._paint(colormap)
-
-    def _paint(self, colormap: str):
-        if colormap != self.colormap:
-            # bqplot redraws an Image mark for a new `image` widget, not for a new value of the old one.
-            old, self.colormap = self.gradient.image, colormap
-            self.gradient.image = widgets.Image(format="png", value=imaging.to_png(imaging.colormap_table(colormap)[::-1, None]))
-            old.close()
 
     def show(self, low: float, high: float, colormap: str | None = None, label: str | None = None):
         """Bounds (and optionally colormap and label) of the picture now shown."""
-        if colormap is not None:
-            self._paint(colormap)
+        if colormap is not None and colormap != self.colormap:
+            # bqplot redraws an Image mark for a new `image` widget, not for a new value of the old one.
+            old, self.colormap = self.gradient.image, colormap
+            self.gradient.image = _colormap_column(colormap)
+            for part in owned_widgets(old):  # the image and its layout
+                part.close()
         with self.scale.hold_sync(), self.gradient.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
             self.gradient.y = (float(low), float(high))
         if label is not None:
             self.axis.label = label
+
+
+def _colormap_column(colormap: str) -> widgets.Image:
+    """Matplotlib colormap ``colormap`` as a 1×256 PNG column, its top colour at the top."""
+    return widgets.Image(format="png", value=imaging.to_png(imaging.colormap_table(colormap)[::-1, None]))
 
 
 class PictureFigure:
