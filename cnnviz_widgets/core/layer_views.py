@@ -286,7 +286,7 @@ def _channel_map(activation, settings: Settings) -> Picture:
     if low == high:  # no contrast: the bottom colour, not the mid-scale one that reads as a value
         return _coloured(np.zeros(values.shape), settings.colormap, lambda row, column: Pick((row, column)))
     scaled = imaging.normalize(values, bounds=(low, high))
-    scale = ColourScale(low, high, "value" if settings.normalization == "channel" else "value (layer's scale)")
+    scale = ColourScale(low, high, "value" if settings.normalization == "channel" else "value (layer scale)")
     return _coloured(scaled, settings.colormap, lambda row, column: Pick((row, column)), scale)
 
 
@@ -295,10 +295,10 @@ def _all_channels(activation, settings: Settings) -> Picture:
     per_channel = settings.normalization == "channel"
     axis = -1 if per_channel else None
     if per_channel:
-        scale = ColourScale(-2.0, 2.0, "std from each channel's mean")
+        scale = ColourScale(-2.0, 2.0, "σ from channel mean")
     else:
         mean, std = float(activation.mean()), float(activation.std())
-        scale = ColourScale(mean - 2 * std, mean + 2 * std, "value (layer mean ± 2 std)") if std > 0 else None
+        scale = ColourScale(mean - 2 * std, mean + 2 * std, "value (layer mean ± 2σ)") if std > 0 else None
     if activation.ndim == 2:  # (steps, channels): one row per channel
         scaled = _bottom_if_constant(imaging.normalize_channels(activation, axis=axis), activation, per_channel).T / 255
         return _coloured(scaled, settings.colormap, lambda row, column: Pick((column,), channel=row), scale)
@@ -329,7 +329,7 @@ def _channel_across_images(cache: ActivationCache, settings: Settings, activatio
     layer = every_image(cache, settings.layer)
     values = layer[..., settings.channel]
     if settings.normalization == "channel":
-        scaled, scale = imaging.normalize(values, "tile"), ColourScale(0.0, 1.0, "each image: its min → max")
+        scaled, scale = imaging.normalize(values, "tile"), ColourScale(0.0, 1.0, "each image min → max")
         flat = values.reshape(len(values), -1)
         constant = (flat.max(axis=1) == flat.min(axis=1)).reshape(-1, *[1] * (values.ndim - 1))
         scaled = np.where(constant, np.float32(0), scaled)  # the bottom colour, as in the other views
