@@ -227,9 +227,7 @@ class BarChart:
         self.x_axis = bqplot.Axis(scale=x_scale, label=x_label, label_offset="30px", num_ticks=self.MAX_X_TICKS)
         axes = [
             self.x_axis,
-            bqplot.Axis(
-                scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px", num_ticks=5
-            ),
+            bqplot.Axis(scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px"),
         ]
         self.figure = bqplot.Figure(
             marks=[self.hit_area, self.bars],
