@@ -24,6 +24,8 @@ from ._base import BarChart, Choice, ColorBar, VisualizerWidget, checks, image_v
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
 DISPLAY_SIZE = 256  # small pictures are enlarged with whole pixels, so the browser does not blur them
+MIN_PANEL_PX = 140  # three pictures and the colour bar side by side in a 560-px output (1000-px Lab with its side bar)
+COLOR_BAR_ROOM_PX = 90
 FLAT_MAP_NOTE = "flat map: the class score does not depend on where this layer's features are"
 EVIDENCE_LABELS = {"for": "for the class", "against": "against the class"}
 # An empty map: every position's weighted sum has the sign that the ReLU zeroes.
@@ -85,20 +87,26 @@ class GradCamViewer(VisualizerWidget):
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
 
-        self._image_view, self._heatmap_view, self._overlay_view = image_view(), image_view(), image_view()
+        # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
+        self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
+        self._heatmap_view = image_view("auto")  # beside the colour bar, it takes what the bar leaves
+        self._heatmap_view.layout.flex, self._heatmap_view.layout.min_width = "1 1 0", "0"
+        self._heatmap_view.layout.align_self = "flex-start"  # square, not stretched to the bar's height
         self._class_label = widgets.HTML()
         self._heatmap_caption = widgets.HTML()
-        self.heat_scale = ColorBar(HEATMAP_COLORMAP, label="heat (1 = the map's peak)", height_px=DISPLAY_SIZE)
+        self.heat_scale = ColorBar(HEATMAP_COLORMAP, label="heat (1 = peak)", height_px=DISPLAY_SIZE)
         self.heat_scale.show(0.0, 1.0)
         # Says why a heatmap shows no heat, and offers the other map where that one is empty.
-        self.heatmap_note = widgets.HTML(layout=widgets.Layout(max_width=f"{DISPLAY_SIZE + 90}px"))
+        self.heatmap_note = widgets.HTML()
         self.evidence_offer = widgets.Button(layout=widgets.Layout(width="auto", display="none"))
         self.evidence_offer.on_click(lambda _: setattr(self, "evidence", self._other_evidence()))
         title = f"Top-{len(self._top_classes)} classes ({self._head.title})"
         self.prediction_chart = BarChart(title=title, y_label=self._head.value_name)
         self.prediction_chart.show(predictions.labels, self.probabilities[self._top_classes])
         self.prediction_chart.on_select(self._select_prediction)
-        self.contribution_chart = BarChart(x_label="channel", y_label="weight × mean activation")
+        self.contribution_chart = BarChart(
+            x_label="channel (contribution = Grad-CAM weight × mean activation)", y_label="contribution"
+        )
 
         traits.setdefault("layer", default_layer(graph, self._head.index))
         traits.setdefault("class_index", self.predictions[0][0])
@@ -128,7 +136,7 @@ class GradCamViewer(VisualizerWidget):
         show(self._image_view, imaging.upscale_to(self._picture, DISPLAY_SIZE))
         heatmap_panel = widgets.VBox(
             [self._heatmap_caption, widgets.HBox([self._heatmap_view, self.heat_scale.figure]), self.heatmap_note, self.evidence_offer],
-            layout=_panel_layout(),
+            layout=_panel_layout(COLOR_BAR_ROOM_PX),
         )
         self.children = [
             widgets.HBox([self.class_box, self._class_label], layout=_row_layout()),
@@ -244,8 +252,14 @@ def _row_layout() -> widgets.Layout:
     return widgets.Layout(flex_flow="row wrap", align_items="flex-start", overflow="visible")
 
 
-def _panel_layout() -> widgets.Layout:
-    return widgets.Layout(flex="0 0 auto", overflow="visible", margin="0 12px 8px 0")
+def _panel_layout(extra_px: int = 0) -> widgets.Layout:
+    return widgets.Layout(
+        flex=f"1 1 {MIN_PANEL_PX + extra_px}px",
+        min_width=f"{MIN_PANEL_PX + extra_px}px",
+        max_width=f"{DISPLAY_SIZE + extra_px}px",
+        overflow="visible",
+        margin="0 8px 8px 0",
+    )
 
 
 def _captioned(caption: str, view: widgets.Widget) -> widgets.VBox:
