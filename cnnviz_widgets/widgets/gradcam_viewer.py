@@ -96,6 +96,8 @@ class GradCamViewer(VisualizerWidget):
         self._heatmap_caption = widgets.HTML()
         self.heat_scale = ColorBar(HEATMAP_COLORMAP, label="heat (1 = peak)", height_px=DISPLAY_SIZE)
         self.heat_scale.show(0.0, 1.0)
+        # As tall as the heatmap beside it, which shrinks with the cell's width.
+        self.heat_scale.figure.layout.height, self.heat_scale.figure.layout.align_self = "auto", "stretch"
         # Says why a heatmap shows no heat, and offers the other map where that one is empty.
         self.heatmap_note = widgets.HTML()
         self.evidence_offer = widgets.Button(layout=widgets.Layout(width="auto", display="none"))
