@@ -75,6 +75,17 @@ def test_repeated_class_names_get_their_index_in_bar_labels():
     assert predictions.labels == [f"crane ({c})" for c in predictions.top_classes]
 
 
+def test_long_class_names_are_cut_in_bar_labels_and_stay_distinct():
+    model = small_cnn(classes=5)
+    model_input = np.random.default_rng(5).uniform(0, 1, (1, 16, 16, 3)).astype("float32")
+    names = ["American Staffordshire terrier", "American Staffordshire bull", "cat", "Lakeland terrier", "eel"]
+    predictions = predict(LayerGraph.of(model), model_input, 0, names, top_k=5)
+    labels = dict(zip(predictions.top_classes, predictions.labels))
+    assert labels[2] == "cat (2)" and labels[3] == "Lakeland terrier (3)"
+    assert labels[0] == "American Stafford… (0)" and labels[1] == "American Stafford… (1)"
+    assert predictions.class_names == names  # the full names stay for the class label
+
+
 def test_top_channels_are_the_largest_contributions_by_magnitude():
     explanation = ClassExplanation(np.zeros((2, 2)), np.array([0.1, -3.0, 2.0, 0.0, -0.5]), flat=False, empty=False)
     assert explanation.top_channels(3).tolist() == [1, 2, 4]

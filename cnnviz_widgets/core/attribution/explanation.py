@@ -13,6 +13,15 @@ from .base import resize_maps
 from .gradcam import GradCam
 
 
+# Longer names are cut with an ellipsis in bar labels: slanted under five bars, an
+# ImageNet name of 30 characters ran into the chart below.
+BAR_LABEL_CHARS = 18
+
+
+def _bar_label(name: str) -> str:
+    return name if len(name) <= BAR_LABEL_CHARS else name[: BAR_LABEL_CHARS - 1].rstrip() + "…"
+
+
 @dataclass(frozen=True)
 class Predictions:
     """One image's class probabilities as its model's head gives them, and its top-k classes."""
@@ -28,8 +37,9 @@ class Predictions:
 
     @property
     def labels(self) -> list[str]:
-        """The top-k classes' bar labels; ImageNet repeats some names ('crane', 'maillot'), which a chart would merge."""
-        labels = [self.class_names[c] for c in self.top_classes]
+        """The top-k classes' bar labels, long names cut (see BAR_LABEL_CHARS); ImageNet repeats some
+        names ('crane', 'maillot'), and cutting may make more, which a chart would merge."""
+        labels = [_bar_label(self.class_names[c]) for c in self.top_classes]
         if len(set(labels)) < len(labels):
             labels = [f"{label} ({c})" for label, c in zip(labels, self.top_classes)]
         return labels
