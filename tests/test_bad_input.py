@@ -296,6 +296,7 @@ WIDGETS = {
         ("GradCamViewer", "layer", "conv9", "Unknown layer 'conv9'.*conv1, bn, pool1, conv2", "conv1"),
         ("GradCamViewer", "alpha", 1.5, r"opacity and must be in \[0, 1\], got 1\.5", 0.8),
         ("GradCamViewer", "alpha", np.nan, r"must be in \[0, 1\], got nan", 0.8),
+        ("GradCamViewer", "evidence", "maybe", "Unknown evidence 'maybe'. Use one of: for, against", "against"),
     ],
 )
 def test_a_refused_value_changes_nothing_shown_and_says_why(model, widget, name, bad, message, good):
@@ -371,8 +372,8 @@ def test_grad_cam_viewer_on_a_black_image_is_flat_and_finite(model):
 def test_grad_cam_viewer_says_when_a_map_is_flat_only_then(model):
     viewer = GradCamViewer(model, IMAGES[0])
     assert viewer.heatmap.max() > 0.5 and viewer.heatmap_note.value == ""
-    viewer.class_index = 4
-    assert viewer.heatmap_note.value == ""
+    viewer.class_index = 4  # every weighted sum negative: empty, with its own note, not flat
+    assert "flat map" not in viewer.heatmap_note.value and "is negative" in viewer.heatmap_note.value
     assert "flat map" in GradCamViewer(dead_relu_model([0, 1, 2, 3]), IMAGES[0]).heatmap_note.value
 
 

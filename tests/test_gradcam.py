@@ -12,14 +12,16 @@ from cnnviz_widgets.core.attribution import GradCam
 from conftest import nested_cnn, small_cnn
 
 
-def keras_io_grad_cam(model, images, class_index, layer_name, score_model=None):
-    """The keras-io / DLwP algorithm, written out with a GradientTape."""
+def keras_io_grad_cam(model, images, class_index, layer_name, score_model=None, counterfactual=False):
+    """The keras-io / DLwP algorithm, written out with a GradientTape; ``counterfactual`` negates the gradients."""
     score_model = score_model or model
     grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, score_model.output])
     with tf.GradientTape() as tape:
         features, scores = grad_model(images, training=False)
         class_score = scores[:, class_index]
     grads = tape.gradient(class_score, features)
+    if counterfactual:
+        grads = -grads
     weights = tf.reduce_mean(grads, axis=(1, 2))
     heatmap = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
     heatmap = heatmap / tf.reduce_max(heatmap, axis=(1, 2), keepdims=True)
@@ -319,3 +321,67 @@ def test_matmul_gradient_equals_tensorflows(transpose_a, transpose_b):
         score = product_score()
     for actual, expected in zip(overridden(), tape.gradient(score, [a, b])):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_counterfactual_maps_of_batched_classes_match_a_tape_with_negated_gradients(images):
+    model = small_cnn()
+    reference = without_softmax(model)
+    result = GradCam.shared(model, counterfactual=True).explain(images, [0, 1, 2, 3, 4])
+    signal = 0.0
+    for c in range(5):
+        expected = keras_io_grad_cam(reference, images, c, "conv2", counterfactual=True)
+        np.testing.assert_allclose(result.heatmaps[:, c], expected, atol=1e-4, err_msg=f"class {c}")
+        np.testing.assert_allclose(cw.grad_cam(model, images, c, counterfactual=True), expected, atol=1e-4)
+        # Against the class where it is not for it: the two maps never both heat a position.
+        assert np.all(np.minimum(result.maps[:, c], GradCam(model).explain(images, [c]).maps[:, 0]) < 1e-6)
+        signal = max(signal, expected.max())
+    assert signal > 0
+
+
+def test_counterfactual_of_a_dense_head_for_batched_classes_matches_a_tape_per_class():
+    model = dense_head_cnn()
+    x = np.random.default_rng(4).uniform(0, 1, (3, 12, 12, 3))
+    result = GradCam(model, "conv2", counterfactual=True).explain(x, list(range(6)))
+    grad_model = keras.Model(model.inputs, [model.get_layer("conv2").output, model.output])
+    for c in range(6):
+        with tf.GradientTape() as tape:
+            features, scores = grad_model(x, training=False)
+            score = scores[:, c]
+        weights = tf.reduce_mean(-tape.gradient(score, features), axis=(1, 2), keepdims=True)
+        maps = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1)).numpy()
+        expected = np.nan_to_num(maps / maps.max(axis=(1, 2), keepdims=True))
+        np.testing.assert_allclose(result.maps[:, c], expected, atol=1e-4, err_msg=f"class {c}")
+
+
+def test_the_counterfactual_grad_cam_is_cached_apart_and_the_default_is_unchanged(images):
+    model = small_cnn()
+    against = GradCam.shared(model, counterfactual=True)
+    assert GradCam.shared(model, counterfactual=True) is against
+    assert GradCam.shared(model) is not against and not GradCam.shared(model).counterfactual
+    np.testing.assert_allclose(cw.grad_cam(model, images, 1), cw.grad_cam(model, images, 1, counterfactual=False), atol=0)
+
+
+def test_a_map_negative_everywhere_is_empty_and_its_counterfactual_is_not():
+    # map = weight × image with a weight of 1: -1 everywhere but -0.5 at one pixel. Its
+    # sums vary (not flat) but none is positive; negated, the map is 1 - 0.5 at that pixel.
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(1, 1, name="conv")
+    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", name="score")(pooled))
+    conv.set_weights([np.ones((1, 1, 1, 1)), np.zeros(1)])
+    image = np.full((1, 8, 8, 1), -1.0)
+    image[0, 3, 4] = -0.5
+    result = GradCam(model).explain(image, [1])
+    assert_no_heat(result, flat=False)
+    assert result.empty.tolist() == [[True]]
+    against = GradCam(model, counterfactual=True).explain(image, [1])
+    assert against.empty.tolist() == [[False]] and against.flat.tolist() == [[False]]
+    np.testing.assert_allclose(against.maps[0, 0], -image[0, ..., 0], atol=1e-6)
+
+
+def test_empty_flags_the_maps_the_relu_zeroes_and_no_other(images):
+    result = GradCam(small_cnn()).explain(images, [0, 1, 2, 3, 4])
+    peaks = result.maps.max(axis=(2, 3))
+    np.testing.assert_array_equal(result.empty, (peaks < 1e-6) & ~result.flat)
+    assert result.empty.any() and not result.empty.all()
+    assert not GradCam(small_cnn()).explain(np.full((1, 16, 16, 3), 0.5), [0, 1]).empty.any()  # flat, not empty

@@ -75,8 +75,19 @@ def test_repeated_class_names_get_their_index_in_bar_labels():
     assert predictions.labels == [f"crane ({c})" for c in predictions.top_classes]
 
 
+def test_long_class_names_are_cut_in_bar_labels_and_stay_distinct():
+    model = small_cnn(classes=5)
+    model_input = np.random.default_rng(5).uniform(0, 1, (1, 16, 16, 3)).astype("float32")
+    names = ["American Staffordshire terrier", "American Staffordshire bull", "cat", "Lakeland terrier", "eel"]
+    predictions = predict(LayerGraph.of(model), model_input, 0, names, top_k=5)
+    labels = dict(zip(predictions.top_classes, predictions.labels))
+    assert labels[2] == "cat (2)" and labels[3] == "Lakeland terrier (3)"
+    assert labels[0] == "American Stafford… (0)" and labels[1] == "American Stafford… (1)"
+    assert predictions.class_names == names  # the full names stay for the class label
+
+
 def test_top_channels_are_the_largest_contributions_by_magnitude():
-    explanation = ClassExplanation(np.zeros((2, 2)), np.array([0.1, -3.0, 2.0, 0.0, -0.5]), flat=False)
+    explanation = ClassExplanation(np.zeros((2, 2)), np.array([0.1, -3.0, 2.0, 0.0, -0.5]), flat=False, empty=False)
     assert explanation.top_channels(3).tolist() == [1, 2, 4]
     assert explanation.top_channels(10).tolist() == [1, 2, 4, 0, 3]
 
@@ -118,3 +129,19 @@ def test_a_layer_that_does_not_feed_the_output_is_refused_with_the_ones_that_do(
     assert explainable_layers(graph, 0) == ["main"]
     with pytest.raises(UnsupportedModelError, match=r"'side' does not feed model output 0.*Try one of: main\."):
         checked_layer(graph, "side", 0)
+
+
+def test_counterfactual_explanations_are_kept_apart_with_their_empty_flags():
+    model = small_cnn(classes=5, counter=True)
+    model_input = np.random.default_rng(6).uniform(0, 1, (1, 16, 16, 3)).astype("float32")
+    explanations = ImageExplanations(model, model_input, (16, 16), 0, top_classes=[0, 1, 2, 3, 4])
+    for counterfactual in (False, True):
+        result = GradCam(model, "conv2", counterfactual=counterfactual).explain(model_input, [0, 1, 2, 3, 4])
+        for c in range(5):
+            explanation = explanations.of("conv2", c, counterfactual)
+            np.testing.assert_allclose(explanation.heatmap, result.heatmaps[0, c], atol=1e-5)
+            np.testing.assert_allclose(explanation.contributions, result.contributions[0, c], rtol=1e-4, atol=1e-7)
+            assert (explanation.empty, explanation.flat) == (bool(result.empty[0, c]), bool(result.flat[0, c]))
+    against = [explanations.of("conv2", c, True) for c in range(5)]
+    assert any(explanations.of("conv2", c).empty for c in range(5))
+    assert not np.allclose(against[0].heatmap, explanations.of("conv2", 0).heatmap, atol=1e-3)

@@ -10,6 +10,8 @@ from cnnviz_widgets import GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.class_names import imagenet_class_names
 from cnnviz_widgets.core.attribution import GradCam
+from cnnviz_widgets.widgets import gradcam_viewer
+from cnnviz_widgets.widgets.gradcam_viewer import HEATMAP_COLORMAP
 from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import everything_shown, nested_cnn, small_cnn
 
@@ -164,7 +166,6 @@ def test_clicking_a_bar_selects_its_class_and_the_box_reaches_any_class(counted_
         signal = max(signal, assert_heatmap_is_grad_cam(viewer, counted_model, image))
     assert signal > 0
     other = next(c for c in range(5) if c not in [c for c, _, _ in viewer.predictions])
-    assert viewer.class_box.max == 4
     viewer.class_box.value = other
     assert viewer.class_index == other
     assert bars.selected is None
@@ -341,3 +342,57 @@ def test_demo_model():
     viewer = GradCamViewer(model, images[0], class_names=demo.CLASS_NAMES, top_k=3)
     assert_predictions_are_top_k(viewer, direct_probabilities(model, images[0]), demo.CLASS_NAMES, 3)
     assert assert_heatmap_is_grad_cam(viewer, model, images[0]) > 0
+
+
+def test_the_class_box_shows_a_refusal_instead_of_clamping(counted_model, image):
+    viewer = GradCamViewer(counted_model, image, top_k=2)
+    before = (viewer.class_index, viewer.heatmap.copy())
+    for typed in (99, -1):
+        viewer.class_box.value = typed
+        assert viewer.class_index == before[0] and viewer.class_box.value == before[0]
+        assert f"class_index {typed} is out of range" in viewer.error and "0..4" in viewer.error
+        np.testing.assert_array_equal(viewer.heatmap, before[1])
+    viewer.class_box.value = 4
+    assert viewer.class_index == 4 and viewer.error == ""
+
+
+def test_an_empty_map_says_why_and_offers_the_counterfactual_map(counted_model, image):
+    viewer = GradCamViewer(counted_model, image)
+    result = GradCam(counted_model, viewer.layer).explain(image[None], list(range(5)))
+    assert not result.flat.any()
+    empty_class = int(np.flatnonzero(result.empty[0])[0])
+    full_class = int(np.flatnonzero(~result.empty[0])[0])
+    viewer.class_index = full_class
+    assert viewer.heatmap_note.value == "" and viewer.evidence_offer.layout.display == "none"
+    viewer.class_index = empty_class
+    np.testing.assert_allclose(viewer.heatmap, 0, atol=1e-7)
+    name = viewer.class_names[empty_class]
+    assert f"nothing in this layer speaks for &#x27;{name}&#x27;: every position&#x27;s weighted sum is negative" in viewer.heatmap_note.value
+    assert viewer.evidence_offer.layout.display != "none" and "against" in viewer.evidence_offer.description
+    viewer.evidence_offer.click()
+    assert viewer.evidence == "against" and viewer.evidence_buttons.value == "against"
+    expected = cw.grad_cam(counted_model, image[None], empty_class, layer=viewer.layer, counterfactual=True)[0]
+    np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-5)
+    assert viewer.heatmap.max() > 0.5 and viewer.heatmap_note.value == ""
+    np.testing.assert_array_equal(viewer.panels()[1], imaging.colormap(expected, HEATMAP_COLORMAP))
+    against = GradCam(counted_model, viewer.layer, counterfactual=True).explain(image[None], [empty_class])
+    shown = np.array([int(label) for label in viewer.contribution_chart.bars.x])
+    np.testing.assert_allclose(viewer.contribution_chart.bars.y, against.contributions[0, 0, shown], rtol=1e-4, atol=1e-7)
+    assert "against" in viewer.contribution_chart.figure.title and "Counterfactual" in viewer._heatmap_caption.value
+    viewer.evidence_buttons.value = "for"
+    assert viewer.evidence == "for" and viewer.heatmap.max() < 1e-7
+
+
+def test_the_heatmap_has_a_colour_scale_from_no_heat_to_its_peak(counted_model, image, monkeypatch):
+    colormaps = []
+
+    class RecordedColorBar(gradcam_viewer.ColorBar):
+        def __init__(self, colormap, *args, **kwargs):
+            colormaps.append(colormap)
+            super().__init__(colormap, *args, **kwargs)
+
+    monkeypatch.setattr(gradcam_viewer, "ColorBar", RecordedColorBar)
+    viewer = GradCamViewer(counted_model, image)
+    scale = viewer.heat_scale.scale
+    assert colormaps == [HEATMAP_COLORMAP] and (scale.min, scale.max) == (0.0, 1.0)
+    assert "peak" in viewer.heat_scale.axis.label and "normalised to its peak" in viewer._heatmap_caption.value

@@ -19,12 +19,17 @@ from ..core.attribution.explanation import ImageExplanations, predict
 from ..core.errors import CnnvizError, InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
-from ._base import BarChart, VisualizerWidget, checks, image_view, show
+from ._base import BarChart, Choice, ColorBar, VisualizerWidget, checks, image_view, show
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
 DISPLAY_SIZE = 256  # small pictures are enlarged with whole pixels, so the browser does not blur them
+MIN_PANEL_PX = 140  # three pictures and the colour bar side by side in a 560-px output (1000-px Lab with its side bar)
+COLOR_BAR_ROOM_PX = 90
 FLAT_MAP_NOTE = "flat map: the class score does not depend on where this layer's features are"
+EVIDENCE_LABELS = {"for": "for the class", "against": "against the class"}
+# An empty map: every position's weighted sum has the sign that the ReLU zeroes.
+EMPTY_SUM_SIGN = {"for": "negative", "against": "positive"}
 
 
 class GradCamViewer(VisualizerWidget):
@@ -43,6 +48,11 @@ class GradCamViewer(VisualizerWidget):
     model's head gives them (``core/heads.py``): its own softmax or sigmoid, or a
     softmax of its logits; a one-unit output has two classes, 0 = negative and 1 = positive.
 
+    ``evidence`` picks the map: 'for' the class (Grad-CAM) or 'against' it (the
+    counterfactual map of the Grad-CAM paper, from the negated gradients). Where a
+    map is empty, because every position's weighted sum has the sign the ReLU zeroes,
+    the note under it says so and offers the other one.
+
     Read-only results: ``heatmap`` (H, W) in [0, 1]; ``predictions``, the top-k
     (class_index, name, probability), best first; ``probabilities`` of every
     class; ``class_names``; ``layer_names``, the layers ``layer`` accepts.
@@ -53,6 +63,11 @@ class GradCamViewer(VisualizerWidget):
     class_index = TraitType(0, help="The class explained, an int; default: the top-1 class.")
     layer = Unicode(help="The layer with a 4-D output whose feature maps Grad-CAM weights; default: the last conv layer.")
     alpha = CFloat(0.4, help="Opacity of the heatmap over the image: 0 = image only, 1 = heatmap only.")
+    evidence = Choice(
+        tuple(EVIDENCE_LABELS),
+        "for",
+        help="'for': Grad-CAM, where the layer speaks for the class; 'against': the counterfactual map, where it speaks against it.",
+    )
 
     def __init__(self, model, image, *, preprocess=None, class_names=None, top_k: int = 5, output: int | str = 0, **traits):
         self._graph = graph = _image_classifier_graph(model)
@@ -72,38 +87,67 @@ class GradCamViewer(VisualizerWidget):
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
 
-        self._image_view, self._heatmap_view, self._overlay_view = image_view(), image_view(), image_view()
+        # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
+        self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
+        self._heatmap_view = image_view("auto")  # beside the colour bar, it takes what the bar leaves
+        self._heatmap_view.layout.flex, self._heatmap_view.layout.min_width = "1 1 0", "0"
+        self._heatmap_view.layout.align_self = "flex-start"  # square, not stretched to the bar's height
         self._class_label = widgets.HTML()
-        self.heatmap_note = widgets.HTML()  # says why a heatmap shows no heat
+        self._heatmap_caption = widgets.HTML()
+        self.heat_scale = ColorBar(HEATMAP_COLORMAP, label="heat (1 = peak)", height_px=DISPLAY_SIZE)
+        self.heat_scale.show(0.0, 1.0)
+        # As tall as the heatmap beside it, which shrinks with the cell's width.
+        self.heat_scale.figure.layout.height, self.heat_scale.figure.layout.align_self = "auto", "stretch"
+        # Says why a heatmap shows no heat, and offers the other map where that one is empty.
+        self.heatmap_note = widgets.HTML()
+        self.evidence_offer = widgets.Button(layout=widgets.Layout(width="auto", display="none"))
+        self.evidence_offer.on_click(lambda _: setattr(self, "evidence", self._other_evidence()))
         title = f"Top-{len(self._top_classes)} classes ({self._head.title})"
         self.prediction_chart = BarChart(title=title, y_label=self._head.value_name)
         self.prediction_chart.show(predictions.labels, self.probabilities[self._top_classes])
         self.prediction_chart.on_select(self._select_prediction)
-        self.contribution_chart = BarChart(x_label="channel", y_label="weight × mean activation")
+        self.contribution_chart = BarChart(
+            x_label="channel (contribution = Grad-CAM weight × mean activation)", y_label="contribution"
+        )
 
         traits.setdefault("layer", default_layer(graph, self._head.index))
         traits.setdefault("class_index", self.predictions[0][0])
         super().__init__(**traits)
 
-        self.class_box = widgets.BoundedIntText(min=0, max=self.num_classes - 1, description="class")
-        self.layer_menu = widgets.Dropdown(options=self.layer_names, description="layer")
-        self.alpha_slider = widgets.FloatSlider(min=0, max=1, step=0.05, description="alpha")
-        # Trait first: a link copies its first end's value into the second.
-        widgets.link((self, "class_index"), (self.class_box, "value"))
-        widgets.link((self, "layer"), (self.layer_menu, "value"))
-        widgets.link((self, "alpha"), (self.alpha_slider, "value"))
+        # Not a BoundedIntText: it clamps 99 to the last class where the trait should refuse it and say why.
+        self.class_box = widgets.IntText(
+            value=self.class_index,
+            description="class",
+            tooltip=f"0 to {self.num_classes - 1}",
+            layout=widgets.Layout(width="170px"),
+        )
+        self.layer_menu = widgets.Dropdown(options=self.layer_names, value=self.layer, description="layer")
+        self.alpha_slider = widgets.FloatSlider(value=self.alpha, min=0, max=1, step=0.05, description="alpha")
+        self.evidence_buttons = widgets.ToggleButtons(
+            options=[(label, value) for value, label in EVIDENCE_LABELS.items()],
+            value=self.evidence,
+            style={"button_width": "auto"},
+        )
+        for control, name in (
+            (self.class_box, "class_index"),
+            (self.layer_menu, "layer"),
+            (self.alpha_slider, "alpha"),
+            (self.evidence_buttons, "evidence"),
+        ):
+            self._bind(control, name)
         show(self._image_view, imaging.upscale_to(self._picture, DISPLAY_SIZE))
+        heatmap_panel = widgets.VBox(
+            [self._heatmap_caption, widgets.HBox([self._heatmap_view, self.heat_scale.figure]), self.heatmap_note, self.evidence_offer],
+            layout=_panel_layout(COLOR_BAR_ROOM_PX),
+        )
         self.children = [
-            widgets.HBox([self.class_box, self._class_label]),
-            widgets.HBox([self.layer_menu, self.alpha_slider]),
+            widgets.HBox([self.class_box, self._class_label], layout=_row_layout()),
+            widgets.HBox([self.layer_menu, self.alpha_slider, self.evidence_buttons], layout=_row_layout()),
             widgets.HBox(
-                [
-                    _captioned("image", self._image_view),
-                    widgets.VBox([_captioned("Grad-CAM heatmap", self._heatmap_view), self.heatmap_note]),
-                    _captioned("overlay", self._overlay_view),
-                ]
+                [_captioned("image", self._image_view), heatmap_panel, _captioned("overlay", self._overlay_view)],
+                layout=_row_layout(),
             ),
-            widgets.HBox([self.prediction_chart.figure, self.contribution_chart.figure]),
+            widgets.HBox([self.prediction_chart.figure, self.contribution_chart.figure], layout=_row_layout()),
             self._error_line,
         ]
 
@@ -132,9 +176,9 @@ class GradCamViewer(VisualizerWidget):
 
     # -- reactions ---------------------------------------------------------------
 
-    @observe("layer", "class_index")
+    @observe("layer", "class_index", "evidence")
     def _explain(self, change):
-        explanation = self._explanations.of(self.layer, self.class_index)
+        explanation = self._explanations.of(self.layer, self.class_index, counterfactual=self.evidence == "against")
         self.heatmap = explanation.heatmap
         top = self._top_classes
         self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
@@ -143,11 +187,34 @@ class GradCamViewer(VisualizerWidget):
             f"<b>{html.escape(name)}</b>, {self._head.value_name} {self.probabilities[self.class_index]:.3g}"
         )
         channels = explanation.top_channels(TOP_CHANNELS)
-        self.contribution_chart.figure.title = f"Channels of {self.layer} for '{name}'"
+        self.contribution_chart.figure.title = f"Channels of {self.layer} {self.evidence} '{name}'"
         self.contribution_chart.show([str(c) for c in channels], explanation.contributions[channels])
-        self.heatmap_note.value = f"<i>{html.escape(FLAT_MAP_NOTE)}</i>" if explanation.flat else ""
+        method = "Grad-CAM" if self.evidence == "for" else "Counterfactual Grad-CAM"
+        self._heatmap_caption.value = (
+            f"<b>{method}: {self.evidence} '{html.escape(name)}'</b><br><small>normalised to its peak (1)</small>"
+        )
+        self._explain_no_heat(explanation, name)
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
+
+    def _explain_no_heat(self, explanation, name: str):
+        """The note under an empty or flat heatmap, and the offer of the other map where this one is empty."""
+        if explanation.flat:
+            note = FLAT_MAP_NOTE
+        elif explanation.empty:
+            note = (
+                f"nothing in this layer speaks {self.evidence} '{name}': "
+                f"every position's weighted sum is {EMPTY_SUM_SIGN[self.evidence]}"
+            )
+        else:
+            note = ""
+        self.heatmap_note.value = f"<i>{html.escape(note)}</i>" if note else ""
+        other = self._other_evidence()
+        self.evidence_offer.description = f"Show what speaks {other} it"
+        self.evidence_offer.layout.display = None if explanation.empty else "none"
+
+    def _other_evidence(self) -> str:
+        return "against" if self.evidence == "for" else "for"
 
     @observe("alpha")
     def _blend(self, change=None):
@@ -182,5 +249,20 @@ def _image_classifier_graph(model) -> LayerGraph:
     return graph
 
 
+def _row_layout() -> widgets.Layout:
+    # Wraps what does not fit the cell's width instead of squeezing it into a scrolling box.
+    return widgets.Layout(flex_flow="row wrap", align_items="flex-start", overflow="visible")
+
+
+def _panel_layout(extra_px: int = 0) -> widgets.Layout:
+    return widgets.Layout(
+        flex=f"1 1 {MIN_PANEL_PX + extra_px}px",
+        min_width=f"{MIN_PANEL_PX + extra_px}px",
+        max_width=f"{DISPLAY_SIZE + extra_px}px",
+        overflow="visible",
+        margin="0 8px 8px 0",
+    )
+
+
 def _captioned(caption: str, view: widgets.Widget) -> widgets.VBox:
-    return widgets.VBox([widgets.HTML(f"<b>{html.escape(caption)}</b>"), view])
+    return widgets.VBox([widgets.HTML(f"<b>{html.escape(caption)}</b>"), view], layout=_panel_layout())

@@ -20,6 +20,12 @@ which only runs back through the layers after the feature map.
 A map flat to float32 rounding (a black or constant image, a feature map that does
 not vary) carries no information about where: it is returned as zeros and flagged
 ``flat``, rather than divided by its max into a full-range picture of rounding noise.
+A map that varies but whose sums are negative (to rounding) everywhere is zeros by the
+ReLU: flagged ``empty``, nothing in the layer speaks for the class.
+
+``counterfactual=True`` gives the counterfactual map of the Grad-CAM paper (section
+"Counterfactual Explanations"): the gradients negated before the method's formula, so
+the map shows what speaks against the class (for Grad-CAM, weights_k = mean of -dS/dA_k).
 
 The Jacobian's dense-head products run on oneDNN's matmul primitive rather than its
 sgemm API, which on some CPUs takes a slow path for a few rows against a large
@@ -50,6 +56,7 @@ class CamResult:
     scores: np.ndarray  # (N, classes): the scores the gradients were taken of
     classes: np.ndarray  # (N, K)
     flat: np.ndarray  # (N, K) bool: the map is flat to float32 rounding, so maps and heatmaps are zeros
+    empty: np.ndarray  # (N, K) bool: not flat, but no sum is above rounding of zero, so the ReLU leaves zeros
 
     @property
     def contributions(self) -> np.ndarray:
@@ -178,7 +185,10 @@ class ClassActivationMap:
     not the weighted sum of the feature maps (see the module docstring).
     """
 
-    def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0):
+    def __init__(
+        self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False
+    ):
+        self.counterfactual = bool(counterfactual)
         self.graph = LayerGraph.of(model)
         self.head = self.graph.head(output)
         output_index = self.head.index
@@ -187,15 +197,15 @@ class ClassActivationMap:
         self._maps = tf.function(self._compute_maps, reduce_retracing=True)
 
     @classmethod
-    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0):
+    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False):
         """The model's one instance for these settings, compiled once; ``layer=None`` is the default layer."""
         graph = LayerGraph.of(model)
         output_index = graph.output_index(output)
         layer = default_layer(graph, output_index) if layer is None else layer
         graph.info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
         return graph.cached(
-            ("attribution", cls, layer, probabilities, output_index),
-            lambda: cls(model, layer, probabilities=probabilities, output=output_index),
+            ("attribution", cls, layer, probabilities, output_index, bool(counterfactual)),
+            lambda: cls(model, layer, probabilities=probabilities, output=output_index, counterfactual=counterfactual),
         )
 
     def channel_weights(self, features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
@@ -225,6 +235,8 @@ class ClassActivationMap:
         gradients = tf.vectorized_map(class_gradients, tf.eye(tf.shape(selected)[1]))  # (K, N, *spatial, channels)
         rank = len(features.shape)
         gradients = tf.transpose(tf.cast(gradients, tf.float32), [1, 0, *range(2, rank + 1)])  # (N, K, *spatial, channels)
+        if self.counterfactual:
+            gradients = -gradients
         features = tf.cast(features, tf.float32)
         weights = self.channel_weights(features, gradients)
         terms = self.channel_terms(features, gradients, weights)
@@ -242,8 +254,9 @@ class ClassActivationMap:
         # A peak within rounding of zero (flat, or negative everywhere) would blow noise up to full range.
         no_heat = flat | (peaks <= tolerance)
         maps = tf.where(no_heat, 0.0, tf.math.divide_no_nan(maps, peaks))
+        empty = tf.reshape(no_heat & ~flat, tf.shape(flat)[:2])
         flat = tf.reshape(flat, tf.shape(flat)[:2])
-        return maps, weights, tf.reduce_mean(features, axis=spatial), scores, flat
+        return maps, weights, tf.reduce_mean(features, axis=spatial), scores, flat, empty
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
@@ -266,7 +279,7 @@ class ClassActivationMap:
     def _explain_prepared(self, inputs, classes) -> CamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
         model_inputs = [tf.convert_to_tensor(a) for a in inputs]
-        maps, weights, means, scores, flat = self._maps(
+        maps, weights, means, scores, flat, empty = self._maps(
             model_inputs if len(model_inputs) > 1 else model_inputs[0], tf.constant(matrix)
         )
         if not np.all(np.isfinite(scores)):
@@ -283,4 +296,5 @@ class ClassActivationMap:
             scores=scores.numpy(),
             classes=matrix,
             flat=flat.numpy(),
+            empty=empty.numpy(),
         )

@@ -26,7 +26,9 @@ class GradCam(ClassActivationMap):
         return tf.reduce_mean(gradients, axis=spatial)
 
 
-def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0) -> np.ndarray:
+def grad_cam(
+    model, x, class_index, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False
+) -> np.ndarray:
     """Grad-CAM heatmaps (N, H, W) in [0, 1] at the input's resolution.
 
     ``class_index`` is one class for every image or a sequence of one class per
@@ -39,8 +41,11 @@ def grad_cam(model, x, class_index, layer: str | None = None, *, probabilities: 
     negative (-logit) and 1 = positive (logit). A segmentation output
     (N, H, W, classes) scores a class by its logit averaged over all pixels, as
     pytorch-grad-cam's SemanticSegmentationTarget with a full mask.
+
+    ``counterfactual=True`` maps what speaks against the class instead: the
+    gradients negated (the Grad-CAM paper's counterfactual explanation).
     """
-    cam = GradCam.shared(model, layer, probabilities=probabilities, output=output)
+    cam = GradCam.shared(model, layer, probabilities=probabilities, output=output, counterfactual=counterfactual)
     inputs = prepare_inputs(cam.graph, x)
     count = len(inputs[0])
     classes = cam.head.class_indices(class_index)
