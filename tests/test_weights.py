@@ -322,3 +322,41 @@ def test_the_default_kernel_layer_is_the_first_convolution():
     model = keras.Model(inputs, x)
     assert weights.default_kernel_layer(model) == "conv"
     assert weights.default_kernel_layer(keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, name="d")])) == "d"
+
+
+def test_signed_scale_puts_zero_at_the_middle_of_one_layer_wide_scale(rgb_kernel):
+    bound = np.abs(rgb_kernel).max()
+    tiles = weights.kernel_tiles(rgb_kernel, scale="signed")
+    np.testing.assert_allclose(tiles, (0.5 + rgb_kernel / (2 * bound)).transpose(3, 0, 1, 2), atol=1e-6)
+    halved = weights.kernel_tiles(rgb_kernel, scale="signed", signed_bound=2 * bound)
+    np.testing.assert_allclose(halved - 0.5, (tiles - 0.5) / 2, atol=1e-6)
+
+
+def test_a_signed_gray_page_is_the_diverging_colormap_over_the_layers_bound():
+    import matplotlib
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 3, 2, 6)).astype(np.float32)
+    pages = weights.KernelPages(kernel, rgb=False, bgr=False, scale="signed")
+    page = pages.page(range(2, 4))
+    bound = float(np.abs(kernel).max())
+    assert page.weight_range == (-bound, bound) and page.colormap == "RdBu_r"
+    value = kernel[1, 2, 1, 3]  # filter 3, input channel 1: tile (3 - 2) * 2 + 1
+    expected = matplotlib.colormaps["RdBu_r"](0.5 + value / (2 * bound), bytes=True)[:3]
+    np.testing.assert_allclose(page.tiles[3][1, 2] * 255, expected, atol=0.5)
+    assert page.picture.shape[-1] == 3
+
+
+def test_a_global_page_states_its_weight_range_and_a_tile_page_none():
+    kernel = np.random.default_rng(4).normal(size=(3, 3, 1, 5)).astype(np.float32)
+    shown = kernel[..., 1:3]
+    page = weights.kernel_page(kernel, range(1, 3), rgb=False, scale="global")
+    assert page.weight_range == pytest.approx((shown.min(), shown.max()))
+    assert weights.kernel_page(kernel, range(1, 3), rgb=False).weight_range is None
+
+
+def test_the_strongest_filter_has_the_largest_norm():
+    kernel = np.zeros((3, 3, 2, 4), np.float32)
+    kernel[..., 1] = 0.5  # 18 weights: norm sqrt(4.5)
+    kernel[0, 0, 0, 2] = -2.0  # norm 2: one big weight does not beat many
+    assert weights.strongest_filter(kernel) == 1
