@@ -57,7 +57,9 @@ class WeightsView:
         self._weights_filter_view = image_view(f"{ENLARGED_SIZE}px")
         self._weights_filter_picture = np.zeros((1, 1, 3), np.uint8)
         self._weights_caption = widgets.HTML()
-        self._kernel_colour_bar = ColorBar("gray", "weight", height_px=GRID_BOX_PX // 2)
+        self._kernel_colour_bar = ColorBar("gray", "weight", height_px=GRID_BOX_PX)
+        # Shown by being a child: a hidden (display: none) bqplot figure draws negative sizes.
+        self._kernel_scale_box = widgets.Box()
         self._kernel_legend = widgets.HTML(layout=widgets.Layout(max_width=f"{GRID_BOX_PX}px"))
         self._histogram = self._build_histogram()
         self._weight_table = widgets.HTML()
@@ -66,7 +68,7 @@ class WeightsView:
         wrapping = widgets.Layout(flex_flow="row wrap")
         return widgets.VBox(
             [
-                widgets.HBox([grid, self._kernel_colour_bar.figure, selected_filter], layout=wrapping),
+                widgets.HBox([grid, self._kernel_scale_box, selected_filter], layout=wrapping),
                 widgets.HBox([self._histogram, self._weight_table], layout=wrapping),
             ]
         )
@@ -77,13 +79,12 @@ class WeightsView:
         self._layer_bars = bqplot.Bars(x=[], y=[], scales=scales, colors=["#9e9e9e"], padding=0.05)
         self._filter_line = bqplot.Lines(x=[], y=[], scales=scales, colors=["#d62728"], stroke_width=2)
         axes = [
-            bqplot.Axis(scale=x_scale, label="weight", tick_format=".2~g", num_ticks=5),
+            bqplot.Axis(scale=x_scale, label="weight", tick_format=".2~g"),
             bqplot.Axis(
                 scale=y_scale,
                 orientation="vertical",
                 label="share of weights",
                 tick_format=".1~%",
-                num_ticks=5,
                 label_offset="50px",
             ),
         ]
@@ -122,10 +123,9 @@ class WeightsView:
     def _show_kernel_scale(self, page):
         """The colour bar where one scale holds for the page's tiles, and what the colours mean."""
         shared = page.weight_range is not None
-        self._kernel_colour_bar.figure.layout.display = None if shared else "none"
         if shared:
-            label = "weight (each of R, G, B)" if self._pages.rgb else "weight"
-            self._kernel_colour_bar.show(*page.weight_range, colormap=page.colormap, label=label)
+            self._kernel_colour_bar.show(*page.weight_range, colormap=page.colormap)
+        self._kernel_scale_box.children = [self._kernel_colour_bar.figure] if shared else []
         self._kernel_legend.value = KERNEL_LEGENDS[self._pages.rgb, self.scale]
 
     def _filter_caption(self, own: WeightHistogram, page: range) -> str:
