@@ -186,6 +186,12 @@ def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
     fg.channel = 7
     own, _ = np.histogram(kernel[..., 7], bins=edges)
     np.testing.assert_allclose(fg._filter_line.y, own / kernel[..., 7].size)
+    ticks = np.asarray(fg._histogram.axes[0].tick_values)  # a few round weights, not d3's crowd of them
+    steps = np.diff(ticks)
+    assert 2 <= len(ticks) <= 5 and edges[0] <= ticks[0] and ticks[-1] <= edges[-1]
+    np.testing.assert_allclose(steps, steps[0])
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5)) < 1e-9
 
 
 @pytest.mark.parametrize("frozen_dense", [False, True])

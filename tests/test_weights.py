@@ -360,3 +360,22 @@ def test_the_strongest_filter_has_the_largest_norm():
     kernel[..., 1] = 0.5  # 18 weights: norm sqrt(4.5)
     kernel[0, 0, 0, 2] = -2.0  # norm 2: one big weight does not beat many
     assert weights.strongest_filter(kernel) == 1
+
+
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [
+        (-0.02552, 0.0255, [-0.02, -0.01, 0.0, 0.01, 0.02]),
+        (-0.36, 0.3955, [-0.2, 0.0, 0.2]),
+        (0.0, 1.0, [0.0, 0.25, 0.5, 0.75, 1.0]),
+    ],
+)
+def test_histogram_ticks_are_a_few_round_weights_in_its_range(low, high, expected):
+    histogram = weights.WeightHistogram.of(np.array([low, high]), 40)
+    np.testing.assert_allclose(histogram.ticks(5), expected, atol=1e-12)
+
+
+def test_an_empty_range_has_one_tick():
+    from cnnviz_widgets.core import imaging
+
+    np.testing.assert_array_equal(imaging.nice_ticks(3.0, 3.0), [3.0])

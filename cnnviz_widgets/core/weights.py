@@ -366,6 +366,10 @@ class WeightHistogram:
     def centres(self) -> np.ndarray:
         return (self.edges[:-1] + self.edges[1:]) / 2
 
+    def ticks(self, count: int = 5) -> np.ndarray:
+        """Round weights within the bins' range for the x axis (see :func:`imaging.nice_ticks`)."""
+        return imaging.nice_ticks(self.edges[0], self.edges[-1], count)
+
     # Read on demand: a layer's histogram is drawn without them, and VGG16's fc1 has 100M weights.
     @property
     def minimum(self) -> float:

@@ -102,6 +102,7 @@ class WeightsView:
         with self._layer_bars.hold_sync():
             self._layer_bars.x = self._layer_histogram.centres
             self._layer_bars.y = self._layer_histogram.fractions
+        self._histogram.axes[0].tick_values = self._layer_histogram.ticks()
         self._weight_table.value = weight_table_html(self._model, self.layer)
 
     def _show_filter_weights(self):
@@ -151,7 +152,7 @@ _RGB_COLOURS = (
 )
 KERNEL_LEGENDS = {  # (colour tiles, scale) → what the colours of the kernel grid mean
     (False, "tile"): f"Dark: the tile's most negative weight, light: its most positive. {_PER_TILE}",
-    (False, "global"): "One scale for the page (bar): dark negative, light positive; strengths compare.",
+    (False, "global"): "One scale for the page (bar): black its lowest weight, white its highest; strengths compare.",
     (False, "signed"): "One scale for the layer, symmetric around 0 (bar): "
     "<b style='color:#b2182b'>red</b> positive, <b style='color:#2166ac'>blue</b> negative, white 0.",
     (True, "tile"): f"{_RGB_COLOURS} {_PER_TILE}",
