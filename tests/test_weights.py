@@ -290,8 +290,9 @@ def test_a_kernel_page_of_some_filters_min_maxes_their_tiles_and_enlarges_one():
     # tile f * cin + c is kernel[:, :, c, f]
     np.testing.assert_allclose(page.tiles[1 * 2 + 1], expected[:, :, 1, 1], atol=1e-6)
     own = np.round(page.tiles[2:4] * 255).astype(np.uint8)  # filter 5: two gray tiles side by side
-    side_by_side = np.concatenate([own[0], np.zeros((3, 1), np.uint8), own[1]], axis=1)
-    np.testing.assert_array_equal(page.filter_picture(5, 14), np.repeat(np.repeat(side_by_side, 2, 0), 2, 1))
+    enlarged = [np.repeat(np.repeat(tile, 2, 0), 2, 1) for tile in own]  # (14 - 1 gap) // 6 = 2 times
+    side_by_side = np.concatenate([enlarged[0], np.zeros((6, 1), np.uint8), enlarged[1]], axis=1)
+    np.testing.assert_array_equal(page.filter_picture(5, 14), side_by_side)
 
 
 def test_kernel_pages_cut_a_large_layer_into_pages_that_hold_the_channel(monkeypatch):

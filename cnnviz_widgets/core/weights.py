@@ -257,11 +257,16 @@ class KernelPage:
     colormap: str = "gray"  # of the gray tiles' values (colour tiles show their own RGB)
 
     def filter_picture(self, channel: int, side_px: int) -> np.ndarray:
-        """The tiles of filter ``channel`` (on this page) as one uint8 picture enlarged to about ``side_px``."""
+        """The tiles of filter ``channel`` (on this page) as one uint8 picture enlarged to about ``side_px``.
+
+        The tiles are enlarged, not the gaps: gaps as wide as a weight hid a third of a 3×3 filter."""
         first = (channel - self.filters.start) * self.tiles_per_filter
         own = self.tiles[first : first + self.tiles_per_filter]
         columns = math.ceil(math.sqrt(len(own)))
-        return imaging.upscale_to(imaging.montage(own, 1, columns, self.layout.gap), side_px)
+        gap = self.layout.gap
+        tile_side = max(own.shape[1:3])
+        factor = max(1, (side_px - (columns - 1) * gap) // (columns * tile_side))
+        return imaging.montage(own, factor, columns, gap)
 
 
 def kernel_page(
