@@ -386,7 +386,7 @@ def test_grad_cam_viewer_with_every_channel_dead_shows_no_heat():
 
 def test_filter_gallery_shows_a_dead_filter_mid_gray_and_its_start_noise_as_pattern():
     dead = dead_relu_model([0])
-    gallery = FilterGallery(dead, view="patterns", steps=3, patterns_per_page=2, value_range=(0, 1))
+    gallery = FilterGallery(dead, view="patterns", channel=0, steps=3, patterns_per_page=2, value_range=(0, 1))
     np.testing.assert_array_equal(gallery._weights_filter_picture, np.full_like(gallery._weights_filter_picture, 128))
     gallery.compute_patterns(wait=True)
     # No gradient reaches a dead filter's input: its pattern is the gray-noise start, deprocessed.

@@ -88,7 +88,9 @@ def test_lists_only_kernel_layers_and_starts_at_the_first_convolution(model):
     fg = FilterGallery(model)
     assert fg.layer_names == ["conv1", "conv2", "predictions"]
     assert fg.layer_dropdown.options == ("conv1", "conv2", "predictions")
-    assert (fg.layer, fg.channel, fg.view) == ("conv1", 0, "weights")
+    kernel = model.get_layer("conv1").get_weights()[0]
+    strongest = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0).argmax()
+    assert (fg.layer, fg.channel, fg.view) == ("conv1", strongest, "weights")
     np.testing.assert_array_equal(fg.weights, model.get_layer("conv1").get_weights()[0])
     fg.layer = "predictions"
     np.testing.assert_array_equal(fg.weights, model.get_layer("predictions").get_weights()[0])
@@ -138,6 +140,41 @@ def test_global_scale_compares_filters_on_one_range(model):
     assert not np.array_equal(fg.panels()[0], kernel_montage(model, "conv1", scale="tile"))
 
 
+def test_signed_scale_is_one_layer_wide_diverging_scale_with_its_colour_bar(model):
+    fg = FilterGallery(model, layer="conv2")
+    assert fg._kernel_scale_box.children == ()  # per-tile stretch: no single scale
+    bar_shows = []  # what the colour bar was told: (low, high, colormap)
+    fg._kernel_colour_bar.show = lambda low, high, colormap: bar_shows.append((low, high, colormap))
+    fg.scale = "signed"
+    kernel = model.get_layer("conv2").get_weights()[0]
+    bound = np.abs(kernel).max()
+    expected = weights.kernel_page(kernel, range(12), rgb=False, scale="signed", signed_bound=bound, columns=8)
+    np.testing.assert_array_equal(fg.panels()[0], expected.picture)
+    assert fg._kernel_scale_box.children == (fg._kernel_colour_bar.figure,)
+    assert bar_shows[-1] == (pytest.approx(-bound), pytest.approx(bound), "RdBu_r")
+    assert "red</b> positive" in fg._kernel_legend.value
+    fg.scale = "global"
+    assert bar_shows[-1] == (pytest.approx(kernel.min()), pytest.approx(kernel.max()), "gray")
+
+
+def test_colour_kernels_say_what_their_colours_mean(model):
+    fg = FilterGallery(model, scale="signed")
+    assert "Mid-gray is 0" in fg._kernel_legend.value and "cyan for red" in fg._kernel_legend.value
+    assert fg._kernel_scale_box.children == (fg._kernel_colour_bar.figure,)
+
+
+def test_the_gallery_opens_on_a_live_filter_not_a_dead_one():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")
+    model = keras.Model(inputs, conv(inputs))
+    kernel, biases = conv.get_weights()
+    kernel[..., 0] = 0  # a dead filter first
+    kernel[..., 3] *= 10
+    conv.set_weights([kernel, biases])
+    assert FilterGallery(model).channel == 3
+    assert FilterGallery(model, channel=0).channel == 0  # a channel asked for is kept
+
+
 def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
     fg = FilterGallery(model, layer="conv2", channel=3)
     kernel = model.get_layer("conv2").get_weights()[0]
@@ -149,6 +186,12 @@ def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
     fg.channel = 7
     own, _ = np.histogram(kernel[..., 7], bins=edges)
     np.testing.assert_allclose(fg._filter_line.y, own / kernel[..., 7].size)
+    ticks = np.asarray(fg._histogram.axes[0].tick_values)  # a few round weights, not d3's crowd of them
+    steps = np.diff(ticks)
+    assert 2 <= len(ticks) <= 5 and edges[0] <= ticks[0] and ticks[-1] <= edges[-1]
+    np.testing.assert_allclose(steps, steps[0])
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5)) < 1e-9
 
 
 @pytest.mark.parametrize("frozen_dense", [False, True])
@@ -233,7 +276,7 @@ def test_a_large_layer_is_shown_a_page_of_filters_at_a_time(model, monkeypatch):
         ("view", "filters", ["Use one of: weights, patterns"]),
         ("bgr", "yes", ["'auto'"]),
         ("bgr", None, ["'auto'"]),
-        ("scale", "local", ["Use one of: tile, global"]),
+        ("scale", "local", ["Use one of: tile, global, signed"]),
         ("steps", 0, ["steps", "int >= 1"]),
         ("size", 32, ["16x16", "size=None"]),
         ("value_range", (1.0, 0.0), ["low < high"]),
@@ -285,12 +328,28 @@ def test_nothing_is_computed_until_asked(model, run_calls):
     assert "press Compute" in fg._pattern_caption.value
 
 
+def test_before_compute_the_patterns_view_says_press_compute_not_black_squares(model):
+    fg = FilterGallery(model, view="patterns", channel=0, **TINY)
+    assert fg._patterns_grid_box.children == (fg._patterns_placeholder,)
+    assert "filters 0–3" in fg._patterns_placeholder.value and "Compute" in fg._patterns_placeholder.value
+    assert fg._pattern_view.layout.display == "none"
+    fg.compute_patterns(wait=True)
+    assert fg._patterns_grid_box.children == (fg._patterns_grid.view.figure,)
+    assert fg._pattern_view.layout.display is None
+
+
+def test_the_setting_boxes_show_the_traits_from_the_start(model):
+    fg = FilterGallery(model, view="patterns")
+    assert (fg.steps_box.value, fg.seed_box.value) == (40, 0)  # defaults, never set
+    assert FilterGallery(model, steps=7, seed=2).steps_box.value == 7
+
+
 def test_patterns_equal_filter_patterns_with_the_same_settings(model):
     def centred(pixels):
         return pixels * 2 - 1
 
     settings = {"seed": 3, "value_range": (0, 1), "preprocess": centred}
-    fg = FilterGallery(model, layer="conv2", view="patterns", **settings, **TINY)
+    fg = FilterGallery(model, layer="conv2", view="patterns", channel=0, **settings, **TINY)
     thread = fg.compute_patterns(wait=True)
     assert isinstance(thread, threading.Thread) and not thread.is_alive()
     expected = cw.filter_patterns(model, "conv2", range(4), size=None, steps=3, **settings)
@@ -300,6 +359,7 @@ def test_patterns_equal_filter_patterns_with_the_same_settings(model):
     np.testing.assert_array_equal(fg.panels()[0], imaging.to_uint8_image(imaging.grid(expected, 2, gap=5)))
     assert (fg.progress.value, fg.progress.max) == (3, 3)  # one batch of 3 steps
     assert "done: 4" in fg._pattern_status.value
+    assert fg.compute_button.disabled is False and fg.stop_button.disabled is True
     fg.channel = 2
     np.testing.assert_array_equal(fg.panels()[1], imaging.upscale(expected[2], ENLARGED_SIZE // 16))
 
@@ -308,8 +368,11 @@ def test_the_grid_fills_batch_by_batch_with_progress_to_the_end(model):
     fg = FilterGallery(model, view="patterns", memory_budget_mb=ONE_FILTER_PER_BATCH, **TINY)
     seen = []  # (progress, patterns shown) at every progress step, from the worker thread
     fg.progress.observe(lambda change: seen.append((change["new"], len(fg.patterns))), "value")
+    statuses = []
+    fg._pattern_status.observe(lambda change: statuses.append(change["new"]), "value")
     fg.compute_patterns(wait=True)
-    assert fg.progress.max == 4 * 3
+    assert fg.progress.description == "progress" and fg.progress.max == 4 * 3
+    assert statuses[:5] == [f"computing: {done} / 4 filters" for done in range(5)]
     assert [value for value, _ in seen] == list(range(1, 13))
     assert [shown for value, shown in seen if value % 3 == 0] == [1, 2, 3, 4]
 
@@ -325,7 +388,7 @@ def test_stop_midway_keeps_the_finished_batches(model, run_calls):
     fg.progress.observe(stop_after_first_batch, "value")
     fg.compute_patterns(wait=True)
     assert list(fg.patterns) == [0] and not fg.computing
-    assert "stopped: 1 of 4" in fg._pattern_status.value
+    assert "stopped: 1 of 4" in fg._pattern_status.value and fg.compute_button.disabled is False
     layout = imaging.GridLayout.for_tiles(4, (16, 16), columns=2, gap=5)
     np.testing.assert_array_equal(tile(fg.panels()[0], 0, layout), imaging.to_uint8_image(fg.patterns[0]))
     assert not any(tile(fg.panels()[0], index, layout).any() for index in (1, 2, 3))
@@ -361,7 +424,7 @@ def test_the_page_of_patterns_follows_the_channel(model, run_calls):
 
 
 def test_computing_runs_in_the_background_and_a_layer_change_stops_it(model):
-    fg = FilterGallery(model, view="patterns", steps=2000, patterns_per_page=2)
+    fg = FilterGallery(model, view="patterns", channel=0, steps=2000, patterns_per_page=2)
     thread = fg.compute_patterns()
     assert thread.is_alive() and fg.computing and fg.stop_button.disabled is False
     fg.channel = 1  # the widget answers while the thread works
@@ -382,6 +445,7 @@ def test_an_error_in_the_thread_is_shown_and_raised(model, monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory"):
         fg.compute_patterns(wait=True)
     assert "failed: out of memory" in fg._pattern_status.value and not fg.computing
+    assert fg.compute_button.disabled is False
 
 
 def test_a_layer_without_image_input_has_no_patterns_but_says_why():
@@ -404,7 +468,7 @@ def test_to_png_is_what_the_view_shows(model):
 @pytest.mark.parametrize("name", ["shapes", "digits"])
 def test_demo_models(name):
     demo_model = demo.load_model(name)
-    fg = FilterGallery(demo_model, view="patterns", value_range=(0, 1), **TINY)
+    fg = FilterGallery(demo_model, view="patterns", channel=0, value_range=(0, 1), **TINY)
     first = next(layer for layer in demo_model.layers if len(getattr(layer, "kernel", np.zeros(0)).shape) == 4)
     assert fg.layer == first.name
     np.testing.assert_array_equal(fg.weights, first.get_weights()[0])

@@ -272,7 +272,7 @@ def test_a_fixed_non_square_model_gets_patterns_of_its_own_size():
 
 def test_filter_gallery_computes_patterns_of_a_non_square_model():
     model = non_square()
-    gallery = FilterGallery(model, layer="conv_b", steps=3, patterns_per_page=2)
+    gallery = FilterGallery(model, layer="conv_b", channel=0, steps=3, patterns_per_page=2)
     gallery.view = "patterns"
     assert not gallery.compute_button.disabled
     gallery.compute_patterns(wait=True)

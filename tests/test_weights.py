@@ -290,8 +290,9 @@ def test_a_kernel_page_of_some_filters_min_maxes_their_tiles_and_enlarges_one():
     # tile f * cin + c is kernel[:, :, c, f]
     np.testing.assert_allclose(page.tiles[1 * 2 + 1], expected[:, :, 1, 1], atol=1e-6)
     own = np.round(page.tiles[2:4] * 255).astype(np.uint8)  # filter 5: two gray tiles side by side
-    side_by_side = np.concatenate([own[0], np.zeros((3, 1), np.uint8), own[1]], axis=1)
-    np.testing.assert_array_equal(page.filter_picture(5, 14), np.repeat(np.repeat(side_by_side, 2, 0), 2, 1))
+    enlarged = [np.repeat(np.repeat(tile, 2, 0), 2, 1) for tile in own]  # (14 - 1 gap) // 6 = 2 times
+    side_by_side = np.concatenate([enlarged[0], np.zeros((6, 1), np.uint8), enlarged[1]], axis=1)
+    np.testing.assert_array_equal(page.filter_picture(5, 14), side_by_side)
 
 
 def test_kernel_pages_cut_a_large_layer_into_pages_that_hold_the_channel(monkeypatch):
@@ -322,3 +323,60 @@ def test_the_default_kernel_layer_is_the_first_convolution():
     model = keras.Model(inputs, x)
     assert weights.default_kernel_layer(model) == "conv"
     assert weights.default_kernel_layer(keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, name="d")])) == "d"
+
+
+def test_signed_scale_puts_zero_at_the_middle_of_one_layer_wide_scale(rgb_kernel):
+    bound = np.abs(rgb_kernel).max()
+    tiles = weights.kernel_tiles(rgb_kernel, scale="signed")
+    np.testing.assert_allclose(tiles, (0.5 + rgb_kernel / (2 * bound)).transpose(3, 0, 1, 2), atol=1e-6)
+    halved = weights.kernel_tiles(rgb_kernel, scale="signed", signed_bound=2 * bound)
+    np.testing.assert_allclose(halved - 0.5, (tiles - 0.5) / 2, atol=1e-6)
+
+
+def test_a_signed_gray_page_is_the_diverging_colormap_over_the_layers_bound():
+    import matplotlib
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 3, 2, 6)).astype(np.float32)
+    pages = weights.KernelPages(kernel, rgb=False, bgr=False, scale="signed")
+    page = pages.page(range(2, 4))
+    bound = float(np.abs(kernel).max())
+    assert page.weight_range == (-bound, bound) and page.colormap == "RdBu_r"
+    value = kernel[1, 2, 1, 3]  # filter 3, input channel 1: tile (3 - 2) * 2 + 1
+    expected = matplotlib.colormaps["RdBu_r"](0.5 + value / (2 * bound), bytes=True)[:3]
+    np.testing.assert_allclose(page.tiles[3][1, 2] * 255, expected, atol=0.5)
+    assert page.picture.shape[-1] == 3
+
+
+def test_a_global_page_states_its_weight_range_and_a_tile_page_none():
+    kernel = np.random.default_rng(4).normal(size=(3, 3, 1, 5)).astype(np.float32)
+    shown = kernel[..., 1:3]
+    page = weights.kernel_page(kernel, range(1, 3), rgb=False, scale="global")
+    assert page.weight_range == pytest.approx((shown.min(), shown.max()))
+    assert weights.kernel_page(kernel, range(1, 3), rgb=False).weight_range is None
+
+
+def test_the_strongest_filter_has_the_largest_norm():
+    kernel = np.zeros((3, 3, 2, 4), np.float32)
+    kernel[..., 1] = 0.5  # 18 weights: norm sqrt(4.5)
+    kernel[0, 0, 0, 2] = -2.0  # norm 2: one big weight does not beat many
+    assert weights.strongest_filter(kernel) == 1
+
+
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [
+        (-0.02552, 0.0255, [-0.02, -0.01, 0.0, 0.01, 0.02]),
+        (-0.36, 0.3955, [-0.2, 0.0, 0.2]),
+        (0.0, 1.0, [0.0, 0.25, 0.5, 0.75, 1.0]),
+    ],
+)
+def test_histogram_ticks_are_a_few_round_weights_in_its_range(low, high, expected):
+    histogram = weights.WeightHistogram.of(np.array([low, high]), 40)
+    np.testing.assert_allclose(histogram.ticks(5), expected, atol=1e-12)
+
+
+def test_an_empty_range_has_one_tick():
+    from cnnviz_widgets.core import imaging
+
+    np.testing.assert_array_equal(imaging.nice_ticks(3.0, 3.0), [3.0])

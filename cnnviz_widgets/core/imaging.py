@@ -425,3 +425,16 @@ def side_by_side(pictures, panel_px: int) -> np.ndarray:
         for picture in enlarged
     ]
     return np.concatenate(padded, axis=1)[:, :-PANEL_GAP_PX]
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
+    """At most ``count`` round values (1, 2, 2.5 or 5 × 10^k apart, the closest that fit) within
+    ``low..high``: axis ticks whose labels stay short and do not run together."""
+    if not high > low:
+        return np.array([low], dtype=float)
+    exponent = math.floor(math.log10((high - low) / count))
+    for step in (mantissa * 10.0**power for power in (exponent, exponent + 1) for mantissa in (1, 2, 2.5, 5)):
+        ticks = np.arange(math.ceil(low / step), math.floor(high / step) + 1) * step
+        if len(ticks) <= count:
+            return ticks
+    return np.array([low, high], dtype=float)

@@ -175,14 +175,18 @@ def display_kernel(model, layer: str) -> tuple[np.ndarray, bool]:
     return kernel, rgb
 
 
-def kernel_tiles(kernel, rgb: bool | None = None, bgr: bool = False, scale: str = "tile") -> np.ndarray:
+def kernel_tiles(
+    kernel, rgb: bool | None = None, bgr: bool = False, scale: str = "tile", signed_bound: float | None = None
+) -> np.ndarray:
     """A conv kernel (kh, kw, cin, cout) as float32 tiles in [0, 1].
 
     With 3 input channels and ``rgb`` not False: one colour tile per filter,
     (cout, kh, kw, 3). Otherwise one gray tile per filter and input channel,
     (cout * cin, kh, kw), filter by filter: tile ``f * cin + c`` is ``kernel[:, :, c, f]``.
     ``bgr=True`` reverses the input channels first (caffe-trained weights). ``scale``
-    is ``"tile"`` (min-max each tile) or ``"global"`` (one min-max for the kernel).
+    is ``"tile"`` (min-max each tile), ``"global"`` (one min-max for the kernel) or
+    ``"signed"``: 0.5 + w / (2 · ``signed_bound``), so 0 is 0.5 whatever the filter
+    (``signed_bound`` None: the kernel's largest absolute weight).
     A Conv1D kernel (k, cin, cout) gives 1×k tiles.
     """
     kernel = np.asarray(kernel)
@@ -205,7 +209,15 @@ def kernel_tiles(kernel, rgb: bool | None = None, bgr: bool = False, scale: str 
         tiles = kernel.transpose(3, 0, 1, 2)
     else:
         tiles = kernel.transpose(3, 2, 0, 1).reshape(-1, *kernel.shape[:2])
+    if scale == "signed":
+        bound = signed_weight_bound(kernel) if signed_bound is None else signed_bound
+        return imaging.normalize(tiles, "global", bounds=(-bound, bound))
     return imaging.normalize(tiles, scale)
+
+
+def signed_weight_bound(kernel) -> float:
+    """The bound of a kernel's signed scale: its largest absolute weight (a zero kernel: 1, so all stays at 0.5)."""
+    return float(np.abs(kernel).max()) or 1.0
 
 
 def kernel_montage(
@@ -241,13 +253,20 @@ class KernelPage:
     tiles_per_filter: int  # 1 colour tile, else a gray tile per input channel: tile t is filter start + t // this
     picture: np.ndarray  # uint8, the tiles enlarged and laid out
     layout: imaging.GridLayout  # where each tile lies in ``picture``
+    weight_range: tuple[float, float] | None = None  # the weights at the two ends of a shared scale; None: per tile
+    colormap: str = "gray"  # of the gray tiles' values (colour tiles show their own RGB)
 
     def filter_picture(self, channel: int, side_px: int) -> np.ndarray:
-        """The tiles of filter ``channel`` (on this page) as one uint8 picture enlarged to about ``side_px``."""
+        """The tiles of filter ``channel`` (on this page) as one uint8 picture enlarged to about ``side_px``.
+
+        The tiles are enlarged, not the gaps: gaps as wide as a weight hid a third of a 3×3 filter."""
         first = (channel - self.filters.start) * self.tiles_per_filter
         own = self.tiles[first : first + self.tiles_per_filter]
         columns = math.ceil(math.sqrt(len(own)))
-        return imaging.upscale_to(imaging.montage(own, 1, columns, self.layout.gap), side_px)
+        gap = self.layout.gap
+        tile_side = max(own.shape[1:3])
+        factor = max(1, (side_px - (columns - 1) * gap) // (columns * tile_side))
+        return imaging.montage(own, factor, columns, gap)
 
 
 def kernel_page(
@@ -260,15 +279,37 @@ def kernel_page(
     upscale: int = 8,
     columns: int | None = None,
     gap: int = 1,
+    signed_bound: float | None = None,
 ) -> KernelPage:
     """``filters`` of a :func:`display_kernel` kernel as tiles (see :func:`kernel_tiles`; ``scale="global"``
-    min-maxes over these filters), each enlarged ``upscale`` times, ``columns`` tiles a row (None: about square)."""
-    tiles = kernel_tiles(kernel[..., filters.start : filters.stop], rgb=rgb, bgr=bgr, scale=scale)
+    min-maxes over these filters), each enlarged ``upscale`` times, ``columns`` tiles a row (None: about square).
+
+    ``scale="signed"`` draws gray tiles in the diverging SIGNED_COLORMAP (white at 0) over
+    ±``signed_bound`` (None: these filters' largest absolute weight; pass the layer's to
+    compare pages)."""
+    page_kernel = kernel[..., filters.start : filters.stop]
+    if scale == "signed" and signed_bound is None:
+        signed_bound = signed_weight_bound(page_kernel)
+    tiles = kernel_tiles(page_kernel, rgb=rgb, bgr=bgr, scale=scale, signed_bound=signed_bound)
+    colour_tiles = tiles.ndim == 4
+    colormap = "gray"
+    if scale == "signed" and not colour_tiles:
+        colormap = SIGNED_COLORMAP
+        tiles = imaging.colormap(tiles, colormap).astype(np.float32) / 255
     columns = columns or math.ceil(math.sqrt(len(tiles)))
     kh, kw = tiles.shape[1:3]
     layout = imaging.GridLayout.for_tiles(len(tiles), (kh * upscale, kw * upscale), columns, gap)
     picture = imaging.montage(tiles, upscale, columns, gap)
-    return KernelPage(filters, tiles, len(tiles) // len(filters), picture, layout)
+    if scale == "signed":
+        weight_range = (-signed_bound, signed_bound)
+    elif scale == "global":
+        weight_range = (float(page_kernel.min()), float(page_kernel.max()))
+    else:
+        weight_range = None
+    return KernelPage(filters, tiles, len(tiles) // len(filters), picture, layout, weight_range, colormap)
+
+
+SIGNED_COLORMAP = "RdBu_r"  # blue negative, white 0, red positive
 
 
 MAX_GRID_WIDTH = 2048  # kernel tiles shrink (down to 1 px per weight) to fit this width
@@ -290,6 +331,7 @@ class KernelPages:
     def __post_init__(self):
         kh, kw, cin, count = self.kernel.shape
         self.count = count
+        self.signed_bound = signed_weight_bound(self.kernel)  # one signed scale for every page of the layer
         tiles_per_filter = 1 if self.rgb else cin
         # One row per filter when it has several gray tiles; otherwise a square grid.
         self.columns = tiles_per_filter if tiles_per_filter > 1 else math.ceil(math.sqrt(count))
@@ -306,7 +348,8 @@ class KernelPages:
 
     def page(self, filters: range) -> KernelPage:
         settings = {"rgb": self.rgb, "bgr": self.bgr, "scale": self.scale, "upscale": self.upscale}
-        return kernel_page(self.kernel, filters, **settings, columns=self.columns, gap=self.gap)
+        drawn = {"columns": self.columns, "gap": self.gap, "signed_bound": self.signed_bound}
+        return kernel_page(self.kernel, filters, **settings, **drawn)
 
 
 @dataclass(frozen=True, eq=False)
@@ -328,6 +371,10 @@ class WeightHistogram:
     def centres(self) -> np.ndarray:
         return (self.edges[:-1] + self.edges[1:]) / 2
 
+    def ticks(self, count: int = 5) -> np.ndarray:
+        """Round weights within the bins' range for the x axis (see :func:`imaging.nice_ticks`)."""
+        return imaging.nice_ticks(self.edges[0], self.edges[-1], count)
+
     # Read on demand: a layer's histogram is drawn without them, and VGG16's fc1 has 100M weights.
     @property
     def minimum(self) -> float:
@@ -347,3 +394,9 @@ def default_kernel_layer(model) -> str:
     names = kernel_layer_names(model)
     convolutions = [path for path in names if len(kernel_shape(model, path)) >= 3]
     return (convolutions or names)[0]
+
+
+def strongest_filter(kernel) -> int:
+    """The filter of a :func:`display_kernel` kernel with the largest L2 norm: a view opens on it, not on a dead one."""
+    kernel = np.asarray(kernel)
+    return int(np.argmax(np.square(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)))

@@ -19,7 +19,7 @@ from ..core.errors import CnnvizError
 from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
 from ..core.patterns import PatternSearch
 from ._base import image_view, show
-from ._filter_weights import ENLARGED_SIZE, TileGrid
+from ._filter_weights import ENLARGED_SIZE, GRID_BOX_PX, TileGrid
 
 PATTERN_GAP = 5  # S1's margins between patterns
 
@@ -39,15 +39,17 @@ class PatternsView:
 
     @property
     def computing(self) -> bool:
-        return self._job is not None and self._job.running
+        # Not the thread's life: on_finish runs in the thread, and must see the run as over.
+        return self._job is not None and not self._job.finished
 
     def _build_patterns_view(self) -> widgets.VBox:
         self._pattern_cache = PatternCache()
         self._pattern_grid_key = None  # what the grid shows: settings, page and the filters computed
         self._draw_lock = threading.RLock()  # the job's thread draws too
+        # Each box starts at its trait's value: _bind only passes on changes, and the default is none.
         self.steps_box, self.size_box, self.seed_box = (
-            widgets.IntText(description=name, layout=widgets.Layout(width="150px"))
-            for name in ("Steps", "Size", "Seed")
+            widgets.IntText(value=value, description=name, layout=widgets.Layout(width="150px"))
+            for name, value in (("Steps", self.steps), ("Size", 0), ("Seed", self.seed))
         )
         self._bind(self.steps_box, "steps")
         self._bind(self.size_box, "size", shown=lambda size: self._shown_size())
@@ -56,20 +58,40 @@ class PatternsView:
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.compute_button.on_click(lambda _: self._compute_from_button())
         self.stop_button.on_click(lambda _: self.stop_patterns())
-        self.progress = widgets.IntProgress(min=0, max=1, value=0, description="Steps")
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, description="progress")
         self._pattern_status = widgets.HTML()
         self._patterns_grid = TileGrid(self._select)
+        box = f"{GRID_BOX_PX}px"
+        self._patterns_placeholder = widgets.HTML(
+            layout=widgets.Layout(width=box, height=box, border="1px dashed #9e9e9e", align_items="center")
+        )
+        self._patterns_grid_box = widgets.Box([self._patterns_placeholder])
         self._pattern_view = image_view(f"{ENLARGED_SIZE}px")
         self._pattern_picture = np.zeros((1, 1, 3), np.uint8)
         self._pattern_caption = widgets.HTML()
         selected_pattern = widgets.VBox([self._pattern_view, self._pattern_caption])
+        wrapping = widgets.Layout(flex_flow="row wrap")
         return widgets.VBox(
             [
-                widgets.HBox([self.steps_box, self.size_box, self.seed_box]),
-                widgets.HBox([self.compute_button, self.stop_button, self.progress, self._pattern_status]),
-                widgets.HBox([self._patterns_grid.view.figure, selected_pattern]),
+                widgets.HBox([self.steps_box, self.size_box, self.seed_box], layout=wrapping),
+                widgets.HBox(
+                    [self.compute_button, self.stop_button, self.progress, self._pattern_status], layout=wrapping
+                ),
+                widgets.HBox([self._patterns_grid_box, selected_pattern], layout=wrapping),
             ]
         )
+
+    def _show_placeholder_or_grid(self, any_computed: bool, page: range, settings: PatternSettings):
+        """Until a pattern of the page is computed, words saying how to get them, not a black grid."""
+        if any_computed:
+            self._patterns_grid_box.children = [self._patterns_grid.view.figure]
+            return
+        self._patterns_placeholder.value = (
+            '<div style="padding:40% 24px 0;text-align:center;color:#616161">'
+            f"Patterns of filters {page.start}–{page.stop - 1} are not computed yet.<br>"
+            f"Press <b>Compute</b> ({settings.steps} gradient ascent steps each).</div>"
+        )
+        self._patterns_grid_box.children = [self._patterns_placeholder]
 
     def _show_pattern_settings(self):
         """New settings: a run for other settings stops (what it finished stays cached), the grid is redrawn."""
@@ -157,7 +179,7 @@ class PatternsView:
         self.progress.value, self.progress.max = 0, job.total_steps
         self._job = job
         self.compute_button.disabled, self.stop_button.disabled = True, False
-        self._pattern_status.value = f"computing {len(missing)} pattern(s)…"
+        self._report_filters(job)
         return job.start()
 
     def _drop_job(self):
@@ -174,9 +196,13 @@ class PatternsView:
         if self._job is job:
             self.progress.value = min(job.steps_done, self.progress.max)
 
+    def _report_filters(self, job: PatternJob):
+        self._pattern_status.value = f"computing: {job.computed} / {len(job.filters)} filters"
+
     def _on_batch(self, job: PatternJob):
         self._report(job)
         if self._job is job:
+            self._report_filters(job)
             self._show_patterns()
 
     def _on_finish(self, job: PatternJob):
@@ -210,11 +236,13 @@ class PatternsView:
                 picture, layout = self._pattern_cache.page_picture(settings, page, image_shape, PATTERN_GAP)
                 self._patterns_grid.show(picture, layout, page.start)
                 self._pattern_grid_key = grid_key
+                self._show_placeholder_or_grid(any(index in computed for index in page), page, settings)
 
             selected = computed.get(self.channel)
             shown = np.zeros(image_shape, np.uint8) if selected is None else selected.image
             self._pattern_picture = imaging.upscale_to(shown, ENLARGED_SIZE)
             show(self._pattern_view, self._pattern_picture)
+            self._pattern_view.layout.display = "none" if selected is None else None
             if selected is None:
                 caption = "not computed yet: press Compute"
             else:

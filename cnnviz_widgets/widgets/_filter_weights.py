@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core import imaging
 from ..core.weights import WeightHistogram, bias, param_counts, weight_table
-from ._base import PictureFigure, image_view, show
+from ._base import ColorBar, PictureFigure, image_view, show
 
 ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
 GRID_BOX_PX = 420  # the grids are drawn to fit this box
@@ -57,13 +57,19 @@ class WeightsView:
         self._weights_filter_view = image_view(f"{ENLARGED_SIZE}px")
         self._weights_filter_picture = np.zeros((1, 1, 3), np.uint8)
         self._weights_caption = widgets.HTML()
+        self._kernel_colour_bar = ColorBar("gray", "weight", height_px=GRID_BOX_PX)
+        # Shown by being a child: a hidden (display: none) bqplot figure draws negative sizes.
+        self._kernel_scale_box = widgets.Box()
+        self._kernel_legend = widgets.HTML(layout=widgets.Layout(max_width=f"{GRID_BOX_PX}px"))
         self._histogram = self._build_histogram()
         self._weight_table = widgets.HTML()
+        grid = widgets.VBox([self._weights_grid.view.figure, self._kernel_legend])
         selected_filter = widgets.VBox([self._weights_filter_view, self._weights_caption])
+        wrapping = widgets.Layout(flex_flow="row wrap")
         return widgets.VBox(
             [
-                widgets.HBox([self._weights_grid.view.figure, selected_filter]),
-                widgets.HBox([self._histogram, self._weight_table]),
+                widgets.HBox([grid, self._kernel_scale_box, selected_filter], layout=wrapping),
+                widgets.HBox([self._histogram, self._weight_table], layout=wrapping),
             ]
         )
 
@@ -73,15 +79,22 @@ class WeightsView:
         self._layer_bars = bqplot.Bars(x=[], y=[], scales=scales, colors=["#9e9e9e"], padding=0.05)
         self._filter_line = bqplot.Lines(x=[], y=[], scales=scales, colors=["#d62728"], stroke_width=2)
         axes = [
-            bqplot.Axis(scale=x_scale, label="weight", tick_format=".2g"),
-            bqplot.Axis(scale=y_scale, orientation="vertical", label="fraction of weights", tick_format=".2g"),
+            bqplot.Axis(scale=x_scale, label="weight", tick_format=".2~g"),
+            bqplot.Axis(
+                scale=y_scale,
+                orientation="vertical",
+                label="share of weights",
+                tick_format=".1~%",
+                label_offset="50px",
+            ),
         ]
         return bqplot.Figure(
             marks=[self._layer_bars, self._filter_line],
             axes=axes,
-            title="Weights of the layer (bars) and of the selected filter (line)",
-            layout=widgets.Layout(width="420px", height="260px"),
-            fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 10},
+            title="Weights: layer (gray bars), filter (red line)",
+            title_style={"font-size": "14px"},
+            layout=widgets.Layout(width=f"{GRID_BOX_PX}px", height="260px"),
+            fig_margin={"top": 40, "bottom": 45, "left": 70, "right": 20},
         )
 
     def _show_layer_weights(self):
@@ -89,6 +102,7 @@ class WeightsView:
         with self._layer_bars.hold_sync():
             self._layer_bars.x = self._layer_histogram.centres
             self._layer_bars.y = self._layer_histogram.fractions
+        self._histogram.axes[0].tick_values = self._layer_histogram.ticks()
         self._weight_table.value = weight_table_html(self._model, self.layer)
 
     def _show_filter_weights(self):
@@ -97,6 +111,7 @@ class WeightsView:
         if self._weight_page is None or self._weight_page.filters != filters:
             page = self._weight_page = pages.page(filters)
             self._weights_grid.show(page.picture, page.layout, filters.start, page.tiles_per_filter)
+            self._show_kernel_scale(page)
         self._weights_filter_picture = self._weight_page.filter_picture(channel, ENLARGED_SIZE)
         show(self._weights_filter_view, self._weights_filter_picture)
 
@@ -105,6 +120,14 @@ class WeightsView:
             self._filter_line.x = self._layer_bars.x
             self._filter_line.y = own.fractions
         self._weights_caption.value = self._filter_caption(own, filters)
+
+    def _show_kernel_scale(self, page):
+        """The colour bar where one scale holds for the page's tiles, and what the colours mean."""
+        shared = page.weight_range is not None
+        if shared:
+            self._kernel_colour_bar.show(*page.weight_range, colormap=page.colormap)
+        self._kernel_scale_box.children = [self._kernel_colour_bar.figure] if shared else []
+        self._kernel_legend.value = KERNEL_LEGENDS[self._pages.rgb, self.scale]
 
     def _filter_caption(self, own: WeightHistogram, page: range) -> str:
         biases = bias(self._model, self.layer)
@@ -120,6 +143,22 @@ class WeightsView:
             f"<b>filter {self.channel}</b> of {self.filter_count}{colours}<br>{bias_text}<br>"
             f"weights {own.minimum:.4g} … {own.maximum:.4g}, mean {own.mean:+.3g}{paging}"
         )
+
+
+_PER_TILE = "Each tile is stretched to its own min–max: compare shapes, not strengths across tiles."
+_RGB_COLOURS = (
+    "A tile's colour is the input colour the filter responds to; its opposite colour "
+    "(cyan for red, magenta for green, yellow for blue) is one it is driven down by."
+)
+KERNEL_LEGENDS = {  # (colour tiles, scale) → what the colours of the kernel grid mean
+    (False, "tile"): f"Dark: the tile's most negative weight, light: its most positive. {_PER_TILE}",
+    (False, "global"): "One scale for the page (bar): black its lowest weight, white its highest; strengths compare.",
+    (False, "signed"): "One scale for the layer, symmetric around 0 (bar): "
+    "<b style='color:#b2182b'>red</b> positive, <b style='color:#2166ac'>blue</b> negative, white 0.",
+    (True, "tile"): f"{_RGB_COLOURS} {_PER_TILE}",
+    (True, "global"): f"{_RGB_COLOURS} One scale for the page (bar) over the three channels.",
+    (True, "signed"): f"Mid-gray is 0. {_RGB_COLOURS} One scale for the layer, symmetric around 0 (bar).",
+}
 
 
 def weight_table_html(model, layer: str) -> str:

@@ -36,6 +36,7 @@ from ..core.weights import (
     filter_weights,
     is_bgr_kernel,
     kernel_layer_names,
+    strongest_filter,
 )
 from ._base import Choice, VisualizerWidget, checks
 from ._filter_patterns import PatternsView
@@ -71,9 +72,10 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     )
     bgr.allow_none = False  # Any lets None past the validator; Any(allow_none=False) does not change that
     scale = Choice(
-        ("tile", "global"),
+        ("tile", "global", "signed"),
         default_value="tile",
-        help="Kernel tile contrast: 'tile' (min-max each tile, S2) or 'global' (one min-max over the page, S3).",
+        help="Kernel tile contrast: 'tile' (min-max each tile, S2), 'global' (one min-max over the page, S3) "
+        "or 'signed' (one scale symmetric around 0 for the layer: white 0, red positive, blue negative).",
     )
     steps = Int(40, help="Gradient ascent steps per pattern.")
     seed = Int(0, help="Seed of the gray-noise start images.")
@@ -91,7 +93,11 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         allow_none=True,
         help="Pattern size in pixels, or (height, width); None: the model's input size, else 64.",
     )
-    channel = Int(0, help="The selected filter (output channel) in both views, 0 .. filter_count - 1.")
+    channel = Int(
+        0,
+        help="The selected filter (output channel) in both views, 0 .. filter_count - 1; "
+        "the gallery opens on the filter with the largest weights.",
+    )
 
     def __init__(
         self,
@@ -118,6 +124,8 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         self._pages: KernelPages | None = None
         self._build_views()
         self.set_traits_in_order({"layer": default_kernel_layer(model), **traits})
+        if "channel" not in traits:  # filter 0 may be dead: its pattern would be the start noise
+            self.channel = strongest_filter(self._kernel)
 
     # -- what it shows -----------------------------------------------------------
 
@@ -142,8 +150,15 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
 
     def _build_views(self):
         self.layer_dropdown = widgets.Dropdown(options=self.layer_names, description="Layer")
-        self.channel_slider = widgets.IntSlider(min=0, max=0, description="Filter")
-        self.view_buttons = widgets.ToggleButtons(options=[("Weights", "weights"), ("Patterns", "patterns")])
+        # Fixed widths: in a narrow row flexbox shrinks a slider to a dot and stacks toggle buttons.
+        self.channel_slider = widgets.IntSlider(
+            min=0, max=0, description="Filter", layout=widgets.Layout(width="320px", flex="0 0 auto")
+        )
+        self.view_buttons = widgets.ToggleButtons(
+            options=[("Weights", "weights"), ("Patterns", "patterns")],
+            style={"button_width": "90px"},
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
         self._bind(self.layer_dropdown, "layer")
         self._bind(self.channel_slider, "channel")
         self._bind(self.view_buttons, "view")
@@ -152,7 +167,10 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         self._views = {"weights": weights_box, "patterns": patterns_box}
         self._view_box = widgets.Box([weights_box])
         self.children = [
-            widgets.HBox([self.layer_dropdown, self.channel_slider, self.view_buttons]),
+            widgets.HBox(
+                [self.layer_dropdown, self.channel_slider, self.view_buttons],
+                layout=widgets.Layout(flex_flow="row wrap"),
+            ),
             self._error_line,
             self._view_box,
         ]
