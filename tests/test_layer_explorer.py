@@ -11,7 +11,7 @@ from cnnviz_widgets import LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.errors import InputTypeError
 from cnnviz_widgets.widgets._base import WidgetValueError
-from conftest import nested_cnn, small_cnn
+from conftest import is_hidden, nested_cnn, shown_widgets, small_cnn
 
 DEMO_MODEL = Path(cw.__file__).parent / "demo" / "data" / "shapes.keras"
 
@@ -44,8 +44,9 @@ def tiled(values, columns) -> np.ndarray:
     return imaging.grid(imaging.colormap(np.minimum(values, 254 / 256), "viridis"), columns=columns, fill=255)
 
 
-def is_shown(view) -> bool:
-    return view.layout.display != "none"
+def is_shown(explorer, view) -> bool:
+    """In the page and not hidden: a chart not shown is taken out of the explorer's boxes."""
+    return view.model_id in shown_widgets(explorer) and not is_hidden(view)
 
 
 def test_names_and_defaults(model, images):
@@ -77,7 +78,7 @@ def test_nested_transfer_model(images):
     explorer = LayerExplorer(transfer, pixels)
     assert explorer.layer == "scale"
     explorer.layer, explorer.image_index, explorer.channel = "base/c2", 2, 7
-    expected = keras.Model(base.inputs, base.get_layer("c2").output)(pixels[2:3] / 255.0, training=False)[0]
+    expected = keras.Model(base.input, base.get_layer("c2").output)(pixels[2:3] / 255.0, training=False)[0]
     np.testing.assert_allclose(explorer.activation, expected, atol=1e-4)
     np.testing.assert_array_equal(shown_map(explorer), imaging.colormap(imaging.normalize(np.asarray(expected)[..., 7])))
 
@@ -340,8 +341,8 @@ def test_dense_layers_are_bar_charts_of_the_units(model, images):
     explorer = LayerExplorer(model, images)
     explorer.layer, explorer.image_index = "predictions", 1
     probabilities = cw.activations(model, images[1:2], layers="predictions")["predictions"][0]
-    assert is_shown(explorer.signal_chart.figure) and not is_shown(explorer.map_figure.figure)
-    assert not is_shown(explorer.means_chart.figure)
+    assert is_shown(explorer, explorer.signal_chart.figure) and not is_shown(explorer, explorer.map_figure.figure)
+    assert not is_shown(explorer, explorer.means_chart.figure)
     np.testing.assert_allclose(explorer.signal_chart.bars.y, probabilities, rtol=1e-5)
     explorer.signal_chart.bars.selected = [3]
     assert explorer.channel == 3
@@ -355,7 +356,7 @@ def test_dense_layers_are_bar_charts_of_the_units(model, images):
     explorer.signal_chart.bars.selected = [2]
     assert explorer.image_index == 2
     explorer.layer = "conv1"
-    assert is_shown(explorer.map_figure.figure) and not is_shown(explorer.signal_chart.figure)
+    assert is_shown(explorer, explorer.map_figure.figure) and not is_shown(explorer, explorer.signal_chart.figure)
 
 
 def test_a_dead_channel_shows_flat_without_nan(images):
@@ -384,7 +385,7 @@ def test_1d_convolutions_are_charts_along_the_steps_and_step_pictures(images):
     conv = cw.activations(sequence_model, signals, layers="conv")["conv"]
     assert explorer.layer == "conv" and explorer.panels()[0].shape == (2, 20, 3)
     explorer.channel = 2
-    assert is_shown(explorer.signal_chart.figure)
+    assert is_shown(explorer, explorer.signal_chart.figure)
     np.testing.assert_allclose(explorer.signal_chart.bars.y, conv[0, :, 2], rtol=1e-5)
     explorer.signal_chart.bars.selected = [5]
     assert f"at step 5: {conv[0, 5, 2]:.4g}" in explorer.readout.value

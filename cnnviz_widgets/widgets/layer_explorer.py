@@ -76,12 +76,9 @@ class LayerExplorer(VisualizerWidget):
             widgets.HBox([self.channel_slider, self.image_slider]),
             widgets.HBox([self.colormap_dropdown, self.normalization_buttons]),
             self._error_line,
-            widgets.HBox(
-                [self.input_view, self.map_figure.figure, self.signal_chart.figure],
-                layout=widgets.Layout(align_items="flex-start"),  # keep the input square
-            ),
+            self._view_box,
             self.readout,
-            self.means_chart.figure,
+            self._means_box,
         ]
         self._show_input()
         spatial = self.cache.graph.spatial_paths(4)
@@ -126,9 +123,15 @@ class LayerExplorer(VisualizerWidget):
         self.map_figure = PictureFigure(MAP_BOX_PX)
         self.map_figure.on_click(lambda row, column: self._pick(self._content.locate(row, column)))
         self.signal_chart = BarChart()
+        # A chart not shown is taken out of the page rather than given display: none: a
+        # bqplot Figure drawn at size 0 sets negative <rect> sizes, an error in the console.
+        self._view_box = widgets.HBox(
+            [self.input_view, self.map_figure.figure], layout=widgets.Layout(align_items="flex-start")  # keep the input square
+        )
         self.signal_chart.figure.layout.width = f"{MAP_BOX_PX * 3 // 2}px"
         self.signal_chart.on_select(lambda index: self._pick(self._content.locate(index)))
         self.means_chart = BarChart(title="Mean activation per channel", x_label="channel", y_label="mean")
+        self._means_box = widgets.Box([self.means_chart.figure])
         self.means_chart.on_select(lambda channel: setattr(self, "channel", channel))
         self.readout = widgets.HTML()
 
@@ -223,7 +226,7 @@ class LayerExplorer(VisualizerWidget):
     def _show_channel_means(self):
         activation = self.activation
         # A Dense layer's units are already shown as bars by the signal chart.
-        self.means_chart.figure.layout.display = "none" if activation.ndim == 1 else None
+        self._means_box.children = () if activation.ndim == 1 else (self.means_chart.figure,)
         means = layer_views.channel_means(activation)
         self.means_chart.show(_index_labels(len(means)), means, selected=min(self.channel, len(means) - 1))
 
@@ -246,8 +249,7 @@ class LayerExplorer(VisualizerWidget):
     def _show_content(self):
         content = self._content
         is_picture = isinstance(content, Picture)
-        self.map_figure.figure.layout.display = None if is_picture else "none"
-        self.signal_chart.figure.layout.display = "none" if is_picture else None
+        self._view_box.children = (self.input_view, self.map_figure.figure if is_picture else self.signal_chart.figure)
         if is_picture:
             self.map_figure.show(content.rows, content.palette)
         else:
