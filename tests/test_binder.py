@@ -96,3 +96,11 @@ def test_binder_lab_saves_widget_state():
     overrides = json.loads((BINDER / "overrides.json").read_text())
     assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
     assert re.search(r'^cp binder/overrides\.json "\$settings/overrides\.json"$', (BINDER / "postBuild").read_text(), re.MULTILINE)
+
+
+def test_readme_leads_with_what_it_is_and_a_screenshot():
+    readme = (ROOT / "README.md").read_text()
+    screenshot = re.search(r"!\[[^\]]+\]\((docs/[\w-]+\.png)\)", readme)
+    assert screenshot and readme.index(screenshot.group(0)) < readme.index("```bash")
+    path = ROOT / screenshot.group(1)
+    assert path.is_file() and path.stat().st_size < 300_000
