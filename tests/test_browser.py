@@ -364,8 +364,8 @@ def test_quickstart_in_voila(server, browser):
         _check_channel_slider(page, outputs["layer_explorer"])
 
 
-def _run_quickstart(page, remember_children, front_end: str, slider_by_key: bool = True):
-    """Run every cell of the open quick start (Lab or Notebook 7), check each widget and two interactions."""
+def run_all_cells(page):
+    """Run every cell of the notebook open in Lab or Notebook 7 and wait until the kernel is idle."""
     page.wait_for_selector(".jp-Notebook", timeout=SERVER_START_S * 1000)
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=SERVER_START_S * 1000)
     dialog = page.locator(".jp-Dialog")
@@ -387,6 +387,11 @@ def _run_quickstart(page, remember_children, front_end: str, slider_by_key: bool
         timeout=RUN_ALL_S * 1000,
         polling=500,
     )
+
+
+def _run_quickstart(page, remember_children, front_end: str, slider_by_key: bool = True):
+    """Run every cell of the open quick start (Lab or Notebook 7), check each widget and two interactions."""
+    run_all_cells(page)
     remember_children()
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert errors.count() == 0, f"a cell wrote to stderr: {errors.first.inner_text()[:2000]}"
