@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -90,12 +89,6 @@ def test_readme_still_opens_with_the_two_commands():
     assert blocks[0].endswith("jupyter lab notebooks/01_quickstart.ipynb"), blocks[0]
     assert blocks[1].endswith("python -m pytest -n 2"), blocks[1]
     assert readme.index(blocks[1]) < readme.index("mybinder.org")
-
-
-def test_binder_lab_saves_widget_state():
-    overrides = json.loads((BINDER / "overrides.json").read_text())
-    assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
-    assert re.search(r'^cp binder/overrides\.json "\$settings/overrides\.json"$', (BINDER / "postBuild").read_text(), re.MULTILINE)
 
 
 def test_readme_leads_with_what_it_is_and_a_screenshot():

@@ -5,8 +5,8 @@ all three front ends. In each, a copy of notebooks/01_quickstart.ipynb runs and 
 checks what a user would see: every widget renders (slider and picture in the DOM, no
 "Error displaying widget"), moving LayerExplorer's channel slider changes the picture's
 bytes, and (Lab, Notebook 7) clicking a class bar of GradCamViewer changes the overlay.
-Any console error or warning of the widgets or bqplot fails the test. Lab saves the
-notebook with its widget state; reopened with no kernel, it must still show the pictures.
+Any console error or warning of the widgets or bqplot fails the test. The notebook Lab
+saved, reopened with no kernel, must still show the widgets' last pictures.
 Screenshots of each widget at 1400 and 1000 px and each page's console log go to
 test-artifacts/browser/.
 
@@ -57,8 +57,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    # A saved notebook keeps its widgets' last state, so it shows them reopened without a kernel.
-    "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
 }
 
 
@@ -319,10 +317,8 @@ def test_quickstart_in_jupyterlab_and_reopened_without_a_kernel(server, browser)
         page.evaluate("jupyterapp.commands.execute('docmanager:save')")
         page.wait_for_function("() => !jupyterapp.shell.currentWidget.context.model.dirty", timeout=UPDATE_S * 1000)
     saved = json.loads(notebook.read_text())
-    assert "application/vnd.jupyter.widget-state+json" in saved["metadata"].get("widgets", {}), (
-        "Lab saved the notebook without its widget state; LAB_SETTINGS turns saveState on"
-    )
-    # Reopened for a kernel and language this server lacks, "No Kernel" chosen: only the saved state can draw.
+    # Reopened for a kernel and language this server lacks, "No Kernel" chosen: no widget model can be
+    # found, so what shows is the picture each widget adds to its output (to_png), not an error.
     saved["metadata"]["kernelspec"] = {"name": "no-such-kernel", "display_name": "none", "language": "none"}
     saved["metadata"].pop("language_info", None)
     reopened = root / "reopened.ipynb"
