@@ -89,3 +89,11 @@ def test_readme_still_opens_with_the_two_commands():
     assert blocks[0].endswith("jupyter lab notebooks/01_quickstart.ipynb"), blocks[0]
     assert blocks[1].endswith("python -m pytest -n 2"), blocks[1]
     assert readme.index(blocks[1]) < readme.index("mybinder.org")
+
+
+def test_readme_leads_with_what_it_is_and_a_screenshot():
+    readme = (ROOT / "README.md").read_text()
+    screenshot = re.search(r"!\[[^\]]+\]\((docs/[\w-]+\.png)\)", readme)
+    assert screenshot and readme.index(screenshot.group(0)) < readme.index("```bash")
+    path = ROOT / screenshot.group(1)
+    assert path.is_file() and path.stat().st_size < 300_000

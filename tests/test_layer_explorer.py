@@ -80,7 +80,7 @@ def test_nested_transfer_model(images):
     explorer = LayerExplorer(transfer, pixels)
     assert explorer.layer == "scale"
     explorer.layer, explorer.image_index, explorer.channel = "base/c2", 2, 7
-    expected = keras.Model(base.inputs, base.get_layer("c2").output)(pixels[2:3] / 255.0, training=False)[0]
+    expected = keras.Model(base.inputs[0], base.get_layer("c2").output)(pixels[2:3] / 255.0, training=False)[0]
     np.testing.assert_allclose(explorer.activation, expected, atol=1e-4)
     np.testing.assert_array_equal(shown_map(explorer), imaging.colormap(imaging.normalize(np.asarray(expected)[..., 7])))
 
