@@ -464,7 +464,8 @@ def _check_class_bar(page, viewer):
     assert overlay.count() == 1, f"expected one overlay picture, found {overlay.count()}"
     before = _picture_bytes(page, overlay)
     label = viewer.locator(".widget-html").filter(has_text="probability").first
-    bars = viewer.locator(".bqplot").first.locator("rect.bar")
+    # The prediction chart: the figure titled "Top-k classes" (the heatmap's colour bar is a bqplot figure too).
+    bars = viewer.locator(".bqplot").filter(has_text="Top-").first.locator("rect.bar")
     assert bars.count() >= 2, f"expected the top-k class bars, found {bars.count()}"
     bars.nth(1).click()
     _wait_for_change(page, overlay, before, "GradCamViewer's overlay after clicking the second class bar")
