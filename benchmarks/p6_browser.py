@@ -113,7 +113,7 @@ def _choose(select, layer: str):
 def _measure(page, outputs, repeats: int) -> dict:
     explorer, viewer, vgg_channel, vgg_images = outputs
     layers = explorer.locator("select").first
-    bars = viewer.locator(".bqplot").first.locator("rect.bar")
+    bars = viewer.locator(".bqplot").filter(has_text="Top-").first.locator("rect.bar")  # not the colour bar
     class_box = viewer.locator("input[type='number']").first
     vgg_layers = vgg_images.locator("select").first
 
