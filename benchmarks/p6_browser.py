@@ -119,10 +119,10 @@ def _measure(page, outputs, repeats: int) -> dict:
 
     # The top two classes: Grad-CAM of lower ones is often empty, the same overlay, no new picture.
     top = class_box.input_value()
-    bars.nth(1).click()
+    bars.nth(1).click(force=True)  # a short bar lies over part of its transparent hit area
     page.wait_for_function("([box, top]) => box.value !== top", arg=[class_box.element_handle(), top])
     second = class_box.input_value()
-    bars.nth(0).click()
+    bars.nth(0).click(force=True)
     page.wait_for_function("([box, top]) => box.value === top", arg=[class_box.element_handle(), top])
 
     def type_class(step):
@@ -136,7 +136,7 @@ def _measure(page, outputs, repeats: int) -> dict:
         "channel": (explorer, MAP, _arrows(page, _slider_handle(explorer, "channel"))),
         "layer": (explorer, MAP, lambda step: _choose(layers, ("conv2", "conv1")[step % 2])),
         "image": (explorer, MAP, _arrows(page, _slider_handle(explorer, "image"))),
-        "class_click": (viewer, OVERLAY, lambda step: bars.nth((step + 1) % 2).click()),
+        "class_click": (viewer, OVERLAY, lambda step: bars.nth((step + 1) % 2).click(force=True)),
         "class_box": (viewer, OVERLAY, type_class),
         "vgg_channel": (vgg_channel, MAP, _arrows(page, _slider_handle(vgg_channel, "channel"))),
         "revisit": (vgg_images, MAP, lambda step: _choose(vgg_layers, VGG_LAYERS[step % 2])),
