@@ -234,14 +234,20 @@ def test_a_map_of_one_position_is_not_flat_and_matches_the_tape():
         np.testing.assert_allclose(result.maps[:, c], expected, atol=1e-6)
 
 
-def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
-    # map = weight × image: -1 everywhere but one pixel at +1e-9, which dividing by the
-    # peak would turn into full heat. It is below the rounding of the map's terms.
+def identity_map_model():
+    """A 1×1 conv of weight 1 and a one-unit head of weight 1: class 1's Grad-CAM map is the image itself."""
     inputs = keras.Input((8, 8, 1))
     conv = keras.layers.Conv2D(1, 1, name="conv")
     pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
     model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", name="score")(pooled))
     conv.set_weights([np.ones((1, 1, 1, 1)), np.zeros(1)])
+    return model
+
+
+def test_a_positive_peak_within_rounding_of_zero_is_no_heat():
+    # map = weight × image: -1 everywhere but one pixel at +1e-9, which dividing by the
+    # peak would turn into full heat. It is below the rounding of the map's terms.
+    model = identity_map_model()
     image = np.full((1, 8, 8, 1), -1.0)
     image[0, 3, 4] = 1e-9
     # A one-unit head is binary: class 1 is the logit (class 0 its negative).
@@ -364,11 +370,7 @@ def test_the_counterfactual_grad_cam_is_cached_apart_and_the_default_is_unchange
 def test_a_map_negative_everywhere_is_empty_and_its_counterfactual_is_not():
     # map = weight × image with a weight of 1: -1 everywhere but -0.5 at one pixel. Its
     # sums vary (not flat) but none is positive; negated, the map is 1 - 0.5 at that pixel.
-    inputs = keras.Input((8, 8, 1))
-    conv = keras.layers.Conv2D(1, 1, name="conv")
-    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", name="score")(pooled))
-    conv.set_weights([np.ones((1, 1, 1, 1)), np.zeros(1)])
+    model = identity_map_model()
     image = np.full((1, 8, 8, 1), -1.0)
     image[0, 3, 4] = -0.5
     result = GradCam(model).explain(image, [1])
