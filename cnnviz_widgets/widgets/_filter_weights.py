@@ -16,7 +16,8 @@ import numpy as np
 
 from ..core import imaging
 from ..core.weights import WeightHistogram, bias, param_counts, weight_table
-from ._base import ColorBar, PictureFigure, image_view, show
+from ._base import image_view, show
+from ._charts import ColorBar, PictureFigure
 
 ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
 GRID_BOX_PX = 420  # the grids are drawn to fit this box

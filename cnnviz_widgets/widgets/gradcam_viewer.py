@@ -19,7 +19,8 @@ from ..core.attribution.explanation import ImageExplanations, predict
 from ..core.errors import CnnvizError, InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
-from ._base import BarChart, Choice, ColorBar, VisualizerWidget, checks, image_view, show
+from ._base import Choice, VisualizerWidget, checks, image_view, show
+from ._charts import BarChart, ColorBar
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32

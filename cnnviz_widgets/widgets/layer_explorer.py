@@ -24,7 +24,8 @@ from ..core.activation_cache import ActivationCache
 from ..core.class_names import class_names_for
 from ..core.errors import InputError, UnknownLayerError
 from ..core.layer_views import NORMALIZATIONS, VIEWS, Pick, Picture, Settings, Signal
-from ._base import BarChart, Choice, ColorBar, PictureFigure, VisualizerWidget, checks, image_view, show
+from ._base import Choice, VisualizerWidget, checks, image_view, show
+from ._charts import BarChart, ColorBar, PictureFigure
 
 COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
 NORMALIZATION_LABELS = {"channel": "per channel", "layer": "per layer"}
