@@ -157,3 +157,13 @@ def test_the_output_layers_bars_take_the_class_names(cache):
     shown = layer_views.content(cache, settings(layer="predictions", channel=2), unit_names=names)
     assert shown.labels == names
     assert layer_views.content(cache, settings(layer="predictions", channel=2)).labels is None
+
+
+def test_grid_page_note_names_the_page_only_when_the_layer_needs_several():
+    many = np.zeros((4, 4, 100), np.float32)
+    page = layer_views.grid_channels(many, 40)
+    assert layer_views.grid_page_note(many, 40) == (
+        f" · grid of channels {page.start}–{page.stop - 1} of 100: move the channel for others"
+    )
+    assert 40 in page and len(page) < 100
+    assert layer_views.grid_page_note(np.zeros((4, 4, 3), np.float32), 1) == ""

@@ -151,6 +151,15 @@ def content(
     return _channel_map(activation, settings)
 
 
+def grid_page_note(activation: np.ndarray, channel: int) -> str:
+    """For a grid that shows one page of the layer's channels: which page, and how to see the others
+    ("" when every channel fits on one page)."""
+    page = grid_channels(activation, channel)
+    if len(page) == activation.shape[-1]:
+        return ""
+    return f" · grid of channels {page.start}–{page.stop - 1} of {activation.shape[-1]}: move the channel for others"
+
+
 def readout(activation: np.ndarray, layer: str, channel: int, probe: tuple[int, ...] | None) -> str:
     """One line on the shown channel (or unit) and, after a click, the value under it."""
     if activation.ndim == 1:

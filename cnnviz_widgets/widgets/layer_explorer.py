@@ -313,10 +313,8 @@ class LayerExplorer(VisualizerWidget):
 
     def _show_readout(self):
         text = layer_views.readout(self.activation, self.layer, self.channel, self._probe)
-        page = layer_views.grid_channels(self.activation, self.channel)
-        if self.view == "grid" and len(page) < self.activation.shape[-1]:
-            text += f" · grid of channels {page.start}–{page.stop - 1} of {self.activation.shape[-1]}: move the channel for others"
-        self.readout.value = html.escape(text)
+        page_note = layer_views.grid_page_note(self.activation, self.channel) if self.view == "grid" else ""
+        self.readout.value = html.escape(text + page_note)
 
     def _pick(self, pick: Pick | None):
         """A click on a value: remember where, then select the clicked channel or image."""
