@@ -324,7 +324,9 @@ def test_quickstart_in_jupyterlab_and_reopened_without_a_kernel(server, browser)
     reopened = root / "reopened.ipynb"
     reopened.write_text(json.dumps(saved))
     with watched_page(browser, "reopened") as page:
-        page.goto(f"{base_url}/lab/tree/{reopened.name}?token={token}", timeout=SERVER_START_S * 1000)
+        # A workspace of its own: the default one would also restore lab.ipynb, still on its kernel, in a
+        # hidden tab, where bqplot draws its figures at size 0 (negative <rect> sizes in the console).
+        page.goto(f"{base_url}/lab/workspaces/reopened/tree/{reopened.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
         page.wait_for_selector(".jp-Dialog", timeout=SERVER_START_S * 1000)
         page.keyboard.press("Escape")  # the kernel dialog: no kernel
         for name, code in QUICKSTART_WIDGETS.items():
