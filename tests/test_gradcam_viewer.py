@@ -1,5 +1,7 @@
 """GradCamViewer: what it shows follows cw.grad_cam, each (layer, class) is computed once, refusals keep its state."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -146,6 +148,7 @@ def test_cw_grad_cam_and_a_viewer_on_the_default_layer_share_one_grad_cam(image,
     built = []
     original = GradCam.__init__
 
+    @functools.wraps(original)  # keeps the signature, which fills in the cache key's defaults
     def counting(cam, model, layer=None, **options):
         built.append(layer)
         original(cam, model, layer, **options)

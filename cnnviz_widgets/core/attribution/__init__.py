@@ -3,7 +3,9 @@
 - ``base.py``: what every class activation map (CAM) method shares: the forward pass,
   the batched class gradients, the map's rules (ReLU, flat maps, normalising), resizing
   to the input, the layers a CAM accepts, and the result, :class:`CamResult`.
-- ``gradcam.py``: Grad-CAM, its channel weights; :class:`GradCam` and :func:`grad_cam`.
+- ``attribute.py``: the functions, :func:`attribute` (any method by name, see ``METHODS``)
+  and :func:`grad_cam`.
+- ``gradcam.py``: Grad-CAM, its channel weights; :class:`GradCam`.
 - ``explanation.py``: what GradCamViewer shows of one image, as plain values.
 
 A new CAM method is one file: a :class:`ClassActivationMap` subclass with its channel
@@ -11,6 +13,18 @@ weights or map formula (see ``base.py``).
 """
 
 from .base import CamResult, ClassActivationMap, checked_layer, default_layer, explainable_layers
-from .gradcam import GradCam, grad_cam
+from .attribute import METHODS, attribute, grad_cam, method_class
+from .gradcam import GradCam
 
-__all__ = ["CamResult", "ClassActivationMap", "GradCam", "checked_layer", "default_layer", "explainable_layers", "grad_cam"]
+__all__ = [
+    "METHODS",
+    "CamResult",
+    "ClassActivationMap",
+    "GradCam",
+    "attribute",
+    "checked_layer",
+    "default_layer",
+    "explainable_layers",
+    "grad_cam",
+    "method_class",
+]

@@ -34,6 +34,7 @@ transposed kernel (see :func:`_matmul_gradient`).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,7 @@ class CamResult:
     """A class activation map of K classes for each of N images."""
 
     heatmaps: np.ndarray  # (N, K, H, W) in [0, 1] at the image's resolution ((N, K, L) for sequences, (N, K, D, H, W) for videos)
+    raw: np.ndarray  # (N, K, H, W) the signed channel sum before ReLU and normalising, resized as heatmaps
     maps: np.ndarray  # (N, K, h, w) in [0, 1] at the layer's resolution
     channel_weights: np.ndarray  # (N, K, channels): the method's weight of each channel
     channel_means: np.ndarray  # (N, channels): spatial mean of the feature map
@@ -159,8 +161,8 @@ def default_layer(graph: LayerGraph, output_index: int = 0) -> str:
     )
 
 
-def resize_maps(maps, size) -> tf.Tensor:
-    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1].
+def resize_maps(maps, size, *, clip: bool = True) -> tf.Tensor:
+    """(N, K, *spatial) maps resized (bilinear) to the input's spatial ``size``, in [0, 1] (unless not ``clip``).
 
     Maps with fewer spatial axes than the input (a ConvLSTM2D's, which folds a video's
     frames) take the last ones: the frame. Volumes are resized frame by frame, then
@@ -175,7 +177,8 @@ def resize_maps(maps, size) -> tf.Tensor:
         if len(spatial) == 3:
             frames = tf.reshape(resized, (count * k, spatial[0], size[1] * size[2], 1))
             resized = tf.image.resize(frames, (size[0], size[1] * size[2]))
-    return tf.clip_by_value(tf.reshape(resized, (count, k, *size)), 0.0, 1.0)
+    resized = tf.reshape(resized, (count, k, *size))
+    return tf.clip_by_value(resized, 0.0, 1.0) if clip else resized
 
 
 class ClassActivationMap:
@@ -197,15 +200,21 @@ class ClassActivationMap:
         self._maps = tf.function(self._compute_maps, reduce_retracing=True)
 
     @classmethod
-    def shared(cls, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False):
-        """The model's one instance for these settings, compiled once; ``layer=None`` is the default layer."""
+    def shared(cls, model, layer: str | None = None, *, output: int | str = 0, **options):
+        """The model's one instance for these settings, compiled once; ``layer=None`` is the default layer.
+
+        ``options`` are the constructor's keywords (``probabilities``, ``counterfactual``, a
+        method's own); they are part of the cache key, so they must be hashable.
+        """
         graph = LayerGraph.of(model)
         output_index = graph.output_index(output)
         layer = default_layer(graph, output_index) if layer is None else layer
         graph.info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
+        settings = inspect.signature(cls).bind(model, layer, output=output_index, **options)
+        settings.apply_defaults()  # an option left out and one given as its default are one instance
         return graph.cached(
-            ("attribution", cls, layer, probabilities, output_index, bool(counterfactual)),
-            lambda: cls(model, layer, probabilities=probabilities, output=output_index, counterfactual=counterfactual),
+            ("attribution", cls, layer, output_index, tuple(sorted(settings.kwargs.items()))),
+            lambda: cls(model, layer, output=output_index, **options),
         )
 
     def channel_weights(self, features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
@@ -256,7 +265,7 @@ class ClassActivationMap:
         maps = tf.where(no_heat, 0.0, tf.math.divide_no_nan(maps, peaks))
         empty = tf.reshape(no_heat & ~flat, tf.shape(flat)[:2])
         flat = tf.reshape(flat, tf.shape(flat)[:2])
-        return maps, weights, tf.reduce_mean(features, axis=spatial), scores, flat, empty
+        return maps, sums, weights, tf.reduce_mean(features, axis=spatial), scores, flat, empty
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
@@ -279,7 +288,7 @@ class ClassActivationMap:
     def _explain_prepared(self, inputs, classes) -> CamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
         model_inputs = [tf.convert_to_tensor(a) for a in inputs]
-        maps, weights, means, scores, flat, empty = self._maps(
+        maps, sums, weights, means, scores, flat, empty = self._maps(
             model_inputs if len(model_inputs) > 1 else model_inputs[0], tf.constant(matrix)
         )
         if not np.all(np.isfinite(scores)):
@@ -287,9 +296,10 @@ class ClassActivationMap:
                 "The model's class scores contain NaN or infinity for these images, so "
                 "Grad-CAM is undefined; check the images' scale and the preprocessing."
             )
-        heatmaps = resize_maps(maps, as_images(self.graph, inputs[0]).shape[1:-1])
+        size = as_images(self.graph, inputs[0]).shape[1:-1]
         return CamResult(
-            heatmaps=heatmaps.numpy(),
+            heatmaps=resize_maps(maps, size).numpy(),
+            raw=resize_maps(sums, size, clip=False).numpy(),
             maps=maps.numpy(),
             channel_weights=weights.numpy(),
             channel_means=means.numpy(),
