@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import checks
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from ..graph import LayerGraph
 from ..inputs import as_images, prepare_inputs, required_image_shape
 
@@ -117,6 +117,11 @@ def faithfulness(
             tf.constant(classes[images]),
         ).numpy()
     curves = curves.reshape(count, steps + 1)
+    if not np.isfinite(curves).all():
+        raise UnsupportedModelError(
+            "The model's probabilities are NaN or infinite for some perturbed images; check the images "
+            "(what the model takes, after any preprocessing) and the model's weights for NaN."
+        )
     fractions = np.arange(steps + 1) / steps
     return FaithfulnessCurves(metric, baseline, fractions, curves, area_under(fractions, curves))
 
