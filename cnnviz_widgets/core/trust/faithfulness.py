@@ -235,6 +235,6 @@ def _perturbed_probabilities(graph: LayerGraph, output, input_shape: tuple):
             scores = tf.cast(model(images, training=False), tf.float32)
             return tf.gather(scores, classes, axis=1, batch_dims=1)
 
-        return tf.function(probabilities, reduce_retracing=True)
+        return tf.function(probabilities, reduce_retracing=True, autograph=False)  # no Python control flow to convert
 
     return graph.cached(("faithfulness", index, tuple(input_shape)), build)
