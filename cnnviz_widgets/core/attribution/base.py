@@ -172,16 +172,16 @@ def resize_maps(maps, size, *, clip: bool = True) -> tf.Tensor:
     frames) take the last ones: the frame. Volumes are resized frame by frame, then
     along the frames: linear interpolation is separable, so that is trilinear.
     """
-    count, k, *spatial = maps.shape
+    _, k, *spatial = maps.shape
     size = tuple(size)[len(size) - len(spatial) :]
     if len(spatial) == 1:  # a sequence: a one-pixel-wide image
-        resized = tf.image.resize(tf.reshape(maps, (count * k, spatial[0], 1, 1)), (size[0], 1))
+        resized = tf.image.resize(tf.reshape(maps, (-1, spatial[0], 1, 1)), (size[0], 1))
     else:
         resized = tf.image.resize(tf.reshape(maps, (-1, *spatial[-2:], 1)), size[-2:])
         if len(spatial) == 3:
-            frames = tf.reshape(resized, (count * k, spatial[0], size[1] * size[2], 1))
+            frames = tf.reshape(resized, (-1, spatial[0], size[1] * size[2], 1))
             resized = tf.image.resize(frames, (size[0], size[1] * size[2]))
-    resized = tf.reshape(resized, (count, k, *size))
+    resized = tf.reshape(resized, (-1, k, *size))  # -1: a batch unknown when traced
     return tf.clip_by_value(resized, 0.0, 1.0) if clip else resized
 
 

@@ -68,7 +68,7 @@ class ScoreCam(ClassActivationMap):
         self.top_channels = top_channels
         self.channel_softmax = bool(channel_softmax)
         self._forward = tf.function(lambda inputs: self._model(inputs, training=False), reduce_retracing=True)
-        self._masked_scores = tf.function(self._compute_masked_scores)  # traced per batch shape: resize_maps needs it static
+        self._masked_scores = tf.function(self._compute_masked_scores, reduce_retracing=True)
         self._weighted_maps = tf.function(
             lambda features, weights, scores: self._map_rules(features, None, weights, scores), reduce_retracing=True
         )
@@ -139,7 +139,7 @@ class ScoreCam(ClassActivationMap):
     def _compute_masked_scores(self, model_inputs, features, classes, images, channels, input_shape):
         maps = tf.gather_nd(features, tf.stack([images, channels], axis=1))  # (B, *spatial)
         first = tf.gather(model_inputs[0], images)
-        masks = resize_maps(maps[None], first.shape[1:-1], clip=False)[0]
+        masks = resize_maps(maps[:, None], first.shape[1:-1], clip=False)[:, 0]
         axes = list(range(1, len(masks.shape)))
         low = tf.reduce_min(masks, axis=axes, keepdims=True)
         masks = tf.math.divide_no_nan(masks - low, tf.reduce_max(masks, axis=axes, keepdims=True) - low)
