@@ -41,3 +41,7 @@ def listed(names, limit: int = 40) -> str:
     """``names`` for an error message: comma-separated, the first ``limit`` and "…" after them."""
     names = list(names)
     return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+
+
+class StoppedError(CnnvizError):
+    """Long work stopped on request (a progress callback returned True); nothing is wrong."""

@@ -6,6 +6,9 @@
 - ``attribute.py``: the functions, :func:`attribute` (any method by name, see ``METHODS``)
   and :func:`grad_cam`.
 - ``gradcam.py``: Grad-CAM, its channel weights; :class:`GradCam`.
+- ``gradcam_plus_plus.py``, ``hirescam.py``, ``layercam.py``, ``eigencam.py``, ``scorecam.py``:
+  the CAM family, one method a file (:class:`GradCamPlusPlus`, :class:`HiResCam`,
+  :class:`LayerCam`, :class:`EigenCam`, :class:`ScoreCam`).
 - ``explanation.py``: what GradCamViewer shows of one image, as plain values.
 
 A new CAM method is one file: a :class:`ClassActivationMap` subclass with its channel
@@ -15,12 +18,22 @@ weights or map formula (see ``base.py``).
 from .base import CamResult, ClassActivationMap, checked_layer, default_layer, explainable_layers
 from .attribute import METHODS, attribute, grad_cam, method_class
 from .gradcam import GradCam
+from .eigencam import EigenCam
+from .gradcam_plus_plus import GradCamPlusPlus
+from .hirescam import HiResCam
+from .layercam import LayerCam
+from .scorecam import ScoreCam
 
 __all__ = [
     "METHODS",
     "CamResult",
     "ClassActivationMap",
+    "EigenCam",
     "GradCam",
+    "GradCamPlusPlus",
+    "HiResCam",
+    "LayerCam",
+    "ScoreCam",
     "attribute",
     "checked_layer",
     "default_layer",

@@ -13,9 +13,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..inputs import prepare_inputs
+from .eigencam import EigenCam
 from .gradcam import GradCam
+from .gradcam_plus_plus import GradCamPlusPlus
+from .hirescam import HiResCam
+from .layercam import LayerCam
+from .scorecam import ScoreCam
 
-METHODS = {method.name: method for method in (GradCam,)}
+METHODS = {method.name: method for method in (GradCam, GradCamPlusPlus, HiResCam, LayerCam, EigenCam, ScoreCam)}
 
 
 def method_class(method: str):

@@ -9,7 +9,11 @@ dS/dA (N, K, *spatial, C):
 then resized to the input. So a CAM variant is one file with its formula, e.g.
   class HiResCam(GradCam):  # map = ReLU(sum_k dS/dA_k ⊙ A_k), elementwise
       def channel_terms(self, features, gradients, weights): return gradients * features[:, None]
-and Grad-CAM++ overrides ``channel_weights`` with its second-order weights.
+and Grad-CAM++ overrides ``channel_weights`` with its second-order weights. A method
+whose map needs no class gradients (Eigen-CAM, Score-CAM) sets ``uses_gradients = False``:
+it skips the Jacobian and its formulas get ``gradients=None``; Score-CAM, whose weights
+come from more forward passes, computes them itself and reuses the map's rules
+(:meth:`ClassActivationMap._map_rules`) and the result (:meth:`ClassActivationMap._result`).
 
 The class score is the class logit from ``core/heads.py`` (the probability with
 ``probabilities=True``). Several classes cost one forward pass: the feature map and
@@ -168,16 +172,16 @@ def resize_maps(maps, size, *, clip: bool = True) -> tf.Tensor:
     frames) take the last ones: the frame. Volumes are resized frame by frame, then
     along the frames: linear interpolation is separable, so that is trilinear.
     """
-    count, k, *spatial = maps.shape
+    _, k, *spatial = maps.shape
     size = tuple(size)[len(size) - len(spatial) :]
     if len(spatial) == 1:  # a sequence: a one-pixel-wide image
-        resized = tf.image.resize(tf.reshape(maps, (count * k, spatial[0], 1, 1)), (size[0], 1))
+        resized = tf.image.resize(tf.reshape(maps, (-1, spatial[0], 1, 1)), (size[0], 1))
     else:
         resized = tf.image.resize(tf.reshape(maps, (-1, *spatial[-2:], 1)), size[-2:])
         if len(spatial) == 3:
-            frames = tf.reshape(resized, (count * k, spatial[0], size[1] * size[2], 1))
+            frames = tf.reshape(resized, (-1, spatial[0], size[1] * size[2], 1))
             resized = tf.image.resize(frames, (size[0], size[1] * size[2]))
-    resized = tf.reshape(resized, (count, k, *size))
+    resized = tf.reshape(resized, (-1, k, *size))  # -1: a batch unknown when traced
     return tf.clip_by_value(resized, 0.0, 1.0) if clip else resized
 
 
@@ -187,6 +191,8 @@ class ClassActivationMap:
     Subclasses give :meth:`channel_weights`, and :meth:`channel_terms` if their map is
     not the weighted sum of the feature maps (see the module docstring).
     """
+
+    uses_gradients = True  # False: the formulas get gradients=None and no Jacobian is taken
 
     def __init__(
         self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False
@@ -218,7 +224,8 @@ class ClassActivationMap:
         )
 
     def channel_weights(self, features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
-        """(N, K, C) weights from features (N, *spatial, C) and class gradients (N, K, *spatial, C)."""
+        """(N, K, C) weights from features (N, *spatial, C) and class gradients (N, K, *spatial, C);
+        (N, C), the same for every class, where ``uses_gradients`` is False."""
         raise NotImplementedError
 
     def channel_terms(self, features: tf.Tensor, gradients: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -233,6 +240,10 @@ class ClassActivationMap:
         with tf.compat.v1.get_default_graph().gradient_override_map(override):
             features, scores = self._model(inputs, training=False)
         scores = tf.cast(scores, tf.float32)
+        if not self.uses_gradients:  # one map for every class: the (N, C) weights repeated K times
+            features = tf.cast(features, tf.float32)
+            weights = tf.repeat(self.channel_weights(features, None)[:, None], tf.shape(classes)[1], axis=1)
+            return self._map_rules(features, None, weights, scores)
         selected = tf.gather(scores, classes, axis=1, batch_dims=1)  # (N, K)
 
         def class_gradients(one_hot):  # of one column of ``selected``: each image's own, as images are independent
@@ -247,7 +258,11 @@ class ClassActivationMap:
         if self.counterfactual:
             gradients = -gradients
         features = tf.cast(features, tf.float32)
-        weights = self.channel_weights(features, gradients)
+        return self._map_rules(features, gradients, self.channel_weights(features, gradients), scores)
+
+    def _map_rules(self, features, gradients, weights, scores):
+        """The map of each image and class from the method's terms: summed over channels, ReLU, flat and empty flags, peak 1."""
+        rank = len(features.shape)
         terms = self.channel_terms(features, gradients, weights)
         spatial = list(range(1, rank - 1))
         map_axes = [axis + 1 for axis in spatial]
@@ -287,10 +302,17 @@ class ClassActivationMap:
 
     def _explain_prepared(self, inputs, classes) -> CamResult:
         matrix = self.class_matrix(classes, len(inputs[0]))
-        model_inputs = [tf.convert_to_tensor(a) for a in inputs]
-        maps, sums, weights, means, scores, flat, empty = self._maps(
-            model_inputs if len(model_inputs) > 1 else model_inputs[0], tf.constant(matrix)
-        )
+        return self._result(inputs, matrix, self._maps(self._model_inputs(inputs), tf.constant(matrix)))
+
+    @staticmethod
+    def _model_inputs(inputs):
+        """Prepared inputs as the score model takes them: one tensor, or a list of one per input."""
+        tensors = [tf.convert_to_tensor(a) for a in inputs]
+        return tensors if len(tensors) > 1 else tensors[0]
+
+    def _result(self, inputs, matrix, computed) -> CamResult:
+        """The :class:`CamResult` of :meth:`_map_rules`' tensors, checked and resized to the input."""
+        maps, sums, weights, means, scores, flat, empty = computed
         if not np.all(np.isfinite(scores)):
             raise UnsupportedModelError(
                 "The model's class scores contain NaN or infinity for these images, so "
