@@ -253,7 +253,9 @@ def _step(graph: LayerGraph, layer: str, strategy):
             # Running top-k first: on equal values top_k keeps the earlier, so lower image indices win.
             all_values = tf.concat([values, tf.transpose(highest)], axis=1)
             all_indices = tf.concat([indices, batch_indices], axis=1)
-            all_positions = tf.concat([positions, tf.transpose(first)], axis=1)
+            # Transposed as float32 (exact below 2**24): oneDNN's int32 transpose logs an error on CPUs without AVX-512.
+            batch_positions = tf.cast(tf.transpose(tf.cast(first, tf.float32)), tf.int32)
+            all_positions = tf.concat([positions, batch_positions], axis=1)
             best = tf.math.top_k(all_values, k=tf.shape(values)[1], sorted=True).indices
             return (
                 tf.gather(all_values, best, batch_dims=1),
