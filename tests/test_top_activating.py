@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.errors import CnnvizError, InputError, UnknownLayerError, UnsupportedModelError
+from cnnviz_widgets.core.top_activating import ReceptiveField
 
 from conftest import small_cnn
 
@@ -177,6 +178,8 @@ def test_nan_activations_and_bad_arguments_are_refused_clearly(model, images):
         cw.top_activating(model, "conv1", images, batch_size=2.0)
     with pytest.raises(InputError, match="data gave no images"):
         cw.top_activating(model, "conv1", [])
+    with pytest.raises(CnnvizError, match="data gave str 'abc', not images"):
+        cw.top_activating(model, "conv1", "abc")
     with pytest.raises(CnnvizError, match="strategy must be None or a tf.distribute.Strategy"):
         cw.top_activating(model, "conv1", images, strategy="mirrored")
 
@@ -227,6 +230,16 @@ def test_patch_cuts_the_maximum_s_box_and_other_layers_map_by_the_ratio_of_sizes
     upsampled = keras.layers.UpSampling2D(2, name="up")(keras.layers.Conv2D(1, 3, name="conv")(inputs))
     ratio = cw.top_activating(keras.Model(inputs, upsampled), "up", np.ones((1, 8, 8, 1)), k=1)
     assert not ratio.field.exact and ratio.field.jump == (8 / 12, 8 / 12)
+
+
+def test_a_model_of_any_image_size_maps_by_the_size_it_was_given():
+    inputs = keras.Input((None, None, 3))
+    maps = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.MaxPooling2D(name="pool")(maps))
+    result = cw.top_activating(model, "pool", np.random.default_rng(0).random((5, 20, 24, 3)), k=2)
+    assert result.map_size == (5, 6) and result.image_size == (20, 24)
+    # conv 3x3 stride 2 ('same' pads 1 pixel at the bottom only), then pool 2: 5 pixels, every 4.
+    assert result.field == ReceptiveField((0.0, 0.0), (4.0, 4.0), (5.0, 5.0), exact=True)
 
 
 STRATEGY_SCRIPT = """

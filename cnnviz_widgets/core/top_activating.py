@@ -196,7 +196,7 @@ def top_activating(
         positions=np.stack([rows, columns], axis=-1),
         map_size=map_size,
         image_size=image_size,
-        field=receptive_field(graph, layer, image_size),
+        field=receptive_field(graph, layer, image_size, map_size),
         images_seen=seen,
         stopped=stopped,
     )
@@ -308,10 +308,15 @@ def _batches(data, batch_size: int, graph: LayerGraph):
         if len(images.element_spec.shape) == image_rank - 1:
             images = images.batch(batch_size)
         data = images.as_numpy_iterator()
-    elif isinstance(data, (np.ndarray, tf.Tensor)) or not isinstance(data, Iterable):
+    elif isinstance(data, (np.ndarray, tf.Tensor, str, bytes)) or not isinstance(data, Iterable):
         data = [data]
     for element in data:
         batch = np.asarray(_first_part(element))
+        if batch.ndim < image_rank - 1:
+            raise InputTypeError(
+                f"data gave {type(element).__name__} {str(element)[:60]!r}, not images: pass an array of images "
+                "(N, H, W, C), a tf.data.Dataset of images or (images, labels), or an iterable of such batches."
+            )
         if batch.ndim == image_rank - 1:  # one image
             batch = batch[None]
         for start in range(0, len(batch), batch_size):
@@ -328,8 +333,8 @@ def _total(data, image_rank: int) -> int | None:
     return None
 
 
-def receptive_field(graph: LayerGraph, layer: str, image_size) -> ReceptiveField:
-    """The input pixels that each position of ``layer``'s map sees, for images of ``image_size`` (H, W).
+def receptive_field(graph: LayerGraph, layer: str, image_size, map_size) -> ReceptiveField:
+    """The input pixels that each position of ``layer``'s map (of ``map_size``) sees, for images of ``image_size`` (H, W).
 
     Walks the graph from the input: a convolution or pooling of kernel ``k``, stride ``s``,
     dilation ``d`` and left padding ``p`` makes ``size += (d(k-1)) * jump``,
@@ -357,7 +362,6 @@ def receptive_field(graph: LayerGraph, layer: str, image_size) -> ReceptiveField
             fields[id(tensor)] = _through(info.layer, [fields[id(t)] for t in inputs], tensor) if inputs else None
             pending.pop()
     found = fields[id(target)]
-    map_size = _map_size(graph, layer, image_size)
     if found is None or found[3] != map_size:
         jump = tuple(i / m for i, m in zip(image_size, map_size))
         return ReceptiveField(start=(0.0, 0.0), jump=jump, size=jump, exact=False)
@@ -412,10 +416,3 @@ def _through(layer, inputs, output):
 def _pair(value) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
 
-
-def _map_size(graph: LayerGraph, layer: str, image_size) -> tuple[int, int]:
-    shape = graph.info(layer).output_shape
-    if None not in shape[1:3]:
-        return tuple(shape[1:3])
-    spec = graph.model_for([layer]).compute_output_spec(keras.KerasTensor((1, *image_size, graph.inputs[0].shape[-1])))
-    return tuple(spec.shape[1:3])
