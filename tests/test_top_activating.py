@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.errors import CnnvizError, InputError, UnknownLayerError, UnsupportedModelError
-from cnnviz_widgets.core.top_activating import ReceptiveField
+from cnnviz_widgets.core.top_activating import ReceptiveField, TopActivatingJob
 
 from conftest import small_cnn
 
@@ -136,6 +136,27 @@ def test_progress_counts_images_and_can_stop(model, images):
     stopped = cw.top_activating(model, "conv1", images, k=3, batch_size=10, progress=lambda done, total: done >= 20)
     assert stopped.stopped and stopped.images_seen == 20
     np.testing.assert_array_equal(stopped.indices, cw.top_activating(model, "conv1", images[:20], k=3).indices)
+
+
+def test_a_job_runs_in_its_thread_reports_progress_and_stops_after_the_batch(model, images):
+    seen = []
+
+    def on_progress(job):
+        seen.append((job.done, job.total))
+        job.stop()
+
+    job = TopActivatingJob(model, "conv1", images, on_progress=on_progress, k=3, batch_size=10).start()
+    result = job.wait()
+    assert seen == [(10, 29)] and job.finished and not job.running
+    assert result.stopped and result.images_seen == 10
+    np.testing.assert_array_equal(result.indices, cw.top_activating(model, "conv1", images[:10], k=3).indices)
+    finished = []
+    whole = TopActivatingJob(model, "conv1", images, on_finish=finished.append, k=3).start().wait()
+    assert finished and not whole.stopped and whole.images_seen == 29
+    failing = TopActivatingJob(model, "conv9", images).start()
+    with pytest.raises(UnknownLayerError):
+        failing.wait()
+    assert isinstance(failing.error, UnknownLayerError)
 
 
 def test_preprocess_runs_on_a_copy_of_each_batch(model, images):
