@@ -188,6 +188,7 @@ def top_activating(
         raise InputError("data gave no images; pass an array (N, H, W, C), a tf.data.Dataset or an iterable of batches.")
     kept = min(k, seen)
     values, indices, positions = (np.asarray(part)[:, :kept] for part in state)
+    indices, positions = indices.astype(np.int64), positions.astype(np.int64)
     rows, columns = np.divmod(positions, map_size[1])
     return TopActivating(
         layer=layer,
@@ -257,6 +258,7 @@ class TopActivatingJob:
         self.finished = True
         if self._on_finish is not None:
             self._on_finish(self)
+
 
 def _checked_channels(channels, count: int, layer: str) -> np.ndarray:
     if channels is None:
