@@ -122,6 +122,8 @@ def test_channels_subset_in_the_given_order(model, images):
 def test_more_wanted_than_images_gives_every_image_once(model, images):
     result = cw.top_activating(model, "conv1", images[:3], k=9)
     assert result.indices.shape == (8, 3)
+    assert cw.top_activating(model, "conv1", images[:3], k=10**9).indices.shape == (8, 3)
+    assert cw.top_activating(model, "conv1", batches_of(images[:3], 2), k=9).indices.shape == (8, 3)
     np.testing.assert_array_equal(np.sort(result.indices, axis=1), np.tile([0, 1, 2], (8, 1)))
     assert_matches_brute_force(result, model, images[:3], k=3)
 

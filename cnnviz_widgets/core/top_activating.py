@@ -166,7 +166,7 @@ def top_activating(
     image_shape = required_image_shape(graph, "Dataset examples need", "Pass a model that takes images.")
     step = _step(graph, layer, strategy)
     total = _total(data, len(graph.inputs[0].shape))
-    state = _running_state(len(selected), k)
+    state = _running_state(len(selected), k if total is None else min(k, total))  # k=10**9 on 100 images holds 100
     seen, stopped, image_size, map_size = 0, False, None, None
     for raw in _batches(data, batch_size, graph):
         batch = _model_input(graph, raw, preprocess)
