@@ -198,7 +198,9 @@ def top_activating(
         positions=np.stack([rows, columns], axis=-1),
         map_size=map_size,
         image_size=image_size,
-        field=receptive_field(graph, layer, image_size, map_size),
+        field=graph.cached(
+            ("receptive_field", layer, image_size, map_size), lambda: receptive_field(graph, layer, image_size, map_size)
+        ),
         images_seen=seen,
         stopped=stopped,
     )
