@@ -85,6 +85,19 @@ def batches_of(images, size, labels=True):
         yield (part, np.zeros(len(part))) if labels else part
 
 
+class LabelledBatches(keras.utils.PyDataset):
+    def __init__(self, images, size):
+        super().__init__()
+        self.images, self.size = images, size
+
+    def __len__(self):
+        return -(-len(self.images) // self.size)
+
+    def __getitem__(self, index):
+        part = self.images[index * self.size : (index + 1) * self.size]
+        return part, np.zeros(len(part))
+
+
 @pytest.mark.parametrize(
     "make_data",
     [
@@ -93,8 +106,9 @@ def batches_of(images, size, labels=True):
         lambda x: batches_of(x, 10),
         lambda x: list(batches_of(x, 100, labels=False)),  # one batch larger than batch_size
         lambda x: tf.constant(x),
+        lambda x: LabelledBatches(x, 6),
     ],
-    ids=["dataset-of-images", "dataset-of-labelled-batches", "generator-of-labelled-batches", "list-of-batches", "tensor"],
+    ids=["dataset-of-images", "dataset-of-labelled-batches", "generator-of-labelled-batches", "list-of-batches", "tensor", "pydataset"],
 )
 def test_every_kind_of_data_gives_the_array_result(model, images, make_data):
     expected = cw.top_activating(model, "conv1", images, k=4, batch_size=8)

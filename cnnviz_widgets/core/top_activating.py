@@ -140,7 +140,7 @@ def top_activating(
 
     ``data``: an array of images (N, H, W, C), a ``tf.data.Dataset`` of images or of batches
     (elements ``(image, label)`` or ``(batch, labels)`` give their first part), or any
-    iterable of batches (a list, a generator), of any length; batches
+    iterable of batches (a list, a generator, a ``keras.utils.PyDataset``), of any length; batches
     larger than ``batch_size`` are cut. ``channels``: channel numbers (default: all).
     ``preprocess`` is called on a copy of each batch of raw images and returns what the
     model takes. ``progress(images_done, total)`` is called after each batch (``total`` is
