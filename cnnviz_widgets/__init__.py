@@ -42,6 +42,7 @@ if "tensorflow" not in sys.modules:  # imported already: its lines are out, and 
 from . import demo
 from .core.activations import activations
 from .core.attribution import attribute, grad_cam
+from .core.conv_arithmetic import conv_arithmetic
 from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns
@@ -50,5 +51,5 @@ from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
 
-__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
+__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "conv_arithmetic", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
 __version__ = "0.1.0"
