@@ -47,9 +47,10 @@ from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns
 from .core.weights import filter_weights
+from .widgets.conv_arithmetic import ConvArithmetic
 from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
 
-__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "conv_arithmetic", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
+__all__ = ["ConvArithmetic", "FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "conv_arithmetic", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
 __version__ = "0.1.0"

@@ -2,14 +2,14 @@
 kernel sees, times the kernel, summed per input channel, plus the bias, through the activation.
 
 :class:`LayerArithmetic` runs the model once per (image, layer), keeping the layer's input
-and output, and :meth:`LayerArithmetic.at` then builds a :class:`ConvArithmetic` for any
+and output, and :meth:`LayerArithmetic.at` then builds a :class:`ConvNumber` for any
 channel and output position from those arrays alone, so a click costs no model run.
 :func:`conv_arithmetic` is the one-call form, ``cw.conv_arithmetic``.
 
 The patch is what the layer receives: the image as the model takes it (after the caller's
 own preprocessing) and after every layer of the model before this one. On a first Conv2D
 that is the raw image, or the image after the model's own preprocessing layers in front
-of it (``Rescaling``, ``Normalization``): ``ConvArithmetic.source`` says which.
+of it (``Rescaling``, ``Normalization``): ``ConvNumber.source`` says which.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ from .graph import LayerGraph
 from .inputs import prepare_inputs
 
 SIGNED_COLORMAP = "RdBu_r"  # red positive, blue negative, white 0
+MATCH_TOLERANCE = 1e-4
+MODEL_INPUT = "the model's input image"
+DARK_CELL = 0.3  # a signed colour this far from white (0.5) gets white text
 
 
 @dataclass(frozen=True)
-class ConvArithmetic:
+class ConvNumber:
     """One output value of a Conv2D, as the sum it is.
 
     ``patch``, ``kernel`` and ``products`` are (kh, kw, cin) with cin the input channels
@@ -71,6 +74,18 @@ class ConvArithmetic:
         """Every product summed: the pre-activation without the bias."""
         return float(self.channel_sums.sum())
 
+    @property
+    def matches_layer(self) -> bool:
+        """Whether ``output`` is the model's own value there, up to float32 rounding."""
+        return abs(self.output - self.layer_output) <= MATCH_TOLERANCE * max(1.0, abs(self.layer_output))
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of the input area the window spans, bottom and right excluded;
+        beyond the input where it reads padding."""
+        rows, columns = self.input_rows, self.input_columns
+        return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
+
 
 class LayerArithmetic:
     """The input and output of Conv2D ``layer`` for one image, to explain any of its numbers.
@@ -101,6 +116,17 @@ class LayerArithmetic:
         self.channels = self.outputs.shape[-1]
         self._offsets = [_window_start(self.conv, axis, self.input.shape[axis], self.map_shape[axis]) for axis in (0, 1)]
 
+    @property
+    def settings(self) -> str:
+        """The layer's convolution in words, e.g. "3×3 kernel, stride 1, padding 'same', 16 channels"."""
+        conv = self.conv
+        parts = ["×".join(map(str, conv.kernel_size)) + " kernel", "stride " + _pair(conv.strides), f"padding '{conv.padding}'"]
+        if conv.dilation_rate != (1, 1):
+            parts.append("dilation " + _pair(conv.dilation_rate))
+        if conv.groups > 1:
+            parts.append(f"{conv.groups} groups")
+        return ", ".join(parts + [f"{self.channels} channels"])
+
     def check_position(self, position) -> tuple[int, int]:
         """``position`` as (row, column) inside the output map, or one error naming the valid range."""
         height, width = self.map_shape
@@ -130,7 +156,24 @@ class LayerArithmetic:
         values = self.channel_map(channel)
         return imaging.colormap(imaging.normalize(values), colormap), float(values.min()), float(values.max())
 
-    def at(self, channel: int, position) -> ConvArithmetic:
+    def input_picture(self, input_channel: int) -> np.ndarray:
+        """What the layer reads, as uint8 RGB: the image itself where it reads a 1- or 3-channel
+        model input (stretched when its values are not pixels), else input channel ``input_channel`` in viridis."""
+        if self.source == MODEL_INPUT and self.input.shape[-1] in (1, 3):
+            return imaging.raw_image_picture(self.input)
+        return imaging.colormap(imaging.normalize(self.input[..., input_channel]))
+
+    def strongest_position(self, channel: int) -> tuple[int, int]:
+        """(row, column) where ``channel`` has its largest value: a position worth explaining first."""
+        values = self.channel_map(channel)
+        row, column = np.unravel_index(int(np.argmax(values)), values.shape)
+        return int(row), int(column)
+
+    def same_place(self, position, map_shape) -> tuple[int, int]:
+        """The position of this layer's map over the same part of the image as ``position`` of a ``map_shape`` map."""
+        return tuple(min(int(p) * size // old, size - 1) for p, size, old in zip(position, self.map_shape, map_shape))
+
+    def at(self, channel: int, position) -> ConvNumber:
         """How the layer's output at (row, column) of ``channel`` is made."""
         channel = self.check_channel(channel)
         row, column = self.check_position(position)
@@ -146,7 +189,7 @@ class LayerArithmetic:
         group = channel // (self.channels // self.conv.groups)
         input_channels = np.arange(group * per_group, (group + 1) * per_group)
         after = np.asarray(self.conv.activation(tf.constant(pre_activations[None], tf.float32)))[0]
-        return ConvArithmetic(
+        return ConvNumber(
             layer=self.layer,
             channel=channel,
             position=(row, column),
@@ -180,7 +223,7 @@ class LayerArithmetic:
         return sums if self.bias is None else sums + self.bias
 
 
-def conv_arithmetic(model, image, layer: str, channel: int, position) -> ConvArithmetic:
+def conv_arithmetic(model, image, layer: str, channel: int, position) -> ConvNumber:
     """How the output of Conv2D ``layer`` at ``position`` = (row, column) of ``channel`` is made.
 
     ``image`` is one image as the model takes it. The result holds the input patch the
@@ -200,11 +243,16 @@ def conv_layer_names(model) -> list[str]:
     return [path for path in graph.paths if _is_plain_conv(graph.layer(path))]
 
 
-def signed_colours(values, bound: float) -> list[list[str]]:
-    """'#rrggbb' of each value of a 2-D array on a scale symmetric around 0 (``SIGNED_COLORMAP``, ±``bound``)."""
+def signed_cells(values, bound: float) -> list[list[tuple[str, str]]]:
+    """(background, text) '#rrggbb' colours of each value of a 2-D array, the background on a
+    scale symmetric around 0 (``SIGNED_COLORMAP``, ±``bound``), the text white on dark cells."""
     scaled = 0.5 + np.asarray(values, dtype=np.float64) / (2 * bound) if bound > 0 else np.full(np.shape(values), 0.5)
     rgb = imaging.colormap(scaled, SIGNED_COLORMAP)
-    return [["#%02x%02x%02x" % tuple(int(c) for c in pixel) for pixel in row] for row in rgb]
+    dark = np.abs(scaled - 0.5) > DARK_CELL
+    return [
+        [("#%02x%02x%02x" % tuple(int(c) for c in pixel), "#ffffff" if is_dark else "#000000") for pixel, is_dark in zip(*row)]
+        for row in zip(rgb, dark)
+    ]
 
 
 def _is_plain_conv(layer) -> bool:
@@ -237,8 +285,12 @@ def _window_start(conv, axis: int, size: int, out_size: int) -> int:
 def _source(graph: LayerGraph, tensor) -> str:
     producer = next((path for path, info in graph.layers.items() if info.output is tensor), None)
     if producer is None or isinstance(graph.layers[producer].layer, keras.layers.InputLayer):
-        return "the model's input image"
+        return MODEL_INPUT
     return f"the output of layer '{producer}' ({graph.layers[producer].kind})"
+
+
+def _pair(values) -> str:
+    return str(values[0]) if values[0] == values[1] else f"({values[0]}, {values[1]})"
 
 
 def _activation_name(activation) -> str:

@@ -1,0 +1,134 @@
+"""ConvArithmetic widget: a click shows how that number is made, checked against Keras; bad values are refused."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import cnnviz_widgets as cw
+from cnnviz_widgets import ConvArithmetic
+from cnnviz_widgets.core.errors import CnnvizError, UnsupportedModelError
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cw.demo.load_model()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return cw.demo.load_images()[0][3]
+
+
+def layer_output(model, image, layer):
+    return keras.Model(model.input, model.get_layer(layer).output)(image[None]).numpy()[0]
+
+
+def click_map(widget, row, column):
+    """What bqplot's front end sends for a click on pixel (row, column) of the map."""
+    height = widget.map_figure.shape[0]
+    data = {"click_x": column + 0.5, "click_y": height - row - 0.5}
+    widget.map_figure.mark._handle_custom_msgs(None, {"event": "element_click", "data": data})
+
+
+def shown_numbers(widget) -> list[str]:
+    """The numbers written in the equation's grid cells, in reading order."""
+    return re.findall(r"monospace;padding:0'>(-?\d+\.\d+)</td>", widget.equation.value)
+
+
+def test_opens_on_a_live_number_that_equals_the_layers_output(model, image):
+    widget = ConvArithmetic(model, image)
+    conv1 = layer_output(model, image, "conv1")
+    assert widget.layer == "conv1"
+    assert widget.channel == int(np.abs(conv1).mean(axis=(0, 1)).argmax())
+    row, column = widget.position
+    assert conv1[row, column, widget.channel] == pytest.approx(conv1[..., widget.channel].max(), abs=TOLERANCE)
+    assert widget.number.output == pytest.approx(conv1[row, column, widget.channel], abs=TOLERANCE)
+    assert widget.number.output > 0
+    assert f"<b>{widget.number.output:.3f}</b>" in widget.equation.value
+    assert "✓ the same" in widget.equation.value
+    widget.close()
+
+
+def test_a_click_shows_the_patch_kernel_and_products_of_that_position(model, image):
+    widget = ConvArithmetic(model, image, channel=4)
+    click_map(widget, 10, 20)
+    assert widget.position == (10, 20)
+    kernel = model.get_layer("conv1").kernel.numpy()[..., 4]
+    patch = image[9:12, 19:22]  # conv1 reads the image as it is, 'same' padding, stride 1
+    grids = np.array(shown_numbers(widget), dtype=float).reshape(3, 3, 3, 3)  # per input channel: patch, kernel, products
+    for channel, (shown_patch, shown_kernel, shown_products) in enumerate(grids):
+        np.testing.assert_allclose(shown_patch, np.round(patch[..., channel], 3), atol=1e-3)
+        np.testing.assert_allclose(shown_kernel, np.round(kernel[..., channel], 3), atol=1e-3)
+        np.testing.assert_allclose(shown_products, np.round(patch[..., channel] * kernel[..., channel], 3), atol=1e-3)
+    expected = layer_output(model, image, "conv1")[10, 20, 4]
+    assert widget.number.output == pytest.approx(expected, abs=TOLERANCE)
+    bias = float(model.get_layer("conv1").bias.numpy()[4])
+    assert widget.number.pre_activation == pytest.approx(float((patch * kernel).sum()) + bias, abs=TOLERANCE)
+    assert list(widget._map_outline.x) == [20, 21, 21, 20, 20]
+    assert list(widget._input_outline.x) == [19, 22, 22, 19, 19]  # the 3-px window over the 64-px image
+    widget.close()
+
+
+def test_the_corner_shows_zero_padding(model, image):
+    widget = ConvArithmetic(model, image, channel=1, position=(0, 0))
+    assert widget.number.padded.sum() == 5
+    assert "zero padding" in widget.equation.value
+    assert widget.number.output == pytest.approx(layer_output(model, image, "conv1")[0, 0, 1], abs=TOLERANCE)
+    widget.close()
+
+
+def test_many_input_channels_chart_their_sums_and_a_bar_picks_the_grids(model, image):
+    widget = ConvArithmetic(model, image, layer="conv1", position=(40, 30))
+    widget.layer = "conv2"
+    assert widget.position == (20, 15)  # the same part of the image in the 32×32 map
+    number = widget.number
+    assert number.output == pytest.approx(layer_output(model, image, "conv2")[20, 15, widget.channel], abs=TOLERANCE)
+    assert widget._sums_box.children == (widget.sums_chart.figure,)
+    np.testing.assert_allclose(widget.sums_chart.bars.y, number.channel_sums)
+    widget.sums_chart.bars.selected = [9]  # a click on bar 9
+    assert widget.input_channel == 9
+    kernel_cells = np.array(shown_numbers(widget), dtype=float).reshape(3, 3, 3)[1]
+    np.testing.assert_allclose(kernel_cells, np.round(model.get_layer("conv2").kernel.numpy()[..., 9, widget.channel], 3), atol=1e-3)
+    widget.layer = "conv1"  # back to 3 input channels: all drawn, no chart
+    assert widget._sums_box.children == () and widget.input_channel == 0
+    widget.close()
+
+
+def test_bad_values_are_refused_and_the_widget_keeps_its_state(model, image):
+    widget = ConvArithmetic(model, image, position=(5, 6))
+    before = (widget.layer, widget.channel, widget.position, widget.equation.value, widget.map_figure.image.value)
+    for name, value, message in [
+        ("position", (64, 0), r"row in 0\.\.63 and column in 0\.\.63"),
+        ("position", (3, -1), r"row in 0\.\.63"),
+        ("position", "middle", r"row in 0\.\.63"),
+        ("channel", 16, r"0\.\.15"),
+        ("layer", "pool1", r"not a Conv2D.*conv1, conv2, conv3, conv4"),
+        ("layer", "conv9", "Unknown layer"),
+        ("input_channel", 3, r"reads 3 input channels, so use 0\.\.2"),
+    ]:
+        with pytest.raises(CnnvizError, match=message):
+            setattr(widget, name, value)
+        assert re.search(message, widget.error)
+        assert (widget.layer, widget.channel, widget.position, widget.equation.value, widget.map_figure.image.value) == before
+    widget.position = (7, 7)
+    assert widget.error == ""
+    widget.close()
+
+
+def test_preprocess_feeds_the_model_and_the_patch_is_what_conv1_reads(model, image):
+    widget = ConvArithmetic(model, image * 255, preprocess=lambda batch: batch / 255.0, position=(30, 30))
+    np.testing.assert_allclose(widget.number.patch, image[29:32, 29:32], atol=1e-5)
+    widget.close()
+
+
+def test_models_without_a_conv2d_or_an_image_are_refused():
+    dense = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(UnsupportedModelError, match="has none"):
+        ConvArithmetic(dense, np.zeros((8, 8, 1)))
+    sequence = keras.Sequential([keras.Input((10, 2)), keras.layers.Conv1D(2, 3)])
+    with pytest.raises(UnsupportedModelError, match="cw.conv_arithmetic"):
+        ConvArithmetic(sequence, np.zeros((10, 2)))
