@@ -88,13 +88,22 @@ def test_many_input_channels_chart_their_sums_and_a_bar_picks_the_grids(model, i
     number = widget.number
     assert number.output == pytest.approx(layer_output(model, image, "conv2")[20, 15, widget.channel], abs=TOLERANCE)
     assert widget._sums_box.children == (widget.sums_chart.figure,)
+    assert widget.input_channel == np.abs(number.channel_sums).argmax()  # a new layer opens on the input that weighs most
     np.testing.assert_allclose(widget.sums_chart.bars.y, number.channel_sums)
-    widget.sums_chart.bars.selected = [9]  # a click on bar 9
-    assert widget.input_channel == 9
+    pool1 = keras.Model(model.input, model.get_layer("pool1").output)(image[None]).numpy()[0]
+    varied = int(np.flatnonzero(pool1.min(axis=(0, 1)) < pool1.max(axis=(0, 1)))[0])  # dead conv1 channels are constant here
+    constant = int(np.flatnonzero(pool1.min(axis=(0, 1)) == pool1.max(axis=(0, 1)))[0])
+    widget.sums_chart.bars.selected = [varied]  # a click on its bar
+    assert widget.input_channel == varied
+    values = pool1[..., varied]
+    assert f"input channel {varied}: {values.min():.3g} to {values.max():.3g}" in widget.input_caption.value
     kernel_cells = np.array(shown_numbers(widget), dtype=float).reshape(3, 3, 3)[1]
-    np.testing.assert_allclose(kernel_cells, np.round(model.get_layer("conv2").kernel.numpy()[..., 9, widget.channel], 3), atol=1e-3)
+    np.testing.assert_allclose(kernel_cells, np.round(model.get_layer("conv2").kernel.numpy()[..., varied, widget.channel], 3), atol=1e-3)
+    widget.sums_chart.bars.selected = [constant]
+    assert f"input channel {constant}: {pool1[0, 0, constant]:.3g} everywhere" in widget.input_caption.value
     widget.layer = "conv1"  # back to 3 input channels: all drawn, no chart
-    assert widget._sums_box.children == () and widget.input_channel == 0
+    assert widget._sums_box.children == ()
+    assert len(shown_numbers(widget)) == 3 * 27
     widget.close()
 
 

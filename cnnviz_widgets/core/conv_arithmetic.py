@@ -75,6 +75,11 @@ class ConvNumber:
         return float(self.channel_sums.sum())
 
     @property
+    def strongest_input(self) -> int:
+        """The index into ``input_channels`` of the largest |channel sum|: the input that weighs most here."""
+        return int(np.argmax(np.abs(self.channel_sums)))
+
+    @property
     def matches_layer(self) -> bool:
         """Whether ``output`` is the model's own value there, up to float32 rounding."""
         return abs(self.output - self.layer_output) <= MATCH_TOLERANCE * max(1.0, abs(self.layer_output))
@@ -161,7 +166,19 @@ class LayerArithmetic:
         model input (stretched when its values are not pixels), else input channel ``input_channel`` in viridis."""
         if self.source == MODEL_INPUT and self.input.shape[-1] in (1, 3):
             return imaging.raw_image_picture(self.input)
-        return imaging.colormap(imaging.normalize(self.input[..., input_channel]))
+        values = self.input[..., input_channel]
+        if values.min() == values.max():  # no contrast: the bottom colour, not the mid-scale one that reads as a value
+            return imaging.colormap(np.zeros(values.shape))
+        return imaging.colormap(imaging.normalize(values))
+
+    def input_description(self, input_channel: int) -> str:
+        """What :meth:`input_picture` shows, in words: "the image", or "input channel 3: 0 to 1.21"."""
+        if self.source == MODEL_INPUT and self.input.shape[-1] in (1, 3):
+            return "the image"
+        values = self.input[..., input_channel]
+        low, high = float(values.min()), float(values.max())
+        spread = f"{low:.3g} everywhere" if low == high else f"{low:.3g} to {high:.3g}"
+        return f"input channel {input_channel}: {spread}"
 
     def strongest_position(self, channel: int) -> tuple[int, int]:
         """(row, column) where ``channel`` has its largest value: a position worth explaining first."""

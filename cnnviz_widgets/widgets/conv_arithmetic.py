@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import numpy as np
 from traitlets import Int, TraitType, Unicode, observe
 
-from ..core.conv_arithmetic import MODEL_INPUT, LayerArithmetic, conv_layer_names, signed_cells
+from ..core.conv_arithmetic import LayerArithmetic, conv_layer_names, signed_cells
 from ..core.errors import CnnvizError, InputError, UnsupportedModelError
 from ..core.graph import LayerGraph
 from ..core.layer_views import most_active_channel
@@ -25,7 +25,7 @@ from ..core.inputs import raw_and_model_inputs, required_image_shape
 from ._base import VisualizerWidget, checks
 from ._charts import BarChart, ColorBar, PictureFigure
 
-MAP_BOX_PX = 256
+MAP_BOX_PX = 224  # the map, its colour bar and the input side by side in a 560-px cell (1000-px Lab)
 NUMBERS_UP_TO = 5  # kernels up to 5×5 show their numbers in the grids; larger ones on hover
 ALL_INPUT_CHANNELS_UP_TO = 3  # an RGB patch shows every channel; more: the one picked on the sums chart
 LAYERS_KEPT = 4  # layers whose input and output stay for instant revisits
@@ -47,7 +47,8 @@ class ConvArithmetic(VisualizerWidget):
     - ``position``: (row, column) in the channel's map; a click on the map sets it. By
       default the channel's strongest position.
     - ``input_channel``: which input channel's patch, kernel and products are drawn when
-      the layer reads more than 3 (a click on the per-channel sums chart sets it).
+      the layer reads more than 3 (a click on the per-channel sums chart sets it); a new
+      layer starts on the one whose sum weighs most.
 
     ``number`` is the shown :class:`~cnnviz_widgets.core.conv_arithmetic.ConvNumber`. The
     patch is the layer's input: on the first layer the image itself (after ``preprocess``
@@ -82,9 +83,11 @@ class ConvArithmetic(VisualizerWidget):
         self.input_figure = PictureFigure(MAP_BOX_PX)
         self._map_outline = _outline(self.map_figure)
         self._input_outline = _outline(self.input_figure)
-        self.map_caption, self.input_caption = widgets.HTML(), widgets.HTML()
+        # As wide as the pictures: a longer caption wraps instead of pushing the input under the map.
+        self.map_caption = widgets.HTML(layout=widgets.Layout(width=f"{MAP_BOX_PX}px"))
+        self.input_caption = widgets.HTML(layout=widgets.Layout(width=f"{MAP_BOX_PX}px"))
         self.equation = widgets.HTML()
-        self.sums_chart = BarChart(x_label="input channel", y_label="sum of its products", height="200px")
+        self.sums_chart = BarChart(x_label="input channel", y_label="sum of its products", height="260px")
         self.sums_chart.on_select(lambda index: setattr(self, "input_channel", index))
         self._sums_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         super().__init__()
@@ -159,6 +162,8 @@ class ConvArithmetic(VisualizerWidget):
         with self.hold_trait_notifications():
             self.channel = min(self.channel, values.channels - 1)
             self.position = values.same_place(self.position, old.map_shape) if old else values.check_position((0, 0))
+        self.number = values.at(self.channel, self.position)  # the input channels that input_channel counts
+        self.input_channel = self.number.strongest_input
         self._show()
 
     @observe("channel", "position", "input_channel")
@@ -183,14 +188,14 @@ class ConvArithmetic(VisualizerWidget):
         row, column = number.position
         self.map_caption.value = (
             f"<b>{html.escape(self.layer)}, channel {self.channel}</b> after {html.escape(number.activation)}"
-            f"<br><small>click a position: row {row}, column {column} is explained</small>"
+            f"<br><small>row {row}, column {column} (click to pick another)</small>"
         )
-        reads = "the image" if values.source == MODEL_INPUT else f"input channel {self._drawn_input_channel(number)}"
-        self.input_caption.value = f"<b>what the layer reads</b> ({reads})<br><small>the frame: the patch the kernel sees</small>"
+        reads = html.escape(values.input_description(self._drawn_input_channel(number)))
+        self.input_caption.value = f"<b>what {html.escape(self.layer)} reads</b><br><small>{reads}; framed: the kernel's window</small>"
         self.equation.value = _equation_html(number, self._grid_channels(number))
         many = len(number.input_channels) > ALL_INPUT_CHANNELS_UP_TO
         if many:
-            self.sums_chart.figure.title = "Sum of the products per input channel (click one to see its grids)"
+            self.sums_chart.figure.title = "Sum per input channel (click a bar for its grids)"
             self.sums_chart.show(number.input_channels, number.channel_sums, selected=self.input_channel)
         self._sums_box.children = [self.sums_chart.figure] if many else []
 
@@ -224,10 +229,14 @@ def _place(lines: bqplot.Lines, figure: PictureFigure, box):
 
 
 def _equation_html(number, grid_channels: list[int]) -> str:
-    """The sum as a reader checks it by hand: grids per input channel, then the channel sums, bias and activation."""
+    """The sum as a reader checks it by hand: grids per input channel, then the channel sums, bias and activation.
+
+    Each input channel is a row that wraps (patch × kernel = products → sum), so a narrow cell
+    puts the products under the patch instead of cutting them off.
+    """
     shown = np.asarray(grid_channels)
     grids = {
-        "patch": number.patch[..., shown],
+        "patch (input)": number.patch[..., shown],
         "kernel": number.kernel[..., shown],
         "products": number.products[..., shown],
     }
@@ -235,16 +244,15 @@ def _equation_html(number, grid_channels: list[int]) -> str:
     numbers = max(number.kernel.shape[:2]) <= NUMBERS_UP_TO
     rows = []
     for column, index in enumerate(grid_channels):
-        cells = [
-            _grid_html(grids[name][..., column], bounds[name], number.padded if name != "kernel" else None, numbers)
-            for name in grids
-        ]
-        rows.append(
-            f"<tr><td style='{_LABEL}'>input channel {number.input_channels[index]}</td>"
-            f"<td>{cells[0]}</td><td style='{_SIGN}'>×</td><td>{cells[1]}</td><td style='{_SIGN}'>=</td>"
-            f"<td>{cells[2]}</td><td style='{_LABEL}'>sum: <b>{_text(number.channel_sums[index])}</b></td></tr>"
+        patch, kernel, products = (
+            _captioned_grid(name if column == 0 else "", _grid_html(values[..., column], bounds[name], padded, numbers))
+            for (name, values), padded in zip(grids.items(), (number.padded, None, number.padded))
         )
-    header = "".join(f"<th>{name}</th>" for name in ("", "patch (input)", "", "kernel", "", "products", ""))
+        rows.append(
+            f"<div style='{_LABEL}'>input channel {number.input_channels[index]}</div>"
+            f"<div style='{_ROW}'>{patch}<span style='{_SIGN}'>×</span>{kernel}<span style='{_SIGN}'>=</span>{products}"
+            f"<span style='{_SUM}'>→ sum <b>{_text(number.channel_sums[index])}</b></span></div>"
+        )
     sums = number.channel_sums
     if len(sums) <= ALL_INPUT_CHANNELS_UP_TO:
         total = " + ".join(_text(value, signed=True) for value in sums)
@@ -259,23 +267,30 @@ def _equation_html(number, grid_channels: list[int]) -> str:
     legend = (
         "red positive, blue negative, white 0 (each grid on its own scale)"
         + ("" if numbers else "; hover a cell for its number")
-        + (", gray: zero padding outside the input" if number.padded.any() else "")
+        + ("; gray: zero padding outside the input" if number.padded.any() else "")
     )
     return (
-        f"<table style='border-collapse:separate;border-spacing:6px 4px'><tr>{header}</tr>{''.join(rows)}</table>"
-        f"<div style='font-size:15px;margin:6px 0'>{total} + {bias} = <b>{_text(number.pre_activation)}</b>"
+        "".join(rows)
+        + f"<div style='font-size:15px;margin:8px 0 4px'>{total} + {bias} = <b>{_text(number.pre_activation)}</b>"
         f" &nbsp;→&nbsp; {after}</div>"
-        f"<div><small>The layer itself computed {_text(number.layer_output, digits=4)} there: {check}. "
+        f"<div style='line-height:1.3'><small>The layer itself computed {_text(number.layer_output, digits=4)} there: {check}. "
         f"Numbers rounded to 3 decimals; cell colours: {legend}.</small></div>"
     )
 
 
-_LABEL = "white-space:nowrap;font-size:13px;padding:0 4px"
-_SIGN = "font-size:20px;padding:0 2px"
+_LABEL = "font-size:13px;margin-top:6px"
+_ROW = "display:flex;flex-flow:row wrap;align-items:flex-end;gap:4px 6px"
+_SIGN = "font-size:20px;align-self:center"
+_SUM = "font-size:13px;white-space:nowrap;align-self:center"
+
+
+def _captioned_grid(caption: str, grid: str) -> str:
+    heading = f"<div style='font-weight:bold;font-size:13px;text-align:center'>{caption}</div>" if caption else ""
+    return f"<div>{heading}{grid}</div>"
 
 
 def _grid_html(values, bound: float, padded, numbers: bool) -> str:
-    side = "48px" if numbers else "14px"
+    side = 50 if numbers else 14
     cells = signed_cells(values, bound)
     rows = []
     for i, row in enumerate(values):
@@ -285,11 +300,12 @@ def _grid_html(values, bound: float, padded, numbers: bool) -> str:
             background, text = PADDING_CELL if is_padding else cells[i][j]
             tip = "zero padding (outside the input)" if is_padding else _text(value, digits=6)
             tds.append(
-                f"<td title='{tip}' style='background:{background};color:{text};width:{side};height:{'22px' if numbers else side};"
-                f"text-align:center;font:12px monospace;padding:0'>{_text(value) if numbers else ''}</td>"
+                f"<td title='{tip}' style='background:{background};color:{text};width:{side}px;min-width:{side}px;"
+                f"height:{22 if numbers else side}px;text-align:center;font:12px monospace;padding:0'>"
+                f"{_text(value) if numbers else ''}</td>"
             )
         rows.append(f"<tr>{''.join(tds)}</tr>")
-    return f"<table style='border-collapse:collapse;border:1px solid #999'>{''.join(rows)}</table>"
+    return f"<table style='border-collapse:collapse;border:1px solid #999;table-layout:fixed'>{''.join(rows)}</table>"
 
 
 def _text(value: float, signed: bool = False, digits: int = 3) -> str:
