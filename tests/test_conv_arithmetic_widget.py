@@ -141,3 +141,61 @@ def test_models_without_a_conv2d_or_an_image_are_refused():
     sequence = keras.Sequential([keras.Input((10, 2)), keras.layers.Conv1D(2, 3)])
     with pytest.raises(UnsupportedModelError, match="cw.conv_arithmetic"):
         ConvArithmetic(sequence, np.zeros((10, 2)))
+
+
+def test_a_random_walk_of_traits_only_refuses_and_shows_what_a_fresh_widget_shows(images):
+    from traitlets import TraitError
+
+    from conftest import shown_state, small_cnn
+
+    model = small_cnn(size=16)  # conv1: 8 channels of 14×14 from 3 inputs; conv2: 12 of 5×5 from 8
+
+    def shown(widget):
+        traits = {name: getattr(widget, name) for name in ("layer", "channel", "position", "input_channel")}
+        return shown_state(widget), traits, widget.to_png(), widget.number.output
+
+    widget = ConvArithmetic(model, images[0])
+    candidates = {
+        "layer": ["conv1", "conv2", "bn", "pool1", "conv9", 3],
+        "channel": [*range(-1, 14), None, "3", 2.5],
+        "position": [(0, 0), (4, 4), (13, 13), (5, 0), (14, 0), (-1, 2), (2,), "x", None, (1.5, 2)],
+        "input_channel": [0, 1, 2, 5, 7, 8, -1, "x", None],
+    }
+    rng, refused = np.random.default_rng(5), 0
+    for step in range(1, 301):
+        name = list(candidates)[rng.integers(len(candidates))]
+        value = candidates[name][rng.integers(len(candidates[name]))]
+        before = {trait: getattr(widget, trait) for trait in candidates}
+        try:
+            setattr(widget, name, value)
+        except TraitError:  # WidgetValueError is one too
+            refused += 1
+            assert {trait: getattr(widget, trait) for trait in candidates} == before, f"step {step}: {name}={value!r}"
+        if step % 100 == 0:
+            fresh = ConvArithmetic(model, images[0], **{trait: getattr(widget, trait) for trait in candidates})
+            assert shown(widget) == shown(fresh), f"after step {step}"
+            expected = keras.Model(model.input, model.get_layer(widget.layer).output)(images[:1]).numpy()[0]
+            assert widget.number.output == pytest.approx(expected[(*widget.position, widget.channel)], abs=TOLERANCE)
+            fresh.close()
+    assert 60 < refused < 240  # both kinds of value were really tried
+    widget.close()
+
+
+def test_closing_frees_every_part_and_the_model(images):
+    import gc
+    import weakref
+
+    from ipywidgets.widgets import widget as ipywidget
+
+    from conftest import small_cnn
+
+    gc.collect()
+    start = len(ipywidget._instances)
+    model = small_cnn(size=16)
+    widget = ConvArithmetic(model, images[0], layer="conv2")  # the sums chart shown too
+    model_ref = weakref.ref(model)
+    widget.close()
+    del widget, model
+    gc.collect()
+    assert len(ipywidget._instances) == start
+    assert model_ref() is None

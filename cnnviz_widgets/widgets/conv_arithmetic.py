@@ -20,8 +20,8 @@ from traitlets import Int, TraitType, Unicode, observe
 from ..core.conv_arithmetic import LayerArithmetic, conv_layer_names, signed_cells
 from ..core.errors import CnnvizError, InputError, UnsupportedModelError
 from ..core.graph import LayerGraph
-from ..core.layer_views import most_active_channel
 from ..core.inputs import raw_and_model_inputs, required_image_shape
+from ..core.layer_views import most_active_channel
 from ._base import VisualizerWidget, checks
 from ._charts import BarChart, ColorBar, PictureFigure
 
@@ -62,7 +62,9 @@ class ConvArithmetic(VisualizerWidget):
 
     def __init__(self, model, image, *, preprocess=None, **traits):
         graph = LayerGraph.of(model)
-        required_image_shape(graph, "ConvArithmetic explains a Conv2D of", "Call cw.conv_arithmetic(model, x, ...) instead.")
+        required_image_shape(
+            graph, "ConvArithmetic explains a Conv2D of", "Call cw.conv_arithmetic(model, x, layer, channel, position) instead."
+        )
         raw, self._model_input = raw_and_model_inputs(graph, image, preprocess)
         if len(raw) != 1:
             raise InputError(f"ConvArithmetic explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
@@ -87,7 +89,12 @@ class ConvArithmetic(VisualizerWidget):
         self.map_caption = widgets.HTML(layout=widgets.Layout(width=f"{MAP_BOX_PX}px"))
         self.input_caption = widgets.HTML(layout=widgets.Layout(width=f"{MAP_BOX_PX}px"))
         self.equation = widgets.HTML()
-        self.sums_chart = BarChart(x_label="input channel", y_label="sum of its products", height="260px")
+        self.sums_chart = BarChart(
+            title="Sum per input channel (click a bar for its grids)",
+            x_label="input channel",
+            y_label="sum of its products",
+            height="260px",
+        )
         self.sums_chart.on_select(lambda index: setattr(self, "input_channel", index))
         self._sums_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         super().__init__()
@@ -144,7 +151,8 @@ class ConvArithmetic(VisualizerWidget):
     @checks("input_channel")
     def _valid_input_channel(self, proposal):
         count = len(self.number.input_channels) if self.number else 1
-        return self.refuse_outside("input_channel", proposal["value"], count, f"channel {self.channel} reads {count} input channels")
+        why = f"channel {self.channel} reads {count} input channels"
+        return self.refuse_outside("input_channel", proposal["value"], count, why)
 
     def _checked(self, check):
         try:
@@ -157,7 +165,9 @@ class ConvArithmetic(VisualizerWidget):
     @observe("layer")
     def _new_layer(self, change):
         values = self._values
-        self.settings_line.value = f"<b>{html.escape(self.layer)}</b>: {html.escape(values.settings)}; it reads {html.escape(values.source)}."
+        self.settings_line.value = (
+            f"<b>{html.escape(self.layer)}</b>: {html.escape(values.settings)}; it reads {html.escape(values.source)}."
+        )
         old = self._layers.get(change["old"])
         with self.hold_trait_notifications():
             self.channel = min(self.channel, values.channels - 1)
@@ -191,11 +201,12 @@ class ConvArithmetic(VisualizerWidget):
             f"<br><small>row {row}, column {column} (click to pick another)</small>"
         )
         reads = html.escape(values.input_description(self._drawn_input_channel(number)))
-        self.input_caption.value = f"<b>what {html.escape(self.layer)} reads</b><br><small>{reads}; framed: the kernel's window</small>"
+        self.input_caption.value = (
+            f"<b>what {html.escape(self.layer)} reads</b><br><small>{reads}; framed: the kernel's window</small>"
+        )
         self.equation.value = _equation_html(number, self._grid_channels(number))
         many = len(number.input_channels) > ALL_INPUT_CHANNELS_UP_TO
         if many:
-            self.sums_chart.figure.title = "Sum per input channel (click a bar for its grids)"
             self.sums_chart.show(number.input_channels, number.channel_sums, selected=self.input_channel)
         self._sums_box.children = [self.sums_chart.figure] if many else []
 
@@ -205,7 +216,8 @@ class ConvArithmetic(VisualizerWidget):
         return list(range(count)) if count <= ALL_INPUT_CHANNELS_UP_TO else [self.input_channel]
 
     def _drawn_input_channel(self, number) -> int:
-        return int(number.input_channels[self.input_channel if len(number.input_channels) > ALL_INPUT_CHANNELS_UP_TO else 0])
+        """The channel of the layer's input that the input picture shows (the image shows them all)."""
+        return int(number.input_channels[self.input_channel])
 
     def panels(self) -> list[np.ndarray]:
         """The channel's map and what the layer reads, uint8 RGB."""
