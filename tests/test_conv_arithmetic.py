@@ -102,13 +102,18 @@ def test_patch_and_padding_are_tensorflows_patches(conv):
 
 def test_first_layer_patch_is_the_raw_image_or_the_models_own_preprocessing():
     x = image(seed=2)
-    raw = LayerArithmetic(conv_model(filters=2, kernel_size=3), x, "conv").at(1, (2, 4))
-    assert raw.source == "the model's input image"
+    raw_values = LayerArithmetic(conv_model(filters=2, kernel_size=3), x, "conv")
+    raw = raw_values.at(1, (2, 4))
+    assert raw.source == "the model's input image" and raw_values.reads_image
     np.testing.assert_allclose(raw.patch, x[2:5, 4:7], atol=1e-6)
     assert not raw.padded.any()
     np.testing.assert_array_equal(raw.input_rows, [2, 3, 4])
-    rescaled = LayerArithmetic(conv_model(filters=2, kernel_size=3, preprocessing=True), x, "conv").at(1, (2, 4))
-    assert "'rescale' (Rescaling)" in rescaled.source
+    rescaled_values = LayerArithmetic(conv_model(filters=2, kernel_size=3, preprocessing=True), x, "conv")
+    rescaled = rescaled_values.at(1, (2, 4))
+    assert rescaled.source == "the model's input image after the model's own preprocessing: 'rescale' (Rescaling)"
+    assert rescaled_values.reads_image
+    after = LayerArithmetic(conv_model(filters=2, kernel_size=3, preprocessing=True), x, "after")
+    assert after.source == "the output of layer 'conv' (Conv2D)" and not after.reads_image
     np.testing.assert_allclose(rescaled.patch, x[2:5, 4:7] / 255.0 - 0.5, atol=1e-6)
 
 

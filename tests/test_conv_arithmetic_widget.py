@@ -8,6 +8,7 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import ConvArithmetic
+from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.errors import CnnvizError, UnsupportedModelError
 
 TOLERANCE = 1e-4
@@ -129,8 +130,11 @@ def test_bad_values_are_refused_and_the_widget_keeps_its_state(model, image):
 
 
 def test_preprocess_feeds_the_model_and_the_patch_is_what_conv1_reads(model, image):
-    widget = ConvArithmetic(model, image * 255, preprocess=lambda batch: batch / 255.0, position=(30, 30))
+    reversed_channels = lambda batch: batch[..., ::-1] / 255.0  # noqa: E731 (as caffe-mode preprocess_input: BGR)
+    widget = ConvArithmetic(model, image[..., ::-1] * 255, preprocess=reversed_channels, position=(30, 30))
     np.testing.assert_allclose(widget.number.patch, image[29:32, 29:32], atol=1e-5)
+    # The picture is the raw image the user passed, not the channels the model reads.
+    np.testing.assert_array_equal(imaging.from_png(widget.input_figure.image.value)[..., :3], imaging.to_uint8_image(image[..., ::-1]))
     widget.close()
 
 
@@ -199,3 +203,19 @@ def test_closing_frees_every_part_and_the_model(images):
     gc.collect()
     assert len(ipywidget._instances) == start
     assert model_ref() is None
+
+
+def test_a_7x7_kernel_keeps_its_numbers_for_hovering():
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((20, 20, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 7, strides=2, padding="same", name="big")(inputs))
+    image = np.random.default_rng(2).uniform(0, 1, (20, 20, 3)).astype("float32")
+    widget = ConvArithmetic(model, image, channel=2, position=(4, 6))
+    assert shown_numbers(widget) == []  # 49 numbers a grid are too many to print
+    titles = np.array(re.findall(r"<td title='(-?\d+\.\d+)'", widget.equation.value), dtype=float).reshape(3, 3, 7, 7)
+    kernel = model.get_layer("big").kernel.numpy()[..., 2]
+    np.testing.assert_allclose(titles[:, 1], np.moveaxis(kernel, -1, 0), atol=1e-6)  # per input channel: patch, kernel, products
+    assert "hover a cell for its number" in widget.equation.value
+    expected = keras.Model(model.input, model.get_layer("big").output)(image[None]).numpy()[0, 4, 6, 2]
+    assert widget.number.output == pytest.approx(expected, abs=TOLERANCE)
+    widget.close()

@@ -106,7 +106,7 @@ class LayerArithmetic:
         if len(inputs[0]) != 1:
             raise InputError(f"conv arithmetic explains one image, got a batch of {len(inputs[0])}; pass one, e.g. images[0].")
         self.layer = layer
-        self.source = _source(graph, info.inputs[0])
+        self.source, self.reads_image = _source(graph, info.inputs[0])
         submodel = graph.cached(
             ("conv_arithmetic", layer),
             lambda: keras.Model(graph.inputs if len(graph.inputs) > 1 else graph.inputs[0], [info.inputs[0], info.output]),
@@ -161,11 +161,13 @@ class LayerArithmetic:
         values = self.channel_map(channel)
         return imaging.colormap(imaging.normalize(values), colormap), float(values.min()), float(values.max())
 
-    def input_picture(self, input_channel: int) -> np.ndarray:
-        """What the layer reads, as uint8 RGB: the image itself where it reads a 1- or 3-channel
-        model input (stretched when its values are not pixels), else input channel ``input_channel`` in viridis."""
-        if self.source == MODEL_INPUT and self.input.shape[-1] in (1, 3):
-            return imaging.raw_image_picture(self.input)
+    def input_picture(self, input_channel: int, raw_image=None) -> np.ndarray:
+        """What the layer reads, as uint8 RGB. Where it reads a 1- or 3-channel image: ``raw_image``
+        (what the user looks at) when it has the same size, else the image as the layer reads it
+        (stretched when its values are not pixels). Otherwise input channel ``input_channel`` in viridis."""
+        if self._shows_image:
+            same_size = raw_image is not None and np.shape(raw_image)[:2] == self.input.shape[:2]
+            return imaging.raw_image_picture(raw_image if same_size else self.input)
         values = self.input[..., input_channel]
         if values.min() == values.max():  # no contrast: the bottom colour, not the mid-scale one that reads as a value
             return imaging.colormap(np.zeros(values.shape))
@@ -173,12 +175,16 @@ class LayerArithmetic:
 
     def input_description(self, input_channel: int) -> str:
         """What :meth:`input_picture` shows, in words: "the image", or "input channel 3: 0 to 1.21"."""
-        if self.source == MODEL_INPUT and self.input.shape[-1] in (1, 3):
+        if self._shows_image:
             return "the image"
         values = self.input[..., input_channel]
         low, high = float(values.min()), float(values.max())
         spread = f"{low:.3g} everywhere" if low == high else f"{low:.3g} to {high:.3g}"
         return f"input channel {input_channel}: {spread}"
+
+    @property
+    def _shows_image(self) -> bool:
+        return self.reads_image and self.input.shape[-1] in (1, 3)
 
     def strongest_position(self, channel: int) -> tuple[int, int]:
         """(row, column) where ``channel`` has its largest value: a position worth explaining first."""
@@ -299,11 +305,25 @@ def _window_start(conv, axis: int, size: int, out_size: int) -> int:
     return total // 2
 
 
-def _source(graph: LayerGraph, tensor) -> str:
-    producer = next((path for path, info in graph.layers.items() if info.output is tensor), None)
-    if producer is None or isinstance(graph.layers[producer].layer, keras.layers.InputLayer):
-        return MODEL_INPUT
-    return f"the output of layer '{producer}' ({graph.layers[producer].kind})"
+def _source(graph: LayerGraph, tensor) -> tuple[str, bool]:
+    """What the layer reads, in words, and whether that is the image: the model's input, maybe
+    through the model's own preprocessing layers (Rescaling, Normalization, Resizing, …)."""
+    producers = {id(info.output): (path, info) for path, info in graph.layers.items()}
+    preprocessing, current = [], tensor
+    while id(current) in producers and not isinstance(producers[id(current)][1].layer, keras.layers.InputLayer):
+        path, info = producers[id(current)]
+        if not (_is_preprocessing(info.layer) and len(info.inputs) == 1):
+            path, info = producers[id(tensor)]
+            return f"the output of layer '{path}' ({info.kind})", False
+        preprocessing.insert(0, f"'{path}' ({info.kind})")
+        current = info.inputs[0]
+    if not preprocessing:
+        return MODEL_INPUT, True
+    return f"{MODEL_INPUT} after the model's own preprocessing: {', '.join(preprocessing)}", True
+
+
+def _is_preprocessing(layer) -> bool:
+    return type(layer).__module__.startswith("keras.src.layers.preprocessing")
 
 
 def _pair(values) -> str:

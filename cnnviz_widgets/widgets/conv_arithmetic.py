@@ -20,7 +20,7 @@ from traitlets import Int, TraitType, Unicode, observe
 from ..core.conv_arithmetic import LayerArithmetic, conv_layer_names, signed_cells
 from ..core.errors import CnnvizError, InputError, UnsupportedModelError
 from ..core.graph import LayerGraph
-from ..core.inputs import raw_and_model_inputs, required_image_shape
+from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.layer_views import most_active_channel
 from ._base import VisualizerWidget, checks
 from ._charts import BarChart, ColorBar, PictureFigure
@@ -50,7 +50,7 @@ class ConvArithmetic(VisualizerWidget):
       the layer reads more than 3 (a click on the per-channel sums chart sets it); a new
       layer starts on the one whose sum weighs most.
 
-    ``number`` is the shown :class:`~cnnviz_widgets.core.conv_arithmetic.ConvNumber`. The
+    ``image`` is the raw image; ``number`` is the shown :class:`~cnnviz_widgets.core.conv_arithmetic.ConvNumber`. The
     patch is the layer's input: on the first layer the image itself (after ``preprocess``
     and the model's own preprocessing layers, if any; the caption says which).
     """
@@ -68,6 +68,7 @@ class ConvArithmetic(VisualizerWidget):
         raw, self._model_input = raw_and_model_inputs(graph, image, preprocess)
         if len(raw) != 1:
             raise InputError(f"ConvArithmetic explains one image, got a batch of {len(raw)}; pass one, e.g. images[0].")
+        self.image = as_images(graph, raw)[0]
         self._model = model
         self.layer_names = conv_layer_names(model)
         if not self.layer_names:
@@ -192,7 +193,7 @@ class ConvArithmetic(VisualizerWidget):
             self.map_scale.show(low, high)
         if self._shown_input != (self.layer, self._drawn_input_channel(number)):
             self._shown_input = (self.layer, self._drawn_input_channel(number))
-            self.input_figure.show(values.input_picture(self._drawn_input_channel(number)))
+            self.input_figure.show(values.input_picture(self._drawn_input_channel(number), self.image))
         _place(self._map_outline, self.map_figure, (*number.position, number.position[0] + 1, number.position[1] + 1))
         _place(self._input_outline, self.input_figure, number.window)
         row, column = number.position
@@ -221,7 +222,8 @@ class ConvArithmetic(VisualizerWidget):
 
     def panels(self) -> list[np.ndarray]:
         """The channel's map and what the layer reads, uint8 RGB."""
-        return [self._values.map_picture(self.channel)[0], self._values.input_picture(self._drawn_input_channel(self.number))]
+        values = self._values
+        return [values.map_picture(self.channel)[0], values.input_picture(self._drawn_input_channel(self.number), self.image)]
 
 
 def _outline(figure: PictureFigure) -> bqplot.Lines:
