@@ -131,10 +131,15 @@ class ConvArithmetic(VisualizerWidget):
     @checks("layer")
     def _valid_layer(self, proposal):
         name = proposal["value"]
-        try:
-            values = self._layers.get(name) or LayerArithmetic(self._model, self._model_input, name)
-        except CnnvizError as error:
-            self.refuse(str(error))
+        values, shown = self._layers.get(name), self.settings_line.value
+        if values is None:
+            # A model run: comm messages leave at once, so the page says why it waits.
+            self.settings_line.value = f"⏳ computing {html.escape(str(name))} …"
+            try:
+                values = LayerArithmetic(self._model, self._model_input, name)
+            except CnnvizError as error:
+                self.settings_line.value = shown
+                self.refuse(str(error))
         self._layers[name] = values
         self._layers.move_to_end(name)
         while len(self._layers) > LAYERS_KEPT:
