@@ -219,3 +219,25 @@ def test_a_7x7_kernel_keeps_its_numbers_for_hovering():
     expected = keras.Model(model.input, model.get_layer("big").output)(image[None]).numpy()[0, 4, 6, 2]
     assert widget.number.output == pytest.approx(expected, abs=TOLERANCE)
     widget.close()
+
+
+def test_a_new_layer_says_it_is_computing_and_a_refused_one_leaves_the_line(model, image, monkeypatch):
+    from cnnviz_widgets.widgets import conv_arithmetic as module
+
+    widget = ConvArithmetic(model, image)
+    seen, real = [], module.LayerArithmetic
+
+    def recording(*args):
+        seen.append(widget.settings_line.value)
+        return real(*args)
+
+    monkeypatch.setattr(module, "LayerArithmetic", recording)
+    widget.layer = "conv3"
+    assert seen == ["⏳ computing conv3 …"]
+    assert widget.settings_line.value.startswith("<b>conv3</b>: 3×3 kernel, stride 1, padding &#x27;same&#x27;, 64 channels")
+    widget.layer = "conv1"  # kept: no model run
+    assert len(seen) == 1
+    with pytest.raises(CnnvizError, match="not a Conv2D"):
+        widget.layer = "bn3"
+    assert widget.settings_line.value.startswith("<b>conv1</b>")
+    widget.close()
