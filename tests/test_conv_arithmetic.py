@@ -152,3 +152,21 @@ def test_refusals_name_the_valid_range_or_layers():
         LayerArithmetic(model, np.stack([x, x]), "conv")
     with pytest.raises(CnnvizError, match="Unknown layer"):
         LayerArithmetic(model, x, "conv9")
+
+
+def test_a_conv_inside_a_nested_base_model():
+    keras.utils.set_random_seed(5)
+    base_input = keras.Input((10, 10, 3))
+    inner = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="inner")
+    base = keras.Model(base_input, inner(base_input), name="base")
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Rescaling(2.0, name="scale")(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(base(x)))
+    x_image = image(size=(10, 10))
+    explained = LayerArithmetic(model, x_image, "base/inner")
+    assert conv_layer_names(model) == ["base/inner"]
+    assert explained.reads_image and "'scale' (Rescaling)" in explained.source
+    expected = base(2.0 * x_image[None]).numpy()[0]
+    for row, column in [(0, 0), (2, 3), (4, 4)]:
+        for channel in range(4):
+            assert explained.at(channel, (row, column)).output == pytest.approx(expected[row, column, channel], abs=TOLERANCE)
