@@ -42,12 +42,14 @@ if "tensorflow" not in sys.modules:  # imported already: its lines are out, and 
 from . import demo
 from .core.activations import activations
 from .core.attribution import attribute, grad_cam
+from .core.conv_arithmetic import conv_arithmetic
 from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns
 from .core.trust import faithfulness, faithfulness_baselines, pointing_game, sanity_check
 from .core.top_activating import top_activating
 from .core.weights import filter_weights
+from .widgets.conv_arithmetic import ConvArithmetic
 from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
@@ -55,4 +57,5 @@ from .widgets.layer_explorer import LayerExplorer
 __all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
 __all__ += ["faithfulness", "faithfulness_baselines", "pointing_game", "sanity_check"]
 __all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model", "top_activating"]
+__all__ = ["ConvArithmetic", "FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "conv_arithmetic", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
 __version__ = "0.1.0"

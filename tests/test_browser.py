@@ -473,3 +473,55 @@ def _check_class_bar(page, viewer):
     _wait_for_change(page, overlay, before, "GradCamViewer's overlay after clicking the second class bar")
     assert "probability" in label.inner_text()
     viewer.screenshot(path=str(ARTIFACTS / "gradcam_viewer_second_class.png"))
+
+
+CONV_ARITHMETIC_CODE = "arithmetic = cw.ConvArithmetic(model, images[3])"
+
+
+def _one_cell_notebook(path: Path, source: str) -> Path:
+    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.write_text(json.dumps({"cells": [cell], "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_conv_arithmetic_explains_a_clicked_position_in_jupyterlab(server, browser):
+    """ConvArithmetic: a click on conv1's map explains that position; screenshots at both widths."""
+    base_url, token, remember_children, root = server
+    source = (
+        "import cnnviz_widgets as cw\n\nmodel = cw.demo.load_model()\nimages, _ = cw.demo.load_images()\n"
+        f"{CONV_ARITHMETIC_CODE}\narithmetic"
+    )
+    notebook = _one_cell_notebook(root / "conv_arithmetic.ipynb", source)
+    with watched_page(browser, "conv_arithmetic") as page:
+        page.goto(f"{base_url}/lab/workspaces/arithmetic/tree/{notebook.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
+        run_all_cells(page)
+        remember_children()
+        output = _widget_output(page, CONV_ARITHMETIC_CODE)
+        feature_map = output.locator(".bqplot svg image").first  # the channel's map: the first bqplot figure
+        feature_map.wait_for(timeout=UPDATE_S * 1000)
+        assert "Error displaying widget" not in output.inner_text()
+        equation = output.locator(".widget-html").filter(has_text="The layer itself computed").first
+        assert "✓ the same" in equation.inner_text()
+        before = equation.inner_text()
+        box = feature_map.bounding_box()
+        # The middle of pixel (row 48, column 16) of the 64×64 map.
+        page.mouse.click(box["x"] + box["width"] * 16.5 / 64, box["y"] + box["height"] * 48.5 / 64)
+        caption = output.locator(".widget-html").filter(has_text="click to pick").first
+        page.wait_for_function(
+            "element => element.textContent.includes('row 48, column 16')", arg=caption.element_handle(), timeout=UPDATE_S * 1000
+        )
+        page.wait_for_function(
+            "([element, before]) => element.innerText !== before", arg=[equation.element_handle(), before], timeout=UPDATE_S * 1000
+        )
+        assert "✓ the same" in equation.inner_text()
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 1600})  # the whole widget on screen
+            output.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            output.screenshot(path=str(ARTIFACTS / f"jupyterlab-conv_arithmetic-{width}.png"))
+        page.set_viewport_size({"width": WIDTHS[0], "height": 1600})
+        output.locator("select").first.select_option("conv2")  # 16 input channels: their sums as a chart
+        output.locator(".bqplot").filter(has_text="Sum per input channel").locator("rect.bar").first.wait_for(timeout=UPDATE_S * 1000)
+        page.wait_for_timeout(500)
+        output.screenshot(path=str(ARTIFACTS / f"jupyterlab-conv_arithmetic-conv2-{WIDTHS[0]}.png"))

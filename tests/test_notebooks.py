@@ -74,6 +74,9 @@ assert _refused(check_dead_channels, dead_count + 1)
 assert _refused(check_most_confused, CLASS_NAMES[0], CLASS_NAMES[0])  # not a mistake
 assert _refused(check_least_confident, (least_confident + 1) % len(fresh_labels))
 assert _refused(check_heatmap_on_shape, heat_fraction + 0.1)
+assert _refused(check_conv1_number, 4, conv1_numbers[4] - float(biases[4]))  # the bias left out
+assert _refused(check_conv1_number, 0, float((patch * kernels[..., 0]).sum() + biases[0]))  # the ReLU left out
+assert _refused(check_conv1_number, 4, conv1_numbers[4] + 0.01)
 print("WRONG ANSWERS REFUSED")
 """
 
