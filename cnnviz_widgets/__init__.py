@@ -47,9 +47,11 @@ from .core.loading import load_model
 from .core.patterns import filter_patterns
 from .core.top_activating import top_activating
 from .core.weights import filter_weights
+from .widgets.channel_card import ChannelCard
 from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
+from .widgets.link import link
 
-__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model", "top_activating"]
+__all__ = ["ChannelCard", "FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "link", "load_model", "top_activating"]
 __version__ = "0.1.0"
