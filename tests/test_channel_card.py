@@ -9,6 +9,7 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import ChannelCard, FilterGallery, GradCamViewer, LayerExplorer
+from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.attribution import GradCam
 from cnnviz_widgets.core.channel_card import ChannelCards
 from cnnviz_widgets.widgets._base import WidgetValueError
@@ -57,6 +58,12 @@ def test_top_examples_are_a_brute_force_argsort_of_the_maxima(demo, cards):
         for index, (row, column), value in zip(examples.indices, examples.positions, examples.values):
             assert maps[index, row, column, channel] == pytest.approx(value, rel=1e-4)
         assert examples.pictures.shape == (5, 64, 64, 3) and examples.pictures.dtype == np.uint8
+        # The map over the image, on one scale: 0 .. the best example's maximum.
+        assert examples.peak == pytest.approx(examples.values[0])
+        last = examples.indices[-1]
+        heat = np.clip(maps[last, ..., channel] / maxima[expected[0]], 0, 1)
+        expected_picture = imaging.overlay(images[last], heat, 0.5, "jet")
+        np.testing.assert_allclose(examples.pictures[-1].astype(int), expected_picture.astype(int), atol=2)
     assert cards.most_active_channel(LAYER) == int(np.argmax(maps.mean(axis=(0, 1, 2))))
 
 

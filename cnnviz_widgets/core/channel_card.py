@@ -54,7 +54,8 @@ class TopExamples:
     indices: np.ndarray  # (k,) into the dataset
     values: np.ndarray  # (k,) the channel's maximum on each image
     positions: np.ndarray  # (k, 2) (row, column) of that maximum in the channel's map
-    pictures: np.ndarray  # uint8 (k, H, W, 3): the raw image, the map over it (one scale: 0 .. values[0])
+    pictures: np.ndarray  # uint8 (k, H, W, 3): the raw image, the map over it in EXAMPLE_COLORMAP from 0 to ``peak``
+    peak: float  # the best example's maximum (1 where no map is above 0): one scale for the k maps, so they compare
 
 
 @dataclass(frozen=True)
@@ -183,13 +184,12 @@ class ChannelCards:
         indices, values, positions = top.indices[channel], top.values[channel], top.positions[channel]
         # A plain call: k images, once per channel, need no compiled function of their batch size.
         maps = np.asarray(tf.cast(self.graph.model_for([layer])(self.inputs[indices], training=False), tf.float32))
-        # One scale for the k maps, 0 .. the best example's maximum, so they compare.
         peak = float(values[0]) if values[0] > 0 else 1.0
         heat = np.clip(maps[..., channel] / peak, 0, 1)
         pictures = np.stack(
             [imaging.overlay(imaging.raw_image_picture(self.images[i]), h, EXAMPLE_ALPHA, EXAMPLE_COLORMAP) for i, h in zip(indices, heat)]
         )
-        return TopExamples(indices, values, positions, pictures)
+        return TopExamples(indices, values, positions, pictures, peak)
 
     def _contribution(self, layer: str, channel: int, image_index: int, class_index: int) -> Contribution:
         image_index = checks.index("image_index", image_index, len(self.images), f"the dataset has {len(self.images)} images")

@@ -154,7 +154,8 @@ class ChannelCard(VisualizerWidget):
         self.examples_figure.show(picture, box_px=EXAMPLES_PX)
         self._examples_caption.value = (
             f"<b>top {len(examples.indices)} images</b> (map over each; click one)<br>"
-            f"<small>images {', '.join(map(str, examples.indices.tolist()))}</small>"
+            f"<small>images {', '.join(map(str, examples.indices.tolist()))}; "
+            f"map blue 0 → red {examples.peak:.3g} (the best maximum)</small>"
         )
         self._show_contribution()
         self._show_pattern()
