@@ -96,6 +96,7 @@ REFUSED = {
     ),
     "a class the model lacks": lambda model, images: GradCamViewer(model, images[0], class_index=99),
     "a failing preprocess": lambda model, images: LayerExplorer(model, images, preprocess=lambda batch: batch.nope),
+    "a layer without maps": lambda model, images: ChannelCard(model, images, layer="gap"),
 }
 
 

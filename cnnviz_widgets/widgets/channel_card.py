@@ -50,6 +50,7 @@ class ChannelCard(VisualizerWidget):
     channel = Int(0, help="The channel shown, 0 .. channels of the layer - 1.")
     image_index = Int(None, allow_none=True, help="Image whose Grad-CAM contribution is shown; None: none.")
     class_index = Int(None, allow_none=True, help="Class of that contribution; None: the model's top class for the image.")
+    _job: PatternJob | None = None  # the running feature visualisation, if any; a refused constructor has none
 
     def __init__(self, model, data, *, preprocess=None, class_names=None, k: int = 9, value_range=None, **traits):
         super().__init__()
@@ -59,7 +60,6 @@ class ChannelCard(VisualizerWidget):
         self.layer_names = self._cards.layer_names
         self.card = None
         self._pattern_cache = PatternCache()
-        self._job: PatternJob | None = None
         self._draw_lock = threading.RLock()  # the pattern job's thread draws too
 
         self.layer_menu = widgets.Dropdown(options=self.layer_names, description="layer")
