@@ -157,6 +157,8 @@ def test_link_moves_every_widget_that_has_the_layer(linked):
     link = cw.link(*linked)
     explorer.layer, explorer.channel = "conv2", 9
     assert positions(linked) == [("conv2", 9)] * 4
+    explorer.means_chart.bars.selected = [11]  # a click on the explorer's mean-activation bar of channel 11
+    assert positions(linked) == [("conv2", 11)] * 4
     card.channel = 30
     assert positions(linked) == [("conv2", 30)] * 4
     gallery.layer = "conv3"
