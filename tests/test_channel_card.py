@@ -58,11 +58,17 @@ def test_top_examples_are_a_brute_force_argsort_of_the_maxima(demo, cards):
         for index, (row, column), value in zip(examples.indices, examples.positions, examples.values):
             assert maps[index, row, column, channel] == pytest.approx(value, rel=1e-4)
         assert examples.pictures.shape == (5, 64, 64, 3) and examples.pictures.dtype == np.uint8
-        # The map over the image, on one scale: 0 .. the best example's maximum.
+        # The map over the image, on one scale: 0 .. the best example's maximum, and a frame around
+        # the pixels conv2 sees at the maximum: 3x3 conv, 2x2 pool, 3x3 conv give 8 px, 2 px apart, from -3.
         assert examples.peak == pytest.approx(examples.values[0])
         last = examples.indices[-1]
         heat = np.clip(maps[last, ..., channel] / maxima[expected[0]], 0, 1)
+        row, column = examples.positions[-1]
+        box = [max(2 * row - 3, 0), max(2 * column - 3, 0), min(2 * row + 5, 64), min(2 * column + 5, 64)]
+        np.testing.assert_array_equal(examples.boxes[-1], box)
         expected_picture = imaging.overlay(images[last], heat, 0.5, "jet")
+        top, left, bottom, right = box
+        expected_picture[[top, bottom - 1], left:right] = expected_picture[top:bottom, [left, right - 1]] = 255
         np.testing.assert_allclose(examples.pictures[-1].astype(int), expected_picture.astype(int), atol=2)
     assert cards.most_active_channel(LAYER) == int(np.argmax(maps.mean(axis=(0, 1, 2))))
 

@@ -54,7 +54,9 @@ class TopExamples:
     indices: np.ndarray  # (k,) into the dataset
     values: np.ndarray  # (k,) the channel's maximum on each image
     positions: np.ndarray  # (k, 2) (row, column) of that maximum in the channel's map
-    pictures: np.ndarray  # uint8 (k, H, W, 3): the raw image, the map over it in EXAMPLE_COLORMAP from 0 to ``peak``
+    boxes: np.ndarray  # (k, 4) the input pixels the layer sees there (top, left, bottom, right; exclusive)
+    pictures: np.ndarray  # uint8 (k, H, W, 3): the raw image, the map over it in EXAMPLE_COLORMAP from 0 to
+    # ``peak``, and a white frame around ``boxes`` (where the raw images have the model's size)
     peak: float  # the best example's maximum (1 where no map is above 0): one scale for the k maps, so they compare
 
 
@@ -181,15 +183,17 @@ class ChannelCards:
         return kernel[..., channel], page.filter_picture(channel, KERNEL_PX), bound
 
     def _examples(self, layer: str, channel: int, top) -> TopExamples:
-        indices, values, positions = top.indices[channel], top.values[channel], top.positions[channel]
+        indices, values, positions, boxes = top.indices[channel], top.values[channel], top.positions[channel], top.boxes[channel]
         # A plain call: k images, once per channel, need no compiled function of their batch size.
         maps = np.asarray(tf.cast(self.graph.model_for([layer])(self.inputs[indices], training=False), tf.float32))
         peak = float(values[0]) if values[0] > 0 else 1.0
         heat = np.clip(maps[..., channel] / peak, 0, 1)
-        pictures = np.stack(
-            [imaging.overlay(imaging.raw_image_picture(self.images[i]), h, EXAMPLE_ALPHA, EXAMPLE_COLORMAP) for i, h in zip(indices, heat)]
-        )
-        return TopExamples(indices, values, positions, pictures, peak)
+        pictures = [
+            imaging.overlay(imaging.raw_image_picture(self.images[i]), h, EXAMPLE_ALPHA, EXAMPLE_COLORMAP) for i, h in zip(indices, heat)
+        ]
+        if tuple(self.images.shape[1:3]) == tuple(top.image_size):  # else a resizing preprocess: no frame
+            pictures = [imaging.outline(picture, box) for picture, box in zip(pictures, boxes)]
+        return TopExamples(indices, values, positions, boxes, np.stack(pictures), peak)
 
     def _contribution(self, layer: str, channel: int, image_index: int, class_index: int) -> Contribution:
         image_index = checks.index("image_index", image_index, len(self.images), f"the dataset has {len(self.images)} images")

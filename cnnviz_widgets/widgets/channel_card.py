@@ -153,7 +153,7 @@ class ChannelCard(VisualizerWidget):
         picture, self._examples_layout = imaging.square_grid(examples.pictures, EXAMPLE_GAP)
         self.examples_figure.show(picture, box_px=EXAMPLES_PX)
         self._examples_caption.value = (
-            f"<b>top {len(examples.indices)} images</b> (map over each; click one)<br>"
+            f"<b>top {len(examples.indices)} images</b> (map over each, what the layer sees at its maximum framed; click one)<br>"
             f"<small>images {', '.join(map(str, examples.indices.tolist()))}; "
             f"map blue 0 → red {examples.peak:.3g} (the best maximum)</small>"
         )
