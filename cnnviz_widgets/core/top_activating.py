@@ -20,6 +20,7 @@ the map's (``field.exact`` says which).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -139,7 +140,7 @@ def top_activating(
 
     ``data``: an array of images (N, H, W, C), a ``tf.data.Dataset`` of images or of batches
     (elements ``(image, label)`` or ``(batch, labels)`` give their first part), or any
-    iterable of batches (a list, a generator), of any length; batches
+    iterable of batches (a list, a generator, a ``keras.utils.PyDataset``), of any length; batches
     larger than ``batch_size`` are cut. ``channels``: channel numbers (default: all).
     ``preprocess`` is called on a copy of each batch of raw images and returns what the
     model takes. ``progress(images_done, total)`` is called after each batch (``total`` is
@@ -165,7 +166,7 @@ def top_activating(
     image_shape = required_image_shape(graph, "Dataset examples need", "Pass a model that takes images.")
     step = _step(graph, layer, strategy)
     total = _total(data, len(graph.inputs[0].shape))
-    state = _running_state(len(selected), k)
+    state = _running_state(len(selected), k if total is None else min(k, total))  # k=10**9 on 100 images holds 100
     seen, stopped, image_size, map_size = 0, False, None, None
     for raw in _batches(data, batch_size, graph):
         batch = _model_input(graph, raw, preprocess)
@@ -187,6 +188,7 @@ def top_activating(
         raise InputError("data gave no images; pass an array (N, H, W, C), a tf.data.Dataset or an iterable of batches.")
     kept = min(k, seen)
     values, indices, positions = (np.asarray(part)[:, :kept] for part in state)
+    indices, positions = indices.astype(np.int64), positions.astype(np.int64)
     rows, columns = np.divmod(positions, map_size[1])
     return TopActivating(
         layer=layer,
@@ -196,10 +198,68 @@ def top_activating(
         positions=np.stack([rows, columns], axis=-1),
         map_size=map_size,
         image_size=image_size,
-        field=receptive_field(graph, layer, image_size),
+        field=graph.cached(
+            ("receptive_field", layer, image_size, map_size), lambda: receptive_field(graph, layer, image_size, map_size)
+        ),
         images_seen=seen,
         stopped=stopped,
     )
+
+
+
+class TopActivatingJob:
+    """:func:`top_activating` in a thread of its own, for a viewer: progress, stop, result.
+
+    ``on_progress(job)`` runs in the job's thread after each batch (``job.done`` images of
+    ``job.total``, None where unknown); ``on_finish(job)`` at the end, whether it finished,
+    was stopped (:meth:`stop`, after the current batch; ``job.result`` covers the images
+    seen) or failed (``job.error``). ``options`` are :func:`top_activating`'s.
+    """
+
+    def __init__(self, model, layer: str, data, *, on_progress=None, on_finish=None, **options):
+        self.done, self.total = 0, None
+        self.result: TopActivating | None = None
+        self.error: BaseException | None = None
+        self.finished = False  # set before on_finish runs, while the thread is still alive
+        self._on_progress, self._on_finish = on_progress, on_finish
+        self._stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(model, layer, data, options), name=f"top activating of {layer}", daemon=True
+        )
+
+    def start(self) -> "TopActivatingJob":
+        self.thread.start()
+        return self
+
+    def stop(self):
+        """Stop after the current batch; the result covers the images seen."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def wait(self) -> TopActivating:
+        """Join the thread and give the result; re-raise what went wrong in it."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def _run(self, model, layer, data, options):
+        def progress(done, total):
+            self.done, self.total = done, total
+            if self._on_progress is not None:
+                self._on_progress(self)
+            return self._stop.is_set()
+
+        try:
+            self.result = top_activating(model, layer, data, progress=progress, **options)
+        except Exception as error:  # kept for the viewer and for wait(), which re-raises it
+            self.error = error
+        self.finished = True
+        if self._on_finish is not None:
+            self._on_finish(self)
 
 
 def _checked_channels(channels, count: int, layer: str) -> np.ndarray:
@@ -253,7 +313,9 @@ def _step(graph: LayerGraph, layer: str, strategy):
             # Running top-k first: on equal values top_k keeps the earlier, so lower image indices win.
             all_values = tf.concat([values, tf.transpose(highest)], axis=1)
             all_indices = tf.concat([indices, batch_indices], axis=1)
-            all_positions = tf.concat([positions, tf.transpose(first)], axis=1)
+            # Transposed as float32 (exact below 2**24): oneDNN's int32 transpose logs an error on CPUs without AVX-512.
+            batch_positions = tf.cast(tf.transpose(tf.cast(first, tf.float32)), tf.int32)
+            all_positions = tf.concat([positions, batch_positions], axis=1)
             best = tf.math.top_k(all_values, k=tf.shape(values)[1], sorted=True).indices
             return (
                 tf.gather(all_values, best, batch_dims=1),
@@ -306,10 +368,15 @@ def _batches(data, batch_size: int, graph: LayerGraph):
         if len(images.element_spec.shape) == image_rank - 1:
             images = images.batch(batch_size)
         data = images.as_numpy_iterator()
-    elif isinstance(data, (np.ndarray, tf.Tensor)) or not isinstance(data, Iterable):
+    elif isinstance(data, (np.ndarray, tf.Tensor, str, bytes)) or not isinstance(data, Iterable):
         data = [data]
     for element in data:
         batch = np.asarray(_first_part(element))
+        if batch.ndim < image_rank - 1:
+            raise InputTypeError(
+                f"data gave {type(element).__name__} {str(element)[:60]!r}, not images: pass an array of images "
+                "(N, H, W, C), a tf.data.Dataset of images or (images, labels), or an iterable of such batches."
+            )
         if batch.ndim == image_rank - 1:  # one image
             batch = batch[None]
         for start in range(0, len(batch), batch_size):
@@ -326,8 +393,8 @@ def _total(data, image_rank: int) -> int | None:
     return None
 
 
-def receptive_field(graph: LayerGraph, layer: str, image_size) -> ReceptiveField:
-    """The input pixels that each position of ``layer``'s map sees, for images of ``image_size`` (H, W).
+def receptive_field(graph: LayerGraph, layer: str, image_size, map_size) -> ReceptiveField:
+    """The input pixels that each position of ``layer``'s map (of ``map_size``) sees, for images of ``image_size`` (H, W).
 
     Walks the graph from the input: a convolution or pooling of kernel ``k``, stride ``s``,
     dilation ``d`` and left padding ``p`` makes ``size += (d(k-1)) * jump``,
@@ -355,7 +422,6 @@ def receptive_field(graph: LayerGraph, layer: str, image_size) -> ReceptiveField
             fields[id(tensor)] = _through(info.layer, [fields[id(t)] for t in inputs], tensor) if inputs else None
             pending.pop()
     found = fields[id(target)]
-    map_size = _map_size(graph, layer, image_size)
     if found is None or found[3] != map_size:
         jump = tuple(i / m for i, m in zip(image_size, map_size))
         return ReceptiveField(start=(0.0, 0.0), jump=jump, size=jump, exact=False)
@@ -410,10 +476,3 @@ def _through(layer, inputs, output):
 def _pair(value) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
 
-
-def _map_size(graph: LayerGraph, layer: str, image_size) -> tuple[int, int]:
-    shape = graph.info(layer).output_shape
-    if None not in shape[1:3]:
-        return tuple(shape[1:3])
-    spec = graph.model_for([layer]).compute_output_spec(keras.KerasTensor((1, *image_size, graph.inputs[0].shape[-1])))
-    return tuple(spec.shape[1:3])
