@@ -11,7 +11,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import ChannelCard, FilterGallery, GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.attribution import GradCam
-from cnnviz_widgets.core.channel_card import ChannelCards
+from cnnviz_widgets.core.channel_card import ChannelCards, LayerJob
 from cnnviz_widgets.widgets._base import WidgetValueError
 
 LAYER = "conv2"
@@ -87,6 +87,17 @@ def test_contribution_is_grad_cams_weight_times_mean_activation(demo, cards):
     assert cards.card("conv4", 0).contribution is None
 
 
+def test_a_layer_job_counts_both_passes_and_a_stop_keeps_nothing(demo):
+    model, images = demo
+    cards = ChannelCards(model, images, k=3, batch_size=8)
+    seen = []
+    LayerJob(cards, "conv3", on_progress=lambda job: seen.append(job.done)).start().wait()
+    assert seen == [8, 16, 24, 32, 40, 48] and cards.has_layer("conv3")
+    stopped = LayerJob(cards, "conv1", on_progress=lambda job: job.stop())
+    stopped.start().wait()
+    assert stopped.done == 8 and stopped.finished and not cards.has_layer("conv1")
+
+
 def test_a_bad_layer_or_channel_names_the_fix(cards):
     with pytest.raises(cw.core.errors.CnnvizError, match="Use one of: conv1"):
         cards.card("gap", 0)
@@ -104,12 +115,15 @@ def test_card_widget_shows_the_card_refuses_and_a_click_picks_an_image(demo):
         with pytest.raises(WidgetValueError, match="0..31"):
             card.channel = 99
         assert card.channel == 5 and "0..31" in card.error
-        card.layer = "conv1"  # 16 channels: 5 stays
-        assert card.channel == 5 and card.card.kernel.shape == (3, 3, 3)
+        card.layer = "conv1"  # 16 channels: 5 stays; a new layer is computed in the background
+        card.wait()
+        assert card.channel == 5 and card.card.kernel.shape == (3, 3, 3) and "conv1, channel 5" in card.summary.value
+        assert card.layer_progress.layout.display == "none"
         card.channel = 12
-        card.layer = "conv2"
-        card.layer = "conv1"
-        assert card.channel == 12
+        card.layer = "conv3"
+        card.layer = "conv1"  # the conv3 job is stopped; conv1 is kept
+        assert card.card.layer == "conv1" and card.channel == 12
+        card.wait()
         # A click on the second example of the 2×2 grid (64-px tiles, 2 px apart) picks its image.
         second = int(card.card.examples.indices[1])
         data = {"click_x": 64 + 2 + 10, "click_y": card.examples_figure.shape[0] - 10}
@@ -131,7 +145,7 @@ def test_card_feature_visualisation_is_filter_patterns(demo):
     model, images = demo
     card = ChannelCard(model, images, layer="conv1", channel=3)
     try:
-        card.wait_for_pattern()
+        card.wait()
         shown = card._pattern_cache.patterns(card._pattern_settings())[3].image
         expected = cw.filter_patterns(model, "conv1", [3], size=None, steps=40, value_range=(0, 1))[0]
         np.testing.assert_allclose(shown.astype(int), expected.astype(int), atol=2)

@@ -8,14 +8,18 @@ the background by ``core/pattern_jobs.PatternJob`` (the widget runs it).
 
 :class:`ChannelCards` holds one model over one dataset. What a layer needs (every
 channel's spatial mean on every image, in one batched pass, and the top examples of
-every channel) is computed once and kept for the last ``LAYERS_KEPT`` layers, so moving
-between the channels of a layer computes nothing but the k examples' maps.
+every channel, streamed by ``cw.top_activating``) is computed once and kept for the last
+``LAYERS_KEPT`` layers, so moving between the channels of a layer computes nothing but
+the k examples' maps. Two passes over a large dataset take a while: a :class:`LayerJob`
+runs them in a thread of its own, with progress and stop, for the widget.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -108,6 +112,7 @@ class ChannelCards:
         self._kernel_layers = set(kernel_layer_names(model))
         self._explainable = set(explainable_layers(graph))
         self._layers: OrderedDict[str, tuple[np.ndarray, object]] = OrderedDict()
+        self._layers_lock = threading.Lock()  # a LayerJob adds from its thread
         self._head = graph.head(0)
         self.class_names = class_names_for(self._head.num_classes, class_names)
         self._contributions: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -158,19 +163,43 @@ class ChannelCards:
             contribution = self._contribution(layer, channel, image_index, class_index)
         return ChannelCard(layer, channel, kernel, picture, bound, means[:, channel], self._examples(layer, channel, top), contribution)
 
+    def has_layer(self, layer: str) -> bool:
+        """Whether what a card of ``layer`` needs is computed: its cards then cost only their k examples' maps."""
+        with self._layers_lock:
+            return layer in self._layers
+
     def _layer(self, layer: str):
         """(every image's spatial mean per channel (N, C), the top examples of every channel), computed once."""
-        if layer in self._layers:
-            self._layers.move_to_end(layer)
+        with self._layers_lock:
+            if layer in self._layers:
+                self._layers.move_to_end(layer)
+                return self._layers[layer]
+        self.compute_layer(layer)
+        with self._layers_lock:
             return self._layers[layer]
-        means = np.concatenate(
-            [maps.mean(axis=(1, 2)) for (maps,) in self.graph.batches([layer], [self.inputs], self.batch_size)]
+
+    def compute_layer(self, layer: str, advance: Callable[[int], bool] = lambda done: False):
+        """Compute and keep what the cards of ``layer`` need: two passes over the data, batch by batch.
+
+        ``advance(images_done)`` is called after each batch, counting both passes (up to
+        2 N); True stops, and nothing is kept.
+        """
+        parts, done = [], 0
+        for (maps,) in self.graph.batches([layer], [self.inputs], self.batch_size):
+            parts.append(maps.mean(axis=(1, 2)))
+            done += len(maps)
+            if advance(done):
+                return
+        images = len(self.images)
+        top = top_activating(
+            self.model, layer, self.inputs, k=self.k, batch_size=self.batch_size, progress=lambda seen, _: advance(images + seen)
         )
-        top = top_activating(self.model, layer, self.inputs, k=self.k, batch_size=self.batch_size)
-        self._layers[layer] = means, top
-        while len(self._layers) > LAYERS_KEPT:
-            self._layers.popitem(last=False)
-        return means, top
+        if top.stopped:
+            return
+        with self._layers_lock:
+            self._layers[layer] = np.concatenate(parts), top
+            while len(self._layers) > LAYERS_KEPT:
+                self._layers.popitem(last=False)
 
     def _kernel(self, layer: str, channel: int):
         if layer not in self._kernel_layers:
@@ -208,3 +237,49 @@ class ChannelCards:
         rank = 1 + int(np.sum(np.abs(contributions) > abs(contributions[channel])))
         return Contribution(image_index, int(class_index), float(contributions[channel]), float(weights[channel]), rank, len(contributions))
 
+
+class LayerJob:
+    """:meth:`ChannelCards.compute_layer` in a thread of its own, for a viewer.
+
+    Progress is counted in images over both passes (``done`` of ``total`` = 2 N);
+    :meth:`stop` ends it after the current batch, keeping nothing; a failure is kept in
+    ``error``. ``on_progress(job)`` runs in the job's thread after each batch and
+    ``on_finish(job)`` at the end, whatever the outcome.
+    """
+
+    def __init__(self, cards: ChannelCards, layer: str, *, on_progress=None, on_finish=None):
+        self.cards, self.layer = cards, cards.checked_layer(layer)
+        self.done, self.total = 0, 2 * len(cards.images)
+        self.error: BaseException | None = None
+        self.finished = False  # set before on_finish runs, while the thread is still alive
+        self._on_progress, self._on_finish = on_progress, on_finish
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"channel cards of {layer}", daemon=True)
+
+    def start(self) -> "LayerJob":
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+
+    def wait(self):
+        """Join the thread; re-raise what went wrong in it."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self):
+        try:
+            self.cards.compute_layer(self.layer, self._advance)
+        except Exception as error:  # kept for the viewer and for wait(), which re-raises it
+            self.error = error
+        self.finished = True
+        if self._on_finish is not None:
+            self._on_finish(self)
+
+    def _advance(self, done: int) -> bool:
+        self.done = done
+        if self._on_progress is not None:
+            self._on_progress(self)
+        return self._stop.is_set()

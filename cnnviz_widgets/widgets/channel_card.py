@@ -17,7 +17,7 @@ import numpy as np
 from traitlets import Int, Unicode, observe
 
 from ..core import imaging
-from ..core.channel_card import ChannelCards
+from ..core.channel_card import ChannelCards, LayerJob
 from ..core.errors import CnnvizError
 from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
 from ..core.patterns import PatternSearch
@@ -51,6 +51,7 @@ class ChannelCard(VisualizerWidget):
     image_index = Int(None, allow_none=True, help="Image whose Grad-CAM contribution is shown; None: none.")
     class_index = Int(None, allow_none=True, help="Class of that contribution; None: the model's top class for the image.")
     _job: PatternJob | None = None  # the running feature visualisation, if any; a refused constructor has none
+    _layer_job: LayerJob | None = None  # the examples and means of a new layer, computed in the background
 
     def __init__(self, model, data, *, preprocess=None, class_names=None, k: int = 9, value_range=None, **traits):
         super().__init__()
@@ -60,11 +61,12 @@ class ChannelCard(VisualizerWidget):
         self.layer_names = self._cards.layer_names
         self.card = None
         self._pattern_cache = PatternCache()
-        self._draw_lock = threading.RLock()  # the pattern job's thread draws too
+        self._draw_lock = threading.RLock()  # the jobs' threads draw too
 
         self.layer_menu = widgets.Dropdown(options=self.layer_names, description="layer")
         self.channel_box = widgets.IntText(description="channel", layout=widgets.Layout(width="170px"))
         self.summary = widgets.HTML()
+        self.layer_progress = widgets.IntProgress(min=0, max=1, layout=widgets.Layout(width="300px", display="none"))
         self._kernel_caption, self._kernel_view = widgets.HTML(), image_view(f"{PANEL_PX}px")
         self._pattern_caption, self._pattern_view = widgets.HTML(), image_view(f"{PANEL_PX}px")
         self.progress = widgets.IntProgress(min=0, max=PATTERN_STEPS, layout=widgets.Layout(width=f"{PANEL_PX}px"))
@@ -74,15 +76,17 @@ class ChannelCard(VisualizerWidget):
         self.contribution_note = widgets.HTML()
         self._examples_layout = None
 
-        self.set_traits_in_order({"layer": self._cards.default_layer, **traits})
-        if "channel" not in traits:  # channel 0 may be dead: its examples and pattern would say nothing
-            self.channel = self._cards.most_active_channel(self.layer)
+        traits = {"layer": self._cards.default_layer, **traits}
+        if traits["layer"] in self.layer_names:  # computed here, so the widget opens showing its card
+            most_active = self._cards.most_active_channel(traits["layer"])
+            traits.setdefault("channel", most_active)  # channel 0 may be dead: its examples and pattern would say nothing
+        self.set_traits_in_order(traits)
         self._bind(self.layer_menu, "layer")
         self._bind(self.channel_box, "channel")
         self.layer_menu.value, self.channel_box.value = self.layer, self.channel
         self.children = [
             widgets.HBox([self.layer_menu, self.channel_box], layout=_row_layout()),
-            self.summary,
+            widgets.HBox([self.summary, self.layer_progress], layout=_row_layout()),
             widgets.HBox(
                 [
                     _panel(self._kernel_caption, self._kernel_view),
@@ -135,8 +139,15 @@ class ChannelCard(VisualizerWidget):
 
     @observe("channel", "image_index", "class_index")
     def _draw(self, change=None):
-        if not self.layer:
-            return  # a trait given to the constructor before the layer
+        with self._draw_lock:
+            if not self.layer:
+                return  # a trait given to the constructor before the layer
+            if self._cards.has_layer(self.layer):
+                self._draw_card()
+            else:
+                self._compute_layer()  # draws when done
+
+    def _draw_card(self):
         card = self.card = self._cards.card(self.layer, self.channel, self.image_index, self.class_index)
         self.summary.value = f"<b>{html.escape(card.summary())}</b>"
         if card.kernel is None:
@@ -159,6 +170,39 @@ class ChannelCard(VisualizerWidget):
         )
         self._show_contribution()
         self._show_pattern()
+
+    def _compute_layer(self):
+        job = self._layer_job
+        if job is not None and job.layer == self.layer and not job.finished:
+            return
+        self._stop_layer_job()
+        self.summary.value = f"⏳ computing layer {html.escape(self.layer)} over {len(self._cards.images)} images…"
+        job = self._layer_job = LayerJob(self._cards, self.layer, on_progress=self._layer_advanced, on_finish=self._layer_computed)
+        self.layer_progress.value, self.layer_progress.max = 0, job.total
+        self.layer_progress.layout.display = None
+        job.start()
+
+    def _stop_layer_job(self):
+        """Stop computing a layer (nothing of it is kept); a stopped job no longer draws."""
+        if self._layer_job is not None:
+            self._layer_job.stop()
+            self._layer_job = None
+            self.layer_progress.layout.display = "none"
+
+    # The jobs' callbacks run in their threads; they draw only while the job is still this widget's.
+
+    def _layer_advanced(self, job: LayerJob):
+        if self._layer_job is job:
+            self.layer_progress.value = job.done
+
+    def _layer_computed(self, job: LayerJob):
+        if self._layer_job is not job:
+            return
+        self.layer_progress.layout.display = "none"
+        if job.error is not None:
+            self.summary.value = f'<span style="color:#b00020">{html.escape(str(job.error))}</span>'
+        elif job.layer == self.layer:
+            self._draw()
 
     def _show_contribution(self):
         contribution = self.card.contribution
@@ -215,8 +259,10 @@ class ChannelCard(VisualizerWidget):
         self._job = job
         job.start()
 
-    def wait_for_pattern(self):
-        """Wait until the shown channel's feature visualisation is computed (or its job ended)."""
+    def wait(self):
+        """Wait until what the card shows is computed: a new layer's examples, then the feature visualisation."""
+        if self._layer_job is not None:
+            self._layer_job.wait()  # its end draws the card, which starts the feature visualisation
         if self._job is not None:
             self._job.wait()
 
@@ -238,11 +284,13 @@ class ChannelCard(VisualizerWidget):
             self._show_pattern()
 
     def close(self):
-        """Stop the pattern job first: its thread holds this widget and draws on it."""
-        job = self._job
+        """Stop the jobs first: their threads hold this widget and draw on it."""
+        jobs = [self._layer_job, self._job]
+        self._stop_layer_job()
         self.stop_pattern()
-        if job is not None and job.thread is not threading.current_thread():
-            job.thread.join()
+        for job in jobs:
+            if job is not None and job.thread is not threading.current_thread():
+                job.thread.join()
         super().close()
 
     def panels(self) -> list[np.ndarray]:
