@@ -89,9 +89,9 @@ class ChannelCard(VisualizerWidget):
             widgets.HBox([self.summary, self.layer_progress], layout=_row_layout()),
             widgets.HBox(
                 [
-                    _panel(self._kernel_caption, self._kernel_view),
-                    _panel(self._pattern_caption, self._pattern_view, self.progress),
-                    _panel(self._examples_caption, self.examples_figure.figure),
+                    _panel(PANEL_PX, self._kernel_caption, self._kernel_view),
+                    _panel(PANEL_PX, self._pattern_caption, self._pattern_view, self.progress),
+                    _panel(EXAMPLES_PX, self._examples_caption, self.examples_figure.figure),
                 ],
                 layout=_row_layout(),
             ),
@@ -307,5 +307,6 @@ def _row_layout() -> widgets.Layout:
     return widgets.Layout(flex_flow="row wrap", align_items="flex-start", overflow="visible")
 
 
-def _panel(*parts) -> widgets.VBox:
-    return widgets.VBox(list(parts), layout=widgets.Layout(margin="0 12px 8px 0", overflow="visible"))
+def _panel(width_px: int, *parts) -> widgets.VBox:
+    # As wide as its picture: a long caption wraps instead of pushing the next panel to a new row.
+    return widgets.VBox(list(parts), layout=widgets.Layout(width=f"{width_px}px", margin="0 12px 8px 0", overflow="visible"))
