@@ -46,16 +46,36 @@ from .core.conv_arithmetic import conv_arithmetic
 from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns
-from .core.trust import faithfulness, faithfulness_baselines, pointing_game, sanity_check
 from .core.top_activating import top_activating
+from .core.trust import faithfulness, faithfulness_baselines, pointing_game, sanity_check
 from .core.weights import filter_weights
+from .widgets.channel_card import ChannelCard
 from .widgets.conv_arithmetic import ConvArithmetic
 from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
+from .widgets.link import link
 
-__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
-__all__ += ["faithfulness", "faithfulness_baselines", "pointing_game", "sanity_check"]
-__all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model", "top_activating"]
-__all__ = ["ConvArithmetic", "FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "conv_arithmetic", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
+__all__ = [
+    "ChannelCard",
+    "ConvArithmetic",
+    "FilterGallery",
+    "GradCamViewer",
+    "LayerExplorer",
+    "activations",
+    "attribute",
+    "conv_arithmetic",
+    "demo",
+    "faithfulness",
+    "faithfulness_baselines",
+    "filter_patterns",
+    "filter_weights",
+    "grad_cam",
+    "layer_names",
+    "link",
+    "load_model",
+    "pointing_game",
+    "sanity_check",
+    "top_activating",
+]
 __version__ = "0.1.0"

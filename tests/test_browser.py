@@ -525,3 +525,40 @@ def test_conv_arithmetic_explains_a_clicked_position_in_jupyterlab(server, brows
         output.locator(".bqplot").filter(has_text="Sum per input channel").locator("rect.bar").first.wait_for(timeout=UPDATE_S * 1000)
         page.wait_for_timeout(500)
         output.screenshot(path=str(ARTIFACTS / f"jupyterlab-conv_arithmetic-conv2-{WIDTHS[0]}.png"))
+# A ChannelCard and a GradCamViewer linked: a click on a contribution bar shows that channel on the card.
+CARD_CELLS = {
+    "setup": "import cnnviz_widgets as cw\nmodel = cw.demo.load_model()\nimages, labels = cw.demo.load_images()",
+    "channel_card": "card = cw.ChannelCard(model, images, class_names=cw.demo.CLASS_NAMES)\ncard",
+    "linked_viewer": "viewer = cw.GradCamViewer(model, images[0], class_names=cw.demo.CLASS_NAMES)\nlink = cw.link(viewer, card)\nviewer",
+}
+
+
+def test_channel_card_follows_a_click_on_a_contribution_bar(server, browser):
+    base_url, token, remember_children, root = server
+    cells = [{"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None} for code in CARD_CELLS.values()]
+    notebook = root / "channel_card.ipynb"
+    notebook.write_text(json.dumps({"cells": cells, "metadata": json.loads(QUICKSTART.read_text())["metadata"], "nbformat": 4, "nbformat_minor": 5}))
+    with watched_page(browser, "channel_card") as page:
+        page.goto(f"{base_url}/lab/workspaces/card/tree/{notebook.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
+        run_all_cells(page)
+        remember_children()
+        outputs = {name: _widget_output(page, CARD_CELLS[name].splitlines()[0]) for name in ("channel_card", "linked_viewer")}
+        for name, output in outputs.items():
+            output.locator("img, svg image").first.wait_for(timeout=UPDATE_S * 1000)
+            assert "Error displaying widget" not in output.inner_text(), f"{name}: {output.inner_text()[:500]}"
+        card = outputs["channel_card"]
+        summary = card.locator(".widget-html").filter(has_text="mean activation").first
+        before = summary.inner_text()
+        bars = outputs["linked_viewer"].locator(".bqplot").filter(has_text="Channels of").first.locator("rect.bar")
+        assert bars.count() >= 3, f"expected the contribution bars, found {bars.count()}"
+        bars.nth(2).click()
+        page.wait_for_function(
+            "([element, before]) => element.textContent !== before", arg=[summary.element_handle(), before], timeout=UPDATE_S * 1000
+        )
+        assert "channel" in summary.inner_text()
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 1000})
+            for name, output in outputs.items():
+                output.scroll_into_view_if_needed()
+                page.wait_for_timeout(1000)  # bqplot's drawing, and the card's feature visualisation
+                output.screenshot(path=str(ARTIFACTS / f"jupyterlab-{name}-{width}.png"))

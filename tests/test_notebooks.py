@@ -24,7 +24,7 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-# The quick start, one notebook per tutorial of shared/SEEDS.md (S0-S4), and exercises.
+# The quick start, one notebook per tutorial of shared/SEEDS.md (S0-S4), exercises, and "What does this channel see?".
 EXPECTED = {
     "01_quickstart",
     "s0_mnist_first_layer",
@@ -34,6 +34,7 @@ EXPECTED = {
     "s4_one_channel_many_images",
     "classroom",
     "trust",  # issue 13: "Can I trust this map?"
+    "channel",
 }
 CELL_TIMEOUT_S = 300
 MB = 2**20

@@ -9,13 +9,14 @@ import pytest
 from ipywidgets.widgets import widget as ipywidget
 
 import cnnviz_widgets as cw
-from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
+from cnnviz_widgets import ChannelCard, FilterGallery, GradCamViewer, LayerExplorer
 from conftest import small_cnn
 
 WIDGETS = {
     "LayerExplorer": lambda model, images: LayerExplorer(model, images),
     "FilterGallery": lambda model, images: FilterGallery(model),
     "GradCamViewer": lambda model, images: GradCamViewer(model, images[0]),
+    "ChannelCard": lambda model, images: ChannelCard(model, images, k=2),
 }
 
 
@@ -95,6 +96,7 @@ REFUSED = {
     ),
     "a class the model lacks": lambda model, images: GradCamViewer(model, images[0], class_index=99),
     "a failing preprocess": lambda model, images: LayerExplorer(model, images, preprocess=lambda batch: batch.nope),
+    "a layer without maps": lambda model, images: ChannelCard(model, images, layer="gap"),
 }
 
 

@@ -438,3 +438,15 @@ def nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
         if len(ticks) <= count:
             return ticks
     return np.array([low, high], dtype=float)
+
+
+def outline(picture, box, colour=(255, 255, 255)) -> np.ndarray:
+    """A copy of uint8 RGB ``picture`` with a 1-px frame drawn just inside ``box``
+    (top, left, bottom, right; bottom and right exclusive)."""
+    framed = np.array(picture, dtype=np.uint8)
+    top, left, bottom, right = (int(v) for v in box)
+    if bottom <= top or right <= left:
+        return framed
+    framed[[top, bottom - 1], left:right] = colour
+    framed[top:bottom, [left, right - 1]] = colour
+    return framed

@@ -11,7 +11,7 @@ import html
 
 import ipywidgets as widgets
 import numpy as np
-from traitlets import CFloat, TraitType, Unicode, observe
+from traitlets import CFloat, Int, TraitType, Unicode, observe
 
 from ..core import imaging
 from ..core.attribution import checked_layer, default_layer, explainable_layers
@@ -69,6 +69,7 @@ class GradCamViewer(VisualizerWidget):
         "for",
         help="'for': Grad-CAM, where the layer speaks for the class; 'against': the counterfactual map, where it speaks against it.",
     )
+    channel = Int(0, help="The selected channel of `layer`: a click on a contribution bar selects it (cw.link follows it).")
 
     def __init__(self, model, image, *, preprocess=None, class_names=None, top_k: int = 5, output: int | str = 0, **traits):
         self._graph = graph = _image_classifier_graph(model)
@@ -110,6 +111,8 @@ class GradCamViewer(VisualizerWidget):
         self.contribution_chart = BarChart(
             x_label="channel (contribution = Grad-CAM weight × mean activation)", y_label="contribution"
         )
+        self._charted_channels: list[int] = []  # the channel of each contribution bar
+        self.contribution_chart.on_select(lambda position: setattr(self, "channel", self._charted_channels[position]))
 
         traits.setdefault("layer", default_layer(graph, self._head.index))
         traits.setdefault("class_index", self.predictions[0][0])
@@ -168,6 +171,11 @@ class GradCamViewer(VisualizerWidget):
         except CnnvizError as error:
             self.refuse(str(error))
 
+    @checks("channel")
+    def _valid_channel(self, proposal):
+        count = self._graph.info(self.layer).output_shape[-1]
+        return self.refuse_outside("channel", proposal["value"], count, f"layer '{self.layer}' has {count} channels")
+
     @checks("alpha")
     def _valid_alpha(self, proposal):
         alpha = proposal["value"]
@@ -188,8 +196,11 @@ class GradCamViewer(VisualizerWidget):
             f"<b>{html.escape(name)}</b>, {self._head.value_name} {self.probabilities[self.class_index]:.3g}"
         )
         channels = explanation.top_channels(TOP_CHANNELS)
+        self._charted_channels = channels.tolist()
         self.contribution_chart.figure.title = f"Channels of {self.layer} {self.evidence} '{name}'"
         self.contribution_chart.show([str(c) for c in channels], explanation.contributions[channels])
+        self.channel = min(self.channel, len(explanation.contributions) - 1)  # a layer with fewer channels
+        self._show_channel()
         method = "Grad-CAM" if self.evidence == "for" else "Counterfactual Grad-CAM"
         self._heatmap_caption.value = (
             f"<b>{method}: {self.evidence} '{html.escape(name)}'</b><br><small>normalised to its peak (1)</small>"
@@ -197,6 +208,11 @@ class GradCamViewer(VisualizerWidget):
         self._explain_no_heat(explanation, name)
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
+
+    @observe("channel")
+    def _show_channel(self, change=None):
+        charted = self._charted_channels
+        self.contribution_chart.bars.selected = [charted.index(self.channel)] if self.channel in charted else None
 
     def _explain_no_heat(self, explanation, name: str):
         """The note under an empty or flat heatmap, and the offer of the other map where this one is empty."""
