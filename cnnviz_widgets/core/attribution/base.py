@@ -188,6 +188,8 @@ class ClassActivationMap:
     not the weighted sum of the feature maps (see the module docstring).
     """
 
+    uses_layer = True  # a CAM maps a layer's features; a pixel method (saliency, ...) says False and ignores ``layer``
+
     def __init__(
         self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False
     ):
