@@ -20,9 +20,11 @@ from ..core.attribution.explanation import ImageExplanations, method_has_counter
 from ..core.errors import CnnvizError, InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
+from ..core.map_checks import MapChecks, MapSettings
 from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import BarChart, ColorBar
 from ._method_compare import MAX_COMPARED, MethodComparison
+from ._trust_panel import TrustPanel
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
@@ -97,6 +99,8 @@ class GradCamViewer(VisualizerWidget):
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
         self._comparison = MethodComparison(HEATMAP_COLORMAP)
+        checks_of_maps = MapChecks(model, model_input, self._head.index)
+        self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._map_settings(), self.heatmap), HEATMAP_COLORMAP)
 
         # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
         self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
@@ -167,6 +171,7 @@ class GradCamViewer(VisualizerWidget):
             widgets.HBox([widgets.HTML("<b>compare</b>"), self.compare_box], layout=_row_layout()),
             self._comparison.box,
             widgets.HBox([self.prediction_chart.figure, self.contribution_chart.figure], layout=_row_layout()),
+            self.trust_panel.box,
             self._error_line,
         ]
 
@@ -236,6 +241,7 @@ class GradCamViewer(VisualizerWidget):
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
         self._show_comparison()
+        self.trust_panel.show_for(self._map_settings())
 
     @observe("compare")
     def _show_comparison(self, change=None):
@@ -244,6 +250,10 @@ class GradCamViewer(VisualizerWidget):
         titles = [method_title(m) + (f" at {self.layer}" if method_uses_layer(m) else "") for m in self.compare]
         maps = [self._explain_by(m).heatmap for m in self.compare]
         self._comparison.show(list(zip(titles, maps)), "add a method to compare" if len(self.compare) == 1 else "")
+
+    def _map_settings(self) -> MapSettings:
+        layer = self.layer if method_uses_layer(self.method) else None
+        return MapSettings(self.method, layer, self.class_index, self.evidence == "against")
 
     def _explain_by(self, method: str):
         return self._explanations.of(self.layer, self.class_index, counterfactual=self.evidence == "against", method=method)
