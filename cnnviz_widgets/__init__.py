@@ -45,10 +45,12 @@ from .core.attribution import attribute, grad_cam
 from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns
+from .core.trust import faithfulness, faithfulness_baselines, pointing_game, sanity_check
 from .core.weights import filter_weights
 from .widgets.filter_gallery import FilterGallery
 from .widgets.gradcam_viewer import GradCamViewer
 from .widgets.layer_explorer import LayerExplorer
 
 __all__ = ["FilterGallery", "GradCamViewer", "LayerExplorer", "activations", "attribute", "demo", "filter_patterns", "filter_weights", "grad_cam", "layer_names", "load_model"]
+__all__ += ["faithfulness", "faithfulness_baselines", "pointing_game", "sanity_check"]
 __version__ = "0.1.0"

@@ -247,10 +247,14 @@ class LayerGraph:
 
         return self.cached(("head", index), build)
 
+    def probability_model(self, output: int | str = 0) -> keras.Model:
+        """A model from the inputs to the class probabilities of ``output``, as ``head(output).title`` says (cached)."""
+        head = self.head(output)
+        return self.cached(("probabilities", head.index), lambda: self._model(head.probabilities))
+
     def probabilities(self, inputs, output: int | str = 0) -> np.ndarray:
         """(N, classes) class probabilities for prepared ``inputs``, as ``head(output).title`` says."""
-        head = self.head(output)
-        model = self.cached(("probabilities", head.index), lambda: self._model(head.probabilities))
+        model = self.probability_model(output)
         return np.asarray(model(inputs if len(inputs) > 1 else inputs[0], training=False))
 
     def feeds(self, path: str, output: int | str = 0) -> bool:

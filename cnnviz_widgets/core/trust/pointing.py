@@ -1,0 +1,61 @@
+"""The pointing game (Zhang et al. 2018, "Top-down Neural Attention by Excitation
+Backprop", section 5.1): does a map's maximum fall on the object?
+
+A map scores a hit when its peak lies in the object's region (``tolerance`` pixels
+around it count too: the paper allows 15 px at 224 px), else a miss; the score is
+the fraction of hits. A peak shared by several pixels (a plateau) is a hit only if
+every one of them is in the region, and a flat map, which points nowhere, is a miss,
+so a method cannot score by saying nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import checks
+from ..errors import InputError
+
+PEAK_TOLERANCE = 1e-6  # of the map's range: values this close to the maximum are the peak too
+
+
+@dataclass(frozen=True)
+class PointingGame:
+    hits: np.ndarray  # (N,) bool: the map's peak lies in its region
+    flat: np.ndarray  # (N,) bool: the map is flat (a miss)
+
+    @property
+    def score(self) -> float:
+        """The fraction of maps that hit."""
+        return float(self.hits.mean())
+
+
+def pointing_game(maps, masks, tolerance: int = 0) -> PointingGame:
+    """Hits of ``maps`` (N, H, W) on the regions ``masks`` (N, H, W) bool, e.g. the demo's
+    ``shapes.generate(...)`` masks; ``tolerance`` pixels (Euclidean) around a region count as in it."""
+    maps, masks = np.asarray(maps, np.float64), np.asarray(masks)
+    if maps.ndim != 3 or masks.shape != maps.shape:
+        raise InputError(f"maps and masks must both be (N, H, W), one region per map; got {maps.shape} and {masks.shape}.")
+    if masks.dtype != bool:
+        raise InputError(f"masks must be bool arrays, True on the object; got dtype {masks.dtype}.")
+    if not np.isfinite(maps).all():
+        raise InputError("maps hold NaN or infinity, which has no peak; compute them again or replace them (np.nan_to_num).")
+    tolerance = checks.count("tolerance", tolerance, "how many pixels around a region still count as in it")
+    if not masks.any(axis=(1, 2)).all():
+        raise InputError("Some masks are empty: every map needs a region for its maximum to hit.")
+    flat_maps = maps.reshape(len(maps), -1)
+    span = np.ptp(flat_maps, axis=1)
+    flat = span <= PEAK_TOLERANCE * np.maximum(np.abs(flat_maps).max(axis=1), np.finfo(np.float32).tiny)
+    hits = np.zeros(len(maps), bool)
+    for index, (values, mask) in enumerate(zip(maps, masks)):
+        if not flat[index]:
+            peaks = np.argwhere(values >= values.max() - PEAK_TOLERANCE * span[index])
+            hits[index] = _distance_to(mask, peaks).max() <= tolerance
+    return PointingGame(hits, flat)
+
+
+def _distance_to(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Euclidean distance in pixels from each of ``points`` (P, 2) to the nearest True pixel of ``mask``."""
+    region = np.argwhere(mask)
+    return np.sqrt(((points[:, None, :] - region[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)

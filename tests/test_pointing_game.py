@@ -1,0 +1,65 @@
+"""cw.pointing_game (Zhang et al. 2018): does a map's maximum fall on the object?"""
+
+import numpy as np
+import pytest
+
+import cnnviz_widgets as cw
+from cnnviz_widgets.core.errors import InputError
+from cnnviz_widgets.demo import shapes
+
+
+def _square_mask(size=20, top=5, left=5, side=4):
+    mask = np.zeros((size, size), bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def _bump(size, row, column):
+    rows, columns = np.mgrid[:size, :size]
+    return np.exp(-((rows - row) ** 2 + (columns - column) ** 2) / 8.0)
+
+
+def test_hits_misses_tolerance_plateaus_and_flat_maps():
+    mask = _square_mask()  # rows and columns 5..8
+    maps = np.stack([_bump(20, 6, 7), _bump(20, 15, 15), _bump(20, 11, 6), np.full((20, 20), 0.3)])
+    plateau = np.zeros((20, 20))
+    plateau[6, 6] = plateau[15, 15] = 1.0  # two equal peaks, one off the object
+    maps = np.concatenate([maps, plateau[None]])
+    masks = np.broadcast_to(mask, maps.shape)
+    result = cw.pointing_game(maps, masks)
+    np.testing.assert_array_equal(result.hits, [True, False, False, False, False])
+    np.testing.assert_array_equal(result.flat, [False, False, False, True, False])
+    assert result.score == pytest.approx(0.2)
+    # row 11 is 3 px below the square's last row (8): in with a 3 px tolerance, not with 2
+    assert cw.pointing_game(maps[2:3], masks[2:3], tolerance=3).hits[0]
+    assert not cw.pointing_game(maps[2:3], masks[2:3], tolerance=2).hits[0]
+
+
+def test_grad_cam_points_at_the_named_shape_on_two_shape_demo_images():
+    model = cw.demo.load_model()
+    images, labels, masks = shapes.generate(16, seed=41, shapes_per_image=2)
+    maps = np.concatenate([cw.grad_cam(model, images, labels[:, j]) for j in range(2)])
+    regions = np.concatenate([masks[:, 0], masks[:, 1]])
+    result = cw.pointing_game(maps, regions)
+    # independently: the mask at the argmax, for maps with a single maximum
+    single = [i for i, m in enumerate(maps) if np.sum(m >= m.max() - 1e-6 * np.ptp(m)) == 1]
+    expected = [regions[i][np.unravel_index(np.argmax(maps[i]), maps[i].shape)] for i in single]
+    np.testing.assert_array_equal(result.hits[single], expected)
+    assert result.score >= 0.8  # about 0.9 on the held-out images (benchmark P9b)
+    # the other shape's mask is not where the class's map points
+    swapped = cw.pointing_game(maps, np.concatenate([masks[:, 1], masks[:, 0]]))
+    assert swapped.score < 0.3
+
+
+@pytest.mark.parametrize(
+    "maps, masks, message",
+    [
+        (np.zeros((2, 4, 4)), np.ones((2, 5, 5), bool), r"both be \(N, H, W\)"),
+        (np.zeros((1, 4, 4)), np.ones((1, 4, 4)), "bool"),
+        (np.full((1, 4, 4), np.nan), np.ones((1, 4, 4), bool), "NaN"),
+        (np.zeros((1, 4, 4)), np.zeros((1, 4, 4), bool), "empty"),
+    ],
+)
+def test_bad_arguments_are_refused(maps, masks, message):
+    with pytest.raises(InputError, match=message):
+        cw.pointing_game(maps, masks)
