@@ -25,6 +25,7 @@ from .errors import InputError
 from .graph import LayerGraph
 from .inputs import as_images
 from .jobs import BackgroundJob
+from .trust import faithfulness, faithfulness_baselines, sanity_check
 
 MAX_CHECKS = 32  # results kept, the least recently used dropped first: a cascade of VGG16 at 224 px is 3 MB
 CURVE_STEPS = 20
@@ -106,8 +107,6 @@ class MapChecks:
         return BackgroundJob(work, name=f"{check} of {settings.method}", on_progress=on_progress, on_finish=keep).start()
 
     def _curves(self, settings: MapSettings, heatmap, progress, should_stop) -> dict[str, CurveView] | None:
-        from .trust import faithfulness, faithfulness_baselines  # SEAM: core/trust comes with the trust branch
-
         maps = resize_maps(np.asarray(heatmap, np.float32)[None, None], self._input_size).numpy()[:, 0]
         views = {}
         for done, metric in enumerate(METRICS):
@@ -127,8 +126,6 @@ class MapChecks:
         return views
 
     def _cascade(self, settings: MapSettings, heatmap, progress, should_stop) -> CascadeView:  # the cascade computes its own maps
-        from .trust import sanity_check  # SEAM: core/trust comes with the trust branch
-
         options = {"counterfactual": True} if settings.counterfactual else {}
         check = sanity_check(
             self._model,
