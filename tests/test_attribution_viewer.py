@@ -6,6 +6,7 @@ for a test: a HiResCAM-like CAM and a method that maps the pixels (no layer, no
 counterfactual map, no channel contributions), like saliency.
 """
 
+import threading
 from types import SimpleNamespace
 
 import keras
@@ -19,6 +20,7 @@ from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.attribution import METHODS, ClassActivationMap
 from cnnviz_widgets.core.attribution import explanation as explanation_module
 from cnnviz_widgets.core.attribution.explanation import ImageExplanations
+from cnnviz_widgets.core.errors import InputError
 from cnnviz_widgets.widgets._base import WidgetValueError
 from conftest import CallCounter
 
@@ -214,3 +216,66 @@ def test_image_explanations_keep_the_last_ones_used(model, image, monkeypatch):
     before = forward_passes(model)
     explanations.of("conv2", 1)  # dropped when conv1 came in
     assert forward_passes(model) - before == 1
+
+
+class SlowCam(ElementwiseCam):
+    """An expensive method, as Score-CAM: ``progress(done, total)`` before its passes and after the last; True stops it.
+    Its first pass waits for ``gate``, so that a test can stop it midway."""
+
+    name = "slow"
+    title = "Slow CAM"
+    passes = 3
+    gate = threading.Event()
+
+    def _explain_prepared(self, inputs, classes, *, progress=None):
+        for done in range(self.passes):
+            if progress is not None and progress(done, self.passes):
+                raise InputError(f"stopped after {done} of {self.passes} passes")
+            self.gate.wait(30)
+        if progress is not None:
+            progress(self.passes, self.passes)
+        return super()._explain_prepared(inputs, classes)
+
+
+@pytest.fixture
+def slow_method(methods, monkeypatch):
+    monkeypatch.setitem(METHODS, SlowCam.name, SlowCam)
+    SlowCam.gate.set()
+    yield SlowCam
+    SlowCam.gate.set()
+
+
+def test_an_expensive_method_is_computed_in_the_background_then_shown(slow_method, model, image):
+    viewer = GradCamViewer(model, image, top_k=2, compare=["gradcam", "elementwise"])
+    assert viewer.map_job.box.layout.display == "none"
+    viewer.method_menu.value = "slow"
+    job = viewer.map_job.job
+    assert job is not None and "Slow CAM" in viewer.map_job.status.value
+    job.wait()
+    assert job.outcome == "done" and viewer.map_job.box.layout.display == "none"
+    assert (viewer.map_job.progress.value, viewer.map_job.progress.max) == (3, 3)
+    np.testing.assert_allclose(viewer.heatmap, attributed(model, image, viewer, "slow"), atol=1e-5)
+    assert "Slow CAM" in viewer._heatmap_caption.value
+    viewer.compare = ["slow", "gradcam"]  # kept: shown at once
+    assert viewer.map_job.job is None
+    np.testing.assert_allclose(viewer._comparison.maps[0], viewer.heatmap)
+    viewer.layer = "conv1"  # the main map and the compare row wait for one job
+    viewer.map_job.job.wait()
+    for shown, method in zip(viewer._comparison.maps, viewer.compare):
+        np.testing.assert_allclose(shown, attributed(model, image, viewer, method), atol=1e-5)
+
+
+def test_stop_keeps_the_previous_map_and_says_so(slow_method, model, image):
+    viewer = GradCamViewer(model, image, top_k=2)
+    before = viewer.heatmap.copy()
+    slow_method.gate.clear()
+    viewer.method = "slow"
+    viewer.map_job.stop_button.click()
+    slow_method.gate.set()
+    with pytest.raises(InputError, match="stopped after 1 of 3"):
+        viewer.map_job.job.wait()
+    assert "stopped: Slow CAM not computed" in viewer.map_job.status.value
+    assert viewer.map_job.box.layout.display is None and viewer.map_job.stop_button.disabled
+    np.testing.assert_array_equal(viewer.heatmap, before)
+    viewer.method = "gradcam"
+    assert viewer.map_job.box.layout.display == "none"

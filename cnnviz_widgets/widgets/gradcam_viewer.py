@@ -8,6 +8,7 @@ computed once, the top-k classes of a layer in one call), the pictures from
 
 from __future__ import annotations
 
+import functools
 import html
 
 import ipywidgets as widgets
@@ -23,6 +24,7 @@ from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.map_checks import MapChecks, MapSettings
 from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import BarChart, ColorBar
+from ._map_job import MapJobLine
 from ._method_compare import MAX_COMPARED, MethodComparison
 from ._trust_panel import TrustPanel
 
@@ -99,6 +101,7 @@ class GradCamViewer(VisualizerWidget):
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
         self._comparison = MethodComparison(HEATMAP_COLORMAP)
+        self.map_job = MapJobLine()  # expensive methods' maps are computed in the background
         checks_of_maps = MapChecks(model, model_input, self._head.index)
         self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._map_settings(), self.heatmap), HEATMAP_COLORMAP)
 
@@ -164,6 +167,7 @@ class GradCamViewer(VisualizerWidget):
         self.children = [
             widgets.HBox([self.class_box, self._class_label], layout=_row_layout()),
             widgets.HBox([self.method_menu, self.layer_menu, self.alpha_slider, self.evidence_buttons], layout=_row_layout()),
+            self.map_job.box,
             widgets.HBox(
                 [_captioned("image", self._image_view), heatmap_panel, _captioned("overlay", self._overlay_view)],
                 layout=_row_layout(),
@@ -220,6 +224,8 @@ class GradCamViewer(VisualizerWidget):
 
     @observe("layer", "class_index", "evidence", "method")
     def _explain(self, change):
+        if self._maps_in_background():
+            return
         explanation = self._explain_by(self.method)
         self.heatmap = explanation.heatmap
         top = self._top_classes
@@ -245,11 +251,23 @@ class GradCamViewer(VisualizerWidget):
 
     @observe("compare")
     def _show_comparison(self, change=None):
-        if self.heatmap is None:  # constructor traits come in no fixed order: _explain shows the comparison then
+        # Constructor traits come in no fixed order: _explain shows the comparison once there is a heatmap.
+        if self.heatmap is None or self._maps_in_background():
             return
         titles = [method_title(m) + (f" at {self.layer}" if method_uses_layer(m) else "") for m in self.compare]
         maps = [self._explain_by(m).heatmap for m in self.compare]
         self._comparison.show(list(zip(titles, maps)), "add a method to compare" if len(self.compare) == 1 else "")
+
+    def _maps_in_background(self) -> bool:
+        """Start computing the maps of expensive methods not kept yet, then show them; whether it started."""
+        settings = (self.layer, self.class_index, self.evidence == "against")
+        waiting = self._explanations.waiting([self.method, *self.compare], *settings)
+        if not waiting:
+            self.map_job.drop()
+            return False
+        work = functools.partial(self._explanations.compute, waiting, *settings)
+        self.map_job.start(", ".join(map(method_title, waiting)), work, lambda: self._explain(None))
+        return True
 
     def _map_settings(self) -> MapSettings:
         layer = self.layer if method_uses_layer(self.method) else None

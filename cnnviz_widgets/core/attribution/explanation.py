@@ -7,6 +7,7 @@ and :func:`method_has_counterfactual`, so a new entry of ``METHODS`` needs nothi
 from __future__ import annotations
 
 import inspect
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -81,6 +82,12 @@ def method_has_counterfactual(method: str) -> bool:
     return "counterfactual" in inspect.signature(method_class(method)).parameters
 
 
+def method_reports_progress(method: str) -> bool:
+    """Whether a method's ``_explain_prepared`` takes ``progress(done, total)`` (Score-CAM's masked passes):
+    the expensive ones, which a viewer runs in the background, with a Stop."""
+    return "progress" in inspect.signature(method_class(method)._explain_prepared).parameters
+
+
 @dataclass(frozen=True)
 class ClassExplanation:
     """One method's map of one class at one layer, or its counterfactual map (what speaks against the class)."""
@@ -104,7 +111,8 @@ class ImageExplanations:
     not either. ``model_input`` is the image prepared as a batch of one. A
     ``counterfactual`` explanation is computed and kept apart, the same way. A method
     that uses no layer (see :func:`method_uses_layer`) is computed once for all layers.
-    The :data:`MAX_EXPLANATIONS` used last are kept.
+    The :data:`MAX_EXPLANATIONS` used last are kept. An expensive method's maps may be
+    computed in a BackgroundJob's thread (:meth:`compute`) while the viewer reads others.
     """
 
     def __init__(self, model, model_input: np.ndarray, image_size: tuple[int, int], output_index: int, top_classes: list[int]):
@@ -114,31 +122,71 @@ class ImageExplanations:
         self._output_index = output_index
         self._top_classes = list(top_classes)
         self._explained: OrderedDict[tuple[str, str | None, int, bool], ClassExplanation] = OrderedDict()
+        self._lock = threading.Lock()  # around the dict only: a map computed in the background must not block the others
 
-    def of(self, layer: str, class_index: int, counterfactual: bool = False, method: str = "gradcam") -> ClassExplanation:
+    def _key(self, layer: str, class_index: int, counterfactual: bool, method: str) -> tuple:
+        return (method, layer if method_uses_layer(method) else None, class_index, counterfactual)
+
+    def computed(self, layer: str, class_index: int, counterfactual: bool = False, method: str = "gradcam") -> bool:
+        """Whether :meth:`of` has this explanation kept, so that it returns at once."""
+        return self._key(layer, class_index, counterfactual, method) in self._explained
+
+    def of(
+        self, layer: str, class_index: int, counterfactual: bool = False, method: str = "gradcam", *, progress=None
+    ) -> ClassExplanation:
+        """The explanation, computed now if not kept; ``progress`` goes to a method that reports it (see
+        :func:`method_reports_progress`), which stops when it returns True."""
         if counterfactual and not method_has_counterfactual(method):
             raise InputError(f"{method_title(method)} has no map of what speaks against a class; use evidence 'for'.")
-        layer = layer if method_uses_layer(method) else None
-        key = (method, layer, class_index, counterfactual)
+        key = self._key(layer, class_index, counterfactual, method)
+        layer = key[1]
         if key not in self._explained:
             wanted = self._top_classes if class_index in self._top_classes else [class_index]
             options = {"counterfactual": True} if counterfactual else {}
             explainer = method_class(method).shared(self._model, layer, output=self._output_index, **options)
-            result = explainer._explain_prepared([self._model_input], np.array([wanted]))
+            reporting = {} if progress is None else {"progress": progress}
+            result = explainer._explain_prepared([self._model_input], np.array([wanted]), **reporting)
             heatmaps = result.heatmaps
             # A resizing ``preprocess`` gives the model another size than the raw image shown.
             if heatmaps.shape[2:] != self._image_size:
                 heatmaps = resize_maps(heatmaps, self._image_size).numpy()
             contributions = getattr(result, "contributions", None)
             flat, empty = (getattr(result, flag, np.zeros((1, len(wanted)), bool)) for flag in ("flat", "empty"))
-            for column, c in enumerate(wanted):
-                self._explained[method, layer, c, counterfactual] = ClassExplanation(
+            explained = {
+                (method, layer, c, counterfactual): ClassExplanation(
                     heatmaps[0, column],
                     None if contributions is None else contributions[0, column],
                     bool(flat[0, column]),
                     bool(empty[0, column]),
                 )
-            while len(self._explained) > MAX_EXPLANATIONS:
-                self._explained.popitem(last=False)
-        self._explained.move_to_end(key)
-        return self._explained[key]
+                for column, c in enumerate(wanted)
+            }
+            with self._lock:
+                self._explained.update(explained)
+                self._explained.move_to_end(key)  # the one asked for is the one used last
+                while len(self._explained) > MAX_EXPLANATIONS:
+                    self._explained.popitem(last=False)
+            return explained[key]
+        with self._lock:
+            self._explained.move_to_end(key)
+            return self._explained[key]
+
+    def waiting(self, methods, layer: str, class_index: int, counterfactual: bool = False) -> list[str]:
+        """The expensive ones of ``methods`` (see :func:`method_reports_progress`) whose map is not kept:
+        those a viewer computes in the background before it shows them."""
+        return [
+            method
+            for method in dict.fromkeys(methods)
+            if method_reports_progress(method) and not self.computed(layer, class_index, counterfactual, method)
+        ]
+
+    def compute(self, methods, layer: str, class_index: int, counterfactual: bool, progress, should_stop):
+        """Compute and keep the maps of ``methods``, as a BackgroundJob's work: ``progress`` over all of them,
+        and each method stops at its next report once ``should_stop()``."""
+        for done, method in enumerate(methods):
+
+            def report(step: int, total: int, done=done) -> bool:
+                progress(done * total + step, len(methods) * total)
+                return should_stop()
+
+            self.of(layer, class_index, counterfactual, method, progress=report)
