@@ -1,6 +1,8 @@
 """GradCamViewer's trust panel: its curves are cw.faithfulness's of the map shown, its cascade cw.sanity_check's;
 each check runs in a background job, is kept per (method, layer, class, evidence) and can be stopped."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -41,8 +43,9 @@ def test_the_curves_are_faithfulness_of_the_map_shown_next_to_its_baselines(mode
         np.testing.assert_allclose(chart.lines.y[0], expected.curves[0], atol=1e-5)
         np.testing.assert_allclose(chart.lines.y[1], baselines["random"].curves[0], atol=1e-5)
         np.testing.assert_allclose(chart.lines.y[2], baselines["centre"].curves[0], atol=1e-5)
-        assert f"AUC {expected.auc[0]:.3f}, random {baselines['random'].auc[0]:.3f}" in chart.figure.title
-        assert chart.lines.labels[0] == f"map (AUC {expected.auc[0]:.3f})"
+        assert f"{metric} ({expected.better} area is better)" == chart.figure.title
+        key = f"map {expected.auc[0]:.3f}</span> &nbsp; .*random {baselines['random'].auc[0]:.3f}</span> &nbsp; .*centre {baselines['centre'].auc[0]:.3f}"
+        assert re.search(key, chart.key.value), chart.key.value
 
 
 def test_the_cascade_shows_each_randomised_map_with_its_rank_correlation(model, image):

@@ -82,7 +82,7 @@ class MapChecks:
             self._results.move_to_end(key)
         return self._results.get(key)
 
-    def start(
+    def job(
         self,
         check: str,
         settings: MapSettings,
@@ -91,7 +91,10 @@ class MapChecks:
         on_progress: Callable[[BackgroundJob], None] | None = None,
         on_finish: Callable[[BackgroundJob], None] | None = None,
     ) -> BackgroundJob:
-        """A started job computing ``check`` of ``settings``' map ``heatmap`` (at any size); its ``result`` is kept when complete."""
+        """A job, to start, computing ``check`` of ``settings``' map ``heatmap`` (at any size); its ``result`` is kept when complete.
+
+        Not started, so that the caller can hold it before its callbacks run: a quick one could end first.
+        """
         if check not in CHECKS:
             raise InputError(f"Unknown check {check!r}. Use one of: {', '.join(CHECKS)}.")
         work = functools.partial(getattr(self, f"_{check}"), settings, heatmap)
@@ -104,7 +107,7 @@ class MapChecks:
             if on_finish is not None:
                 on_finish(job)
 
-        return BackgroundJob(work, name=f"{check} of {settings.method}", on_progress=on_progress, on_finish=keep).start()
+        return BackgroundJob(work, name=f"{check} of {settings.method}", on_progress=on_progress, on_finish=keep)
 
     def _curves(self, settings: MapSettings, heatmap, progress, should_stop) -> dict[str, CurveView] | None:
         maps = resize_maps(np.asarray(heatmap, np.float32)[None, None], self._input_size).numpy()[:, 0]

@@ -36,7 +36,10 @@ class TrustPanel:
         self._checks, self._current, self._colormap = checks, current, colormap
         self.job: BackgroundJob | None = None
         self._draw_lock = threading.RLock()  # the job's thread draws too
-        self.buttons = {check: widgets.Button(description=label, icon="play") for check, label in CHECK_LABELS.items()}
+        self.buttons = {
+            check: widgets.Button(description=label, icon="play", layout=widgets.Layout(width="auto"))
+            for check, label in CHECK_LABELS.items()
+        }
         for check, button in self.buttons.items():
             button.on_click(lambda _, check=check: self.run(check))
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
@@ -53,7 +56,7 @@ class TrustPanel:
                     [*self.buttons.values(), self.stop_button, self.progress, self.status],
                     layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
                 ),
-                widgets.HBox([chart.figure for chart in self.curve_charts.values()], layout=widgets.Layout(flex_flow="row wrap")),
+                widgets.HBox([chart.box for chart in self.curve_charts.values()], layout=widgets.Layout(flex_flow="row wrap")),
                 self.cascade_caption,
                 self.cascade_row,
             ]
@@ -61,14 +64,14 @@ class TrustPanel:
 
     def run(self, check: str) -> BackgroundJob:
         """Start ``check`` ("curves" or "cascade") of the map shown, replacing a job still running."""
-        if self.job is not None:
+        if self.job is not None and not self.job.finished:
             self.job.stop()
         settings, heatmap = self._current()
         self.progress.value, self.progress.max = 0, 1
         self.status.value = f"{CHECK_LABELS[check].lower()} running…"
         self.stop_button.disabled = False
-        self.job = self._checks.start(check, settings, heatmap, on_progress=self._report, on_finish=self._on_finish)
-        return self.job
+        self.job = self._checks.job(check, settings, heatmap, on_progress=self._report, on_finish=self._on_finish)
+        return self.job.start()
 
     def show_for(self, settings: MapSettings):
         """Show the kept checks of the map of ``settings``, empty where none ran yet."""
@@ -117,13 +120,14 @@ class TrustPanel:
 
 
 class CurveChart:
-    """A metric's curves of the map and its baselines, their areas in the legend."""
+    """A metric's curves of the map and its baselines; under it, their areas side by side (a bqplot legend covered the curves).
+    ``box`` is what to lay out."""
 
     def __init__(self, metric: str):
         self.metric = metric
         x_scale, y_scale = bqplot.LinearScale(min=0.0, max=1.0), bqplot.LinearScale(min=0.0, max=1.0)
         self.lines = bqplot.Lines(
-            x=[], y=[], scales={"x": x_scale, "y": y_scale}, colors=list(CURVE_COLOURS.values()), display_legend=True
+            x=[], y=[], scales={"x": x_scale, "y": y_scale}, colors=list(CURVE_COLOURS.values())
         )
         removed = "removed" if metric == "deletion" else "revealed"
         self.figure = bqplot.Figure(
@@ -133,23 +137,24 @@ class CurveChart:
                 bqplot.Axis(scale=y_scale, orientation="vertical", label="probability", tick_format=".1f"),
             ],
             title=metric,
-            legend_location="top-right",
-            layout=widgets.Layout(width="360px", height="260px"),
-            fig_margin={"top": 40, "bottom": 45, "left": 55, "right": 10},
+            layout=widgets.Layout(width="340px", height="240px"),
+            fig_margin={"top": 40, "bottom": 45, "left": 55, "right": 15},
         )
+        self.key = widgets.HTML()
+        self.box = widgets.VBox([self.figure, self.key], layout=widgets.Layout(margin="0 12px 8px 0"))
         self.show(None)
 
     def show(self, view):
         with self.lines.hold_sync(), self.figure.hold_sync():
             if view is None:
-                self.lines.x, self.lines.y, self.lines.labels = [], [], []
-                self.figure.title = f"{self.metric}: not run yet"
+                self.lines.x, self.lines.y = [], []
+                self.figure.title, self.key.value = f"{self.metric}: not run yet", ""
                 return
-            names = list(CURVE_COLOURS)
             self.lines.x = view.fractions
-            self.lines.y = np.stack([view.curves[name] for name in names])
-            self.lines.labels = [f"{name} (AUC {view.auc[name]:.3f})" for name in names]
-            self.figure.title = f"{self.metric}: AUC {view.auc['map']:.3f}, random {view.auc['random']:.3f} ({view.better} is better)"
+            self.lines.y = np.stack([view.curves[name] for name in CURVE_COLOURS])
+            self.figure.title = f"{self.metric} ({view.better} area is better)"
+        areas = (f'<span style="color:{colour}">■ {name} {view.auc[name]:.3f}</span>' for name, colour in CURVE_COLOURS.items())
+        self.key.value = "<small>area under the curve: " + " &nbsp; ".join(areas) + "</small>"
 
 
 def _cascade_cell(caption: str, picture: np.ndarray, note: str) -> widgets.VBox:
