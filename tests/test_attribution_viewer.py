@@ -148,6 +148,7 @@ def test_refused_methods_keep_the_state_and_say_why(methods, model, image):
     state = (viewer.method, list(viewer.compare), viewer.evidence, viewer.heatmap.copy(), viewer.to_png())
     refusals = [
         ("method", "nope", r"Unknown method 'nope'.*gradcam, elementwise, pixels"),
+        ("method", ["gradcam"], r"Unknown method \['gradcam'\]"),
         ("compare", ["gradcam", "nope"], r"Unknown method 'nope' to compare"),
         ("compare", ["gradcam", "gradcam"], r"up to 4 different methods"),
         ("compare", ["gradcam", "elementwise", "pixels", "gradcam", "elementwise"], r"up to 4 different methods"),
