@@ -107,3 +107,18 @@ def test_a_failing_check_says_why_in_the_panel(model, image, monkeypatch):
     with pytest.raises(cw.core.errors.CnnvizError):
         job.wait()
     assert viewer.trust_panel.status.value.startswith('<span style="color:#b00020">failed: ')
+
+
+def test_map_checks_keep_the_last_ones_used_and_name_the_checks(model, image, monkeypatch):
+    from cnnviz_widgets.core import map_checks
+
+    monkeypatch.setattr(map_checks, "MAX_CHECKS", 1)
+    checks = map_checks.MapChecks(model, image[None], 0)
+    heatmap = cw.attribute(model, image[None], 0)[0]
+    first, second = MapSettings("gradcam", "conv2", 0, False), MapSettings("gradcam", "conv2", 1, False)
+    checks.job("curves", first, heatmap).start().wait()
+    assert checks.result("curves", first) is not None
+    checks.job("curves", second, heatmap).start().wait()
+    assert checks.result("curves", first) is None and checks.result("curves", second) is not None
+    with pytest.raises(cw.core.errors.InputError, match="Unknown check 'ssim'. Use one of: curves, cascade"):
+        checks.job("ssim", first, heatmap)
