@@ -97,7 +97,7 @@ def test_the_heatmap_and_caption_follow_the_method(methods, model, image):
         np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-5)
         np.testing.assert_array_equal(viewer.panels()[1], imaging.colormap(viewer.heatmap, "jet"))
         shown[method] = viewer.heatmap.copy()
-    assert "Elementwise CAM" in viewer.method_menu.options[list(METHODS).index("elementwise")][0]
+    assert [label for label, _ in viewer.method_menu.options] == ["Grad-CAM", "Elementwise CAM", "pixels"]  # no inherited title
     assert not np.allclose(shown["elementwise"], shown["gradcam"], atol=1e-3)
     viewer.method = "elementwise"
     assert "Elementwise CAM" in viewer._heatmap_caption.value
@@ -280,3 +280,14 @@ def test_stop_keeps_the_previous_map_and_says_so(slow_method, model, image):
     np.testing.assert_array_equal(viewer.heatmap, before)
     viewer.method = "gradcam"
     assert viewer.map_job.box.layout.display == "none"
+
+
+def test_a_method_is_named_by_its_own_title_not_its_parents(monkeypatch):
+    from cnnviz_widgets.core.attribution import GradCam
+    from cnnviz_widgets.core.attribution.explanation import method_title
+
+    class GradCamVariant(GradCam):  # as the cams branch writes HiResCAM
+        name = "variant"
+
+    monkeypatch.setitem(METHODS, GradCamVariant.name, GradCamVariant)
+    assert (method_title("gradcam"), method_title("variant")) == ("Grad-CAM", "variant")

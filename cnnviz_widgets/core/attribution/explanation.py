@@ -68,8 +68,11 @@ def predict(graph: LayerGraph, model_input: np.ndarray, output_index: int, class
 
 
 def method_title(method: str) -> str:
-    """How a method is named to people: its class's ``title`` ("Grad-CAM"), else its ``method=`` string."""
-    return getattr(method_class(method), "title", method)
+    """How a method is named to people: its class's own ``title`` ("Grad-CAM"), else its ``method=`` string.
+
+    Not an inherited one: HiResCAM written as a subclass of GradCam is not "Grad-CAM".
+    """
+    return vars(method_class(method)).get("title", method)
 
 
 def method_uses_layer(method: str) -> bool:
