@@ -148,3 +148,11 @@ def test_a_model_without_image_input_is_refused():
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
     with pytest.raises(UnsupportedModelError, match="one image input"):
         cw.faithfulness(model, np.zeros((1, 5)), 0, np.zeros((1, 5)))
+
+
+def test_a_model_that_gives_nan_is_refused_not_drawn():
+    model = small_cnn(size=16)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    model.get_layer("predictions").set_weights([np.full_like(kernel, np.nan), bias])
+    with pytest.raises(UnsupportedModelError, match="NaN"):
+        cw.faithfulness(model, np.ones((1, 16, 16, 3)), 0, np.random.default_rng(0).random((1, 16, 16)), steps=2)

@@ -33,6 +33,7 @@ EXPECTED = {
     "s3_weights_and_biases",
     "s4_one_channel_many_images",
     "classroom",
+    "trust",  # issue 13: "Can I trust this map?"
 }
 CELL_TIMEOUT_S = 300
 MB = 2**20

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import checks
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from ..graph import LayerGraph
 from ..inputs import as_images, prepare_inputs, required_image_shape
 
@@ -117,6 +117,11 @@ def faithfulness(
             tf.constant(classes[images]),
         ).numpy()
     curves = curves.reshape(count, steps + 1)
+    if not np.isfinite(curves).all():
+        raise UnsupportedModelError(
+            "The model's probabilities are NaN or infinite for some perturbed images; check the images "
+            "(what the model takes, after any preprocessing) and the model's weights for NaN."
+        )
     fractions = np.arange(steps + 1) / steps
     return FaithfulnessCurves(metric, baseline, fractions, curves, area_under(fractions, curves))
 
@@ -230,6 +235,6 @@ def _perturbed_probabilities(graph: LayerGraph, output, input_shape: tuple):
             scores = tf.cast(model(images, training=False), tf.float32)
             return tf.gather(scores, classes, axis=1, batch_dims=1)
 
-        return tf.function(probabilities, reduce_retracing=True)
+        return tf.function(probabilities, reduce_retracing=True, autograph=False)  # no Python control flow to convert
 
     return graph.cached(("faithfulness", index, tuple(input_shape)), build)
