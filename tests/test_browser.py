@@ -562,3 +562,57 @@ def test_channel_card_follows_a_click_on_a_contribution_bar(server, browser):
                 output.scroll_into_view_if_needed()
                 page.wait_for_timeout(1000)  # bqplot's drawing, and the card's feature visualisation
                 output.screenshot(path=str(ARTIFACTS / f"jupyterlab-{name}-{width}.png"))
+# GradCamViewer's method menu, compare mode and trust panel (issue 13), in a notebook of their own.
+TRUST_NOTEBOOK_CELLS = [
+    "import cnnviz_widgets as cw\nfrom cnnviz_widgets.core.attribution import METHODS\n"
+    "model = cw.demo.load_model()\nimages, labels = cw.demo.load_images()",
+    "viewer = cw.GradCamViewer(model, images[0], class_names=cw.demo.CLASS_NAMES, compare=list(METHODS)[:2])\nviewer",
+]
+CHECK_S = 180  # the sanity cascade of the demo model on 2 shared cores
+
+
+def test_method_menu_compare_and_trust_panel_in_jupyterlab(server, browser):
+    base_url, token, remember_children, root = server
+    notebook = root / "trust_panel.ipynb"
+    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s} for s in TRUST_NOTEBOOK_CELLS]
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}))
+    with watched_page(browser, "trust_panel") as page:
+        page.goto(f"{base_url}/lab/workspaces/trust/tree/{notebook.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
+        run_all_cells(page)
+        remember_children()
+        viewer = _widget_output(page, "cw.GradCamViewer(")
+        viewer.locator("img").first.wait_for(timeout=UPDATE_S * 1000)
+        assert "Error displaying widget" not in viewer.inner_text(), viewer.inner_text()[:500]
+        # The method menu lists every method; the compare row captions each map with its method's name.
+        menu = viewer.locator(".widget-dropdown").filter(has_text="method").locator("select")
+        methods = menu.locator("option").all_inner_texts()
+        assert "Grad-CAM" in methods, methods
+        assert viewer.locator(".jupyter-widget-tagsinput, .widget-tagsinput").count() == 1
+        assert viewer.get_by_text("Grad-CAM at ").count() >= 1
+        # Deletion / insertion: each chart draws the map's, the random and the centre curves.
+        viewer.get_by_role("button", name="Deletion / insertion").click()
+        page.wait_for_function(
+            "e => e.querySelectorAll('.bqplot path.curve, .bqplot path.line').length >= 6 || /failed/.test(e.innerText)",
+            arg=viewer.element_handle(), timeout=CHECK_S * 1000,
+        )  # fmt: skip
+        assert "failed" not in viewer.inner_text(), viewer.inner_text()[-800:]
+        assert viewer.get_by_text("area under the curve").count() == 2  # deletion and insertion, each with its random baseline
+        # The sanity check: one picture per randomised layer, with its rank correlation.
+        viewer.get_by_role("button", name="Sanity check").click()
+        page.wait_for_function(
+            "e => (e.innerText.match(/ρ = /g) || []).length >= 2 || /failed/.test(e.innerText)",
+            arg=viewer.element_handle(), timeout=CHECK_S * 1000,
+        )  # fmt: skip
+        page.wait_for_function("e => /\\bdone\\b/.test(e.innerText)", arg=viewer.element_handle(), timeout=CHECK_S * 1000)
+        assert "failed" not in viewer.inner_text(), viewer.inner_text()[-800:]
+        if len(methods) > 1:  # the heatmap follows the menu
+            heatmap = viewer.locator("xpath=.//div[contains(@class, 'widget-hbox')][.//*[contains(@class, 'bqplot')]]/img").first
+            before = _picture_bytes(page, heatmap)
+            menu.select_option(index=1)
+            _wait_for_change(page, heatmap, before, "the heatmap after picking another method")
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 1000})
+            viewer.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            viewer.screenshot(path=str(ARTIFACTS / f"jupyterlab-trust_panel-{width}.png"))

@@ -45,7 +45,10 @@ class Choice(Enum):
     (shown in ``error``, naming the values to use), and a good one clears the error shown."""
 
     def validate(self, obj, value):
-        value = super().validate(obj, value)
+        try:
+            value = super().validate(obj, value)
+        except TypeError:  # an unhashable value looked up in choices kept as a dict (METHODS)
+            self.error(obj, value)
         if obj.error:
             obj.error = ""
         return value

@@ -1,26 +1,32 @@
 """GradCamViewer: the widget that shows where a CNN looks when it scores a class of one image (S1 part 3).
 
-It only wires: the predictions and each class's Grad-CAM at the image's size come from
-``core/attribution/explanation.py`` (each (layer, class) computed once, the top-k
-classes of a layer in one Grad-CAM call), the pictures from ``core/imaging.py``.
+It only wires: the predictions and each class's map, by any method of ``METHODS``, at the
+image's size come from ``core/attribution/explanation.py`` (each (method, layer, class)
+computed once, the top-k classes of a layer in one call), the pictures from
+``core/imaging.py``; the compare row is ``_method_compare.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 
 import ipywidgets as widgets
 import numpy as np
-from traitlets import CFloat, Int, TraitType, Unicode, observe
+from traitlets import CFloat, Int, List, TraitType, Unicode, observe
 
 from ..core import imaging
-from ..core.attribution import checked_layer, default_layer, explainable_layers
-from ..core.attribution.explanation import ImageExplanations, predict
+from ..core.attribution import METHODS, checked_layer, default_layer, explainable_layers
+from ..core.attribution.explanation import ImageExplanations, method_has_counterfactual, method_title, method_uses_layer, predict
 from ..core.errors import CnnvizError, InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
+from ..core.map_checks import MapChecks, MapSettings
 from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import BarChart, ColorBar
+from ._map_job import MapJobLine
+from ._method_compare import MAX_COMPARED, MethodComparison
+from ._trust_panel import TrustPanel
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
@@ -54,6 +60,11 @@ class GradCamViewer(VisualizerWidget):
     map is empty, because every position's weighted sum has the sign the ReLU zeroes,
     the note under it says so and offers the other one.
 
+    ``method`` picks the attribution method, one of ``cw.attribute``'s (see
+    ``METHODS``); the layer menu is off for a method that maps the input pixels, not a
+    layer. ``compare`` lists up to four methods whose maps of the same class, layer and
+    evidence show side by side under one colour bar (empty: no compare row).
+
     Read-only results: ``heatmap`` (H, W) in [0, 1]; ``predictions``, the top-k
     (class_index, name, probability), best first; ``probabilities`` of every
     class; ``class_names``; ``layer_names``, the layers ``layer`` accepts.
@@ -70,6 +81,8 @@ class GradCamViewer(VisualizerWidget):
         help="'for': Grad-CAM, where the layer speaks for the class; 'against': the counterfactual map, where it speaks against it.",
     )
     channel = Int(0, help="The selected channel of `layer`: a click on a contribution bar selects it (cw.link follows it).")
+    method = Choice(METHODS, "gradcam", help="The attribution method, one of cw.attribute's (METHODS).")
+    compare = List(Unicode(), help=f"Up to {MAX_COMPARED} methods shown side by side for the same class, layer and evidence.")
 
     def __init__(self, model, image, *, preprocess=None, class_names=None, top_k: int = 5, output: int | str = 0, **traits):
         self._graph = graph = _image_classifier_graph(model)
@@ -88,6 +101,10 @@ class GradCamViewer(VisualizerWidget):
         self.layer_names = explainable_layers(graph, self._head.index)
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
+        self._comparison = MethodComparison(HEATMAP_COLORMAP)
+        self.map_job = MapJobLine()  # expensive methods' maps are computed in the background
+        checks_of_maps = MapChecks(model, model_input, self._head.index)
+        self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._map_settings(), self.heatmap), HEATMAP_COLORMAP)
 
         # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
         self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
@@ -127,6 +144,8 @@ class GradCamViewer(VisualizerWidget):
         )
         self.layer_menu = widgets.Dropdown(options=self.layer_names, value=self.layer, description="layer")
         self.alpha_slider = widgets.FloatSlider(value=self.alpha, min=0, max=1, step=0.05, description="alpha")
+        self.method_menu = widgets.Dropdown(options=[(method_title(m), m) for m in METHODS], value=self.method, description="method")
+        self.compare_box = widgets.TagsInput(value=self.compare, allowed_tags=list(METHODS), placeholder="compare methods")
         self.evidence_buttons = widgets.ToggleButtons(
             options=[(label, value) for value, label in EVIDENCE_LABELS.items()],
             value=self.evidence,
@@ -137,8 +156,12 @@ class GradCamViewer(VisualizerWidget):
             (self.layer_menu, "layer"),
             (self.alpha_slider, "alpha"),
             (self.evidence_buttons, "evidence"),
+            (self.method_menu, "method"),
+            (self.compare_box, "compare"),
         ):
             self._bind(control, name)
+        widgets.dlink((self, "method"), (self.layer_menu, "disabled"), lambda method: not method_uses_layer(method))
+        widgets.dlink((self, "method"), (self.evidence_buttons, "disabled"), lambda method: not method_has_counterfactual(method))
         show(self._image_view, imaging.upscale_to(self._picture, DISPLAY_SIZE))
         heatmap_panel = widgets.VBox(
             [self._heatmap_caption, widgets.HBox([self._heatmap_view, self.heat_scale.figure]), self.heatmap_note, self.evidence_offer],
@@ -146,12 +169,16 @@ class GradCamViewer(VisualizerWidget):
         )
         self.children = [
             widgets.HBox([self.class_box, self._class_label], layout=_row_layout()),
-            widgets.HBox([self.layer_menu, self.alpha_slider, self.evidence_buttons], layout=_row_layout()),
+            widgets.HBox([self.method_menu, self.layer_menu, self.alpha_slider, self.evidence_buttons], layout=_row_layout()),
+            self.map_job.box,
             widgets.HBox(
                 [_captioned("image", self._image_view), heatmap_panel, _captioned("overlay", self._overlay_view)],
                 layout=_row_layout(),
             ),
+            widgets.HBox([widgets.HTML("<b>compare</b>"), self.compare_box], layout=_row_layout()),
+            self._comparison.box,
             widgets.HBox([self.prediction_chart.figure, self.contribution_chart.figure], layout=_row_layout()),
+            self.trust_panel.box,
             self._error_line,
         ]
 
@@ -176,6 +203,24 @@ class GradCamViewer(VisualizerWidget):
         count = self._graph.info(self.layer).output_shape[-1]
         return self.refuse_outside("channel", proposal["value"], count, f"layer '{self.layer}' has {count} channels")
 
+    @checks("method", "compare", "evidence")
+    def _valid_methods(self, proposal):
+        """Known methods, up to MAX_COMPARED different ones to compare, each with an 'against' map where that is asked."""
+        name, value = proposal["trait"].name, proposal["value"]
+        if name == "compare":
+            value = list(value)
+            unknown = [m for m in value if m not in METHODS]
+            if unknown:
+                self.refuse(f"Unknown method {unknown[0]!r} to compare. Use some of: {', '.join(METHODS)}.")
+            if len(value) > MAX_COMPARED or len(set(value)) < len(value):
+                self.refuse(f"compare takes up to {MAX_COMPARED} different methods, got {value}.")
+        methods = {"method": [value], "compare": value}.get(name, [self.method, *self.compare])
+        evidence = value if name == "evidence" else self.evidence
+        without = [method_title(m) for m in methods if evidence == "against" and not method_has_counterfactual(m)]
+        if without:
+            self.refuse(f"{without[0]} has no map of what speaks against a class; set evidence to 'for' first.")
+        return value
+
     @checks("alpha")
     def _valid_alpha(self, proposal):
         alpha = proposal["value"]
@@ -185,9 +230,11 @@ class GradCamViewer(VisualizerWidget):
 
     # -- reactions ---------------------------------------------------------------
 
-    @observe("layer", "class_index", "evidence")
+    @observe("layer", "class_index", "evidence", "method")
     def _explain(self, change):
-        explanation = self._explanations.of(self.layer, self.class_index, counterfactual=self.evidence == "against")
+        if self._maps_in_background():
+            return
+        explanation = self._explain_by(self.method)
         self.heatmap = explanation.heatmap
         top = self._top_classes
         self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
@@ -195,19 +242,50 @@ class GradCamViewer(VisualizerWidget):
         self._class_label.value = (
             f"<b>{html.escape(name)}</b>, {self._head.value_name} {self.probabilities[self.class_index]:.3g}"
         )
-        channels = explanation.top_channels(TOP_CHANNELS)
-        self._charted_channels = channels.tolist()
-        self.contribution_chart.figure.title = f"Channels of {self.layer} {self.evidence} '{name}'"
-        self.contribution_chart.show([str(c) for c in channels], explanation.contributions[channels])
-        self.channel = min(self.channel, len(explanation.contributions) - 1)  # a layer with fewer channels
-        self._show_channel()
-        method = "Grad-CAM" if self.evidence == "for" else "Counterfactual Grad-CAM"
+        if explanation.contributions is not None:
+            channels = explanation.top_channels(TOP_CHANNELS)
+            self._charted_channels = channels.tolist()
+            self.contribution_chart.figure.title = f"Channels of {self.layer} {self.evidence} '{name}'"
+            self.contribution_chart.show([str(c) for c in channels], explanation.contributions[channels])
+            self.channel = min(self.channel, len(explanation.contributions) - 1)  # a layer with fewer channels
+            self._show_channel()
+        self.contribution_chart.figure.layout.display = None if explanation.contributions is not None else "none"
+        method = method_title(self.method) if self.evidence == "for" else f"Counterfactual {method_title(self.method)}"
         self._heatmap_caption.value = (
             f"<b>{method}: {self.evidence} '{html.escape(name)}'</b><br><small>normalised to its peak (1)</small>"
         )
         self._explain_no_heat(explanation, name)
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
+        self._show_comparison()
+        self.trust_panel.show_for(self._map_settings())
+
+    @observe("compare")
+    def _show_comparison(self, change=None):
+        # Constructor traits come in no fixed order: _explain shows the comparison once there is a heatmap.
+        if self.heatmap is None or self._maps_in_background():
+            return
+        titles = [method_title(m) + (f" at {self.layer}" if method_uses_layer(m) else "") for m in self.compare]
+        maps = [self._explain_by(m).heatmap for m in self.compare]
+        self._comparison.show(list(zip(titles, maps)), "add a method to compare" if len(self.compare) == 1 else "")
+
+    def _maps_in_background(self) -> bool:
+        """Start computing the maps of expensive methods not kept yet, then show them; whether it started."""
+        settings = (self.layer, self.class_index, self.evidence == "against")
+        waiting = self._explanations.waiting([self.method, *self.compare], *settings)
+        if not waiting:
+            self.map_job.drop()
+            return False
+        work = functools.partial(self._explanations.compute, waiting, *settings)
+        self.map_job.start(", ".join(map(method_title, waiting)), work, lambda: self._explain(None))
+        return True
+
+    def _map_settings(self) -> MapSettings:
+        layer = self.layer if method_uses_layer(self.method) else None
+        return MapSettings(self.method, layer, self.class_index, self.evidence == "against")
+
+    def _explain_by(self, method: str):
+        return self._explanations.of(self.layer, self.class_index, counterfactual=self.evidence == "against", method=method)
 
     @observe("channel")
     def _show_channel(self, change=None):
@@ -253,6 +331,7 @@ class GradCamViewer(VisualizerWidget):
             self._picture,
             imaging.colormap(self.heatmap, HEATMAP_COLORMAP),
             self._overlay(),
+            *self._comparison.pictures(),
         ]
 
 

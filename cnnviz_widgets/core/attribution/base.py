@@ -193,6 +193,7 @@ class ClassActivationMap:
     """
 
     uses_gradients = True  # False: the formulas get gradients=None and no Jacobian is taken
+    uses_layer = True  # a CAM maps a layer's features; a pixel method (saliency, ...) says False and ignores ``layer``
 
     def __init__(
         self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, counterfactual: bool = False

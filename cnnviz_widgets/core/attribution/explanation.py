@@ -1,17 +1,29 @@
-"""What GradCamViewer shows of one image, as plain values: its top-k predictions and each class's Grad-CAM at the image's size."""
+"""What GradCamViewer shows of one image, as plain values: its top-k predictions and each class's map, by any method of METHODS, at the image's size.
+
+The viewer asks a method what it is through :func:`method_title`, :func:`method_uses_layer`
+and :func:`method_has_counterfactual`, so a new entry of ``METHODS`` needs nothing in the widget.
+"""
 
 from __future__ import annotations
 
+import inspect
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import checks
 from ..class_names import class_names_for
+from ..errors import InputError
 from ..graph import LayerGraph
+from .attribute import method_class
 from .base import resize_maps
-from .gradcam import GradCam
 
+
+# (method, layer, class, evidence) results one ImageExplanations keeps, the least recently used dropped first:
+# a 224-px map is 200 kB, so this is at most 26 MB however long a class explores.
+MAX_EXPLANATIONS = 128
 
 # Longer names are cut with an ellipsis in bar labels: slanted under five bars, an
 # ImageNet name of 30 characters ran into the chart below.
@@ -55,12 +67,36 @@ def predict(graph: LayerGraph, model_input: np.ndarray, output_index: int, class
     return Predictions(probabilities, names, top_classes.tolist())
 
 
+def method_title(method: str) -> str:
+    """How a method is named to people: its class's own ``title`` ("Grad-CAM"), else its ``method=`` string.
+
+    Not an inherited one: HiResCAM written as a subclass of GradCam is not "Grad-CAM".
+    """
+    return vars(method_class(method)).get("title", method)
+
+
+def method_uses_layer(method: str) -> bool:
+    """Whether a method explains a layer's feature maps (a CAM) rather than the input pixels; see ``uses_layer``."""
+    return bool(getattr(method_class(method), "uses_layer", True))
+
+
+def method_has_counterfactual(method: str) -> bool:
+    """Whether a method takes ``counterfactual=True``: a map of what speaks against the class."""
+    return "counterfactual" in inspect.signature(method_class(method)).parameters
+
+
+def method_reports_progress(method: str) -> bool:
+    """Whether a method's ``_explain_prepared`` takes ``progress(done, total)`` (Score-CAM's masked passes):
+    the expensive ones, which a viewer runs in the background, with a Stop."""
+    return "progress" in inspect.signature(method_class(method)._explain_prepared).parameters
+
+
 @dataclass(frozen=True)
 class ClassExplanation:
-    """Grad-CAM of one class at one layer, or its counterfactual map (what speaks against the class)."""
+    """One method's map of one class at one layer, or its counterfactual map (what speaks against the class)."""
 
     heatmap: np.ndarray  # (H, W) in [0, 1] at the raw image's resolution
-    contributions: np.ndarray  # (channels,): Grad-CAM weight × mean activation
+    contributions: np.ndarray | None  # (channels,): a CAM's channel weight × mean activation; None for other methods
     flat: bool  # the map is flat to float32 rounding, shown as no heat
     empty: bool  # not flat, but every position's weighted sum is negative: the ReLU leaves no heat
 
@@ -70,13 +106,16 @@ class ClassExplanation:
 
 
 class ImageExplanations:
-    """Grad-CAM of one image's classes at any layer, each (layer, class) computed once.
+    """One image's class maps by any method at any layer, each (method, layer, class, evidence) computed once.
 
-    The top-k classes of a layer are explained by ONE Grad-CAM call (one forward pass,
-    one batched Jacobian); a class outside them by one call of its own: never a mix
+    The top-k classes of a layer are explained by ONE call of the method (for Grad-CAM,
+    one forward pass, one batched Jacobian); a class outside them by one call of its own: never a mix
     that depends on what was asked before, so a class's result, to the last bit, does
     not either. ``model_input`` is the image prepared as a batch of one. A
-    ``counterfactual`` explanation is computed and kept apart, the same way.
+    ``counterfactual`` explanation is computed and kept apart, the same way. A method
+    that uses no layer (see :func:`method_uses_layer`) is computed once for all layers.
+    The :data:`MAX_EXPLANATIONS` used last are kept. An expensive method's maps may be
+    computed in a BackgroundJob's thread (:meth:`compute`) while the viewer reads others.
     """
 
     def __init__(self, model, model_input: np.ndarray, image_size: tuple[int, int], output_index: int, top_classes: list[int]):
@@ -85,22 +124,72 @@ class ImageExplanations:
         self._image_size = tuple(image_size)
         self._output_index = output_index
         self._top_classes = list(top_classes)
-        self._explained: dict[tuple[str, int, bool], ClassExplanation] = {}
+        self._explained: OrderedDict[tuple[str, str | None, int, bool], ClassExplanation] = OrderedDict()
+        self._lock = threading.Lock()  # around the dict only: a map computed in the background must not block the others
 
-    def of(self, layer: str, class_index: int, counterfactual: bool = False) -> ClassExplanation:
-        if (layer, class_index, counterfactual) not in self._explained:
+    def _key(self, layer: str, class_index: int, counterfactual: bool, method: str) -> tuple:
+        return (method, layer if method_uses_layer(method) else None, class_index, counterfactual)
+
+    def computed(self, layer: str, class_index: int, counterfactual: bool = False, method: str = "gradcam") -> bool:
+        """Whether :meth:`of` has this explanation kept, so that it returns at once."""
+        return self._key(layer, class_index, counterfactual, method) in self._explained
+
+    def of(
+        self, layer: str, class_index: int, counterfactual: bool = False, method: str = "gradcam", *, progress=None
+    ) -> ClassExplanation:
+        """The explanation, computed now if not kept; ``progress`` goes to a method that reports it (see
+        :func:`method_reports_progress`), which stops when it returns True."""
+        if counterfactual and not method_has_counterfactual(method):
+            raise InputError(f"{method_title(method)} has no map of what speaks against a class; use evidence 'for'.")
+        key = self._key(layer, class_index, counterfactual, method)
+        layer = key[1]
+        if key not in self._explained:
             wanted = self._top_classes if class_index in self._top_classes else [class_index]
-            cam = GradCam.shared(self._model, layer, output=self._output_index, counterfactual=counterfactual)
-            result = cam.explain(self._model_input, wanted)
+            options = {"counterfactual": True} if counterfactual else {}
+            explainer = method_class(method).shared(self._model, layer, output=self._output_index, **options)
+            reporting = {} if progress is None else {"progress": progress}
+            result = explainer._explain_prepared([self._model_input], np.array([wanted]), **reporting)
             heatmaps = result.heatmaps
             # A resizing ``preprocess`` gives the model another size than the raw image shown.
             if heatmaps.shape[2:] != self._image_size:
                 heatmaps = resize_maps(heatmaps, self._image_size).numpy()
-            for column, c in enumerate(wanted):
-                self._explained[layer, c, counterfactual] = ClassExplanation(
+            contributions = getattr(result, "contributions", None)
+            flat, empty = (getattr(result, flag, np.zeros((1, len(wanted)), bool)) for flag in ("flat", "empty"))
+            explained = {
+                (method, layer, c, counterfactual): ClassExplanation(
                     heatmaps[0, column],
-                    result.contributions[0, column],
-                    bool(result.flat[0, column]),
-                    bool(result.empty[0, column]),
+                    None if contributions is None else contributions[0, column],
+                    bool(flat[0, column]),
+                    bool(empty[0, column]),
                 )
-        return self._explained[layer, class_index, counterfactual]
+                for column, c in enumerate(wanted)
+            }
+            with self._lock:
+                self._explained.update(explained)
+                self._explained.move_to_end(key)  # the one asked for is the one used last
+                while len(self._explained) > MAX_EXPLANATIONS:
+                    self._explained.popitem(last=False)
+            return explained[key]
+        with self._lock:
+            self._explained.move_to_end(key)
+            return self._explained[key]
+
+    def waiting(self, methods, layer: str, class_index: int, counterfactual: bool = False) -> list[str]:
+        """The expensive ones of ``methods`` (see :func:`method_reports_progress`) whose map is not kept:
+        those a viewer computes in the background before it shows them."""
+        return [
+            method
+            for method in dict.fromkeys(methods)
+            if method_reports_progress(method) and not self.computed(layer, class_index, counterfactual, method)
+        ]
+
+    def compute(self, methods, layer: str, class_index: int, counterfactual: bool, progress, should_stop):
+        """Compute and keep the maps of ``methods``, as a BackgroundJob's work: ``progress`` over all of them,
+        and each method stops at its next report once ``should_stop()``."""
+        for done, method in enumerate(methods):
+
+            def report(step: int, total: int, done=done) -> bool:
+                progress(done * total + step, len(methods) * total)
+                return should_stop()
+
+            self.of(layer, class_index, counterfactual, method, progress=report)

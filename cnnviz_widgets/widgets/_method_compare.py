@@ -1,0 +1,71 @@
+"""GradCamViewer's compare row: one class's maps by two to four methods side by side, one colour bar for all.
+
+It only lays out: the maps come from ``core/attribution/explanation.py`` (each method's
+map computed once per layer, class and evidence), the pictures from ``core/imaging.py``.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+import numpy as np
+
+from ..core import imaging
+from ._base import image_view, show
+from ._charts import ColorBar
+
+MAX_COMPARED = 4
+COMPARE_PANEL_PX = 120  # four maps and the colour bar side by side in a 560-px output before the row wraps
+COMPARE_DISPLAY_SIZE = 192
+
+
+class MethodComparison:
+    """A row of up to MAX_COMPARED captioned maps in [0, 1] and their shared colour bar; ``box`` is the row to lay out."""
+
+    def __init__(self, colormap: str):
+        self.colormap = colormap
+        self._captions = [widgets.HTML() for _ in range(MAX_COMPARED)]
+        self._views = [image_view("100%") for _ in range(MAX_COMPARED)]
+        self._panels = [
+            widgets.VBox(
+                [caption, view],
+                layout=widgets.Layout(
+                    flex=f"1 1 {COMPARE_PANEL_PX}px",
+                    min_width=f"{COMPARE_PANEL_PX}px",
+                    max_width=f"{COMPARE_DISPLAY_SIZE}px",
+                    margin="0 8px 8px 0",
+                ),
+            )
+            for caption, view in zip(self._captions, self._views)
+        ]
+        self.scale = ColorBar(colormap, label="heat (1 = peak)", height_px=COMPARE_DISPLAY_SIZE)
+        self.scale.show(0.0, 1.0)
+        self.note = widgets.HTML()
+        self.box = widgets.VBox(
+            [
+                widgets.HBox(
+                    [*self._panels, self.scale.figure],
+                    layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start", overflow="visible"),
+                ),
+                self.note,
+            ],
+            layout=widgets.Layout(display="none"),
+        )
+        self.maps: list[np.ndarray] = []
+
+    def show(self, titled_maps: list[tuple[str, np.ndarray]], note: str = ""):
+        """Show (caption, map) pairs left to right, or hide the row when there are none."""
+        self.maps = [heatmap for _, heatmap in titled_maps]
+        with self.box.hold_sync():
+            for index, panel in enumerate(self._panels):
+                panel.layout.display = None if index < len(titled_maps) else "none"
+            for (title, heatmap), caption, view in zip(titled_maps, self._captions, self._views):
+                caption.value = f"<b>{html.escape(title)}</b>"
+                show(view, imaging.upscale_to(imaging.colormap(heatmap, self.colormap), COMPARE_DISPLAY_SIZE))
+            self.note.value = f"<i>{html.escape(note)}</i>" if note else ""
+            self.box.layout.display = None if titled_maps else "none"
+
+    def pictures(self) -> list[np.ndarray]:
+        """The maps shown, colour-mapped uint8 RGB, left to right."""
+        return [imaging.colormap(heatmap, self.colormap) for heatmap in self.maps]
