@@ -17,7 +17,7 @@ from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.errors import InputError, InputTypeError, NoKernelError, UnknownLayerError, UnsupportedModelError
 from cnnviz_widgets.widgets._base import WidgetValueError
-from cnnviz_widgets.widgets.gradcam_viewer import FLAT_MAP_NOTE
+from cnnviz_widgets.core.attribution.explanation import FLAT_MAP_NOTE
 from conftest import everything_shown, small_cnn
 
 IMAGES = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")

@@ -12,10 +12,10 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..core import imaging
+from ..core.attribution.explanation import MAX_COMPARED
 from ._base import image_view, show
 from ._charts import ColorBar
 
-MAX_COMPARED = 4
 COMPARE_PANEL_PX = 120  # four maps and the colour bar side by side in a 560-px output before the row wraps
 COMPARE_DISPLAY_SIZE = 192
 

@@ -17,7 +17,8 @@ from traitlets import CFloat, Int, List, TraitType, Unicode, observe
 
 from ..core import imaging
 from ..core.attribution import METHODS, checked_layer, default_layer, explainable_layers
-from ..core.attribution.explanation import ImageExplanations, method_has_counterfactual, method_title, method_uses_layer, predict
+from ..core.attribution.explanation import MAX_COMPARED, ImageExplanations, method_has_counterfactual, method_title
+from ..core.attribution.explanation import method_uses_layer, predict, refused_methods
 from ..core.errors import CnnvizError, InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
@@ -25,7 +26,7 @@ from ..core.map_checks import MapChecks, MapSettings
 from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import BarChart, ColorBar
 from ._map_job import MapJobLine
-from ._method_compare import MAX_COMPARED, MethodComparison
+from ._method_compare import MethodComparison
 from ._trust_panel import TrustPanel
 
 HEATMAP_COLORMAP = "jet"
@@ -33,10 +34,7 @@ TOP_CHANNELS = 32
 DISPLAY_SIZE = 256  # small pictures are enlarged with whole pixels, so the browser does not blur them
 MIN_PANEL_PX = 140  # three pictures and the colour bar side by side in a 560-px output (1000-px Lab with its side bar)
 COLOR_BAR_ROOM_PX = 90
-FLAT_MAP_NOTE = "flat map: the class score does not depend on where this layer's features are"
 EVIDENCE_LABELS = {"for": "for the class", "against": "against the class"}
-# An empty map: every position's weighted sum has the sign that the ReLU zeroes.
-EMPTY_SUM_SIGN = {"for": "negative", "against": "positive"}
 
 
 class GradCamViewer(VisualizerWidget):
@@ -206,19 +204,11 @@ class GradCamViewer(VisualizerWidget):
     @checks("method", "compare", "evidence")
     def _valid_methods(self, proposal):
         """Known methods, up to MAX_COMPARED different ones to compare, each with an 'against' map where that is asked."""
-        name, value = proposal["trait"].name, proposal["value"]
-        if name == "compare":
-            value = list(value)
-            unknown = [m for m in value if m not in METHODS]
-            if unknown:
-                self.refuse(f"Unknown method {unknown[0]!r} to compare. Use some of: {', '.join(METHODS)}.")
-            if len(value) > MAX_COMPARED or len(set(value)) < len(value):
-                self.refuse(f"compare takes up to {MAX_COMPARED} different methods, got {value}.")
-        methods = {"method": [value], "compare": value}.get(name, [self.method, *self.compare])
-        evidence = value if name == "evidence" else self.evidence
-        without = [method_title(m) for m in methods if evidence == "against" and not method_has_counterfactual(m)]
-        if without:
-            self.refuse(f"{without[0]} has no map of what speaks against a class; set evidence to 'for' first.")
+        value = list(proposal["value"]) if proposal["trait"].name == "compare" else proposal["value"]
+        settings = {"method": self.method, "compare": self.compare, "evidence": self.evidence, proposal["trait"].name: value}
+        refusal = refused_methods(**settings)
+        if refusal:
+            self.refuse(refusal)
         return value
 
     @checks("alpha")
@@ -294,18 +284,9 @@ class GradCamViewer(VisualizerWidget):
 
     def _explain_no_heat(self, explanation, name: str):
         """The note under an empty or flat heatmap, and the offer of the other map where this one is empty."""
-        if explanation.flat:
-            note = FLAT_MAP_NOTE
-        elif explanation.empty:
-            note = (
-                f"nothing in this layer speaks {self.evidence} '{name}': "
-                f"every position's weighted sum is {EMPTY_SUM_SIGN[self.evidence]}"
-            )
-        else:
-            note = ""
+        note = explanation.no_heat_note(self.evidence, name)
         self.heatmap_note.value = f"<i>{html.escape(note)}</i>" if note else ""
-        other = self._other_evidence()
-        self.evidence_offer.description = f"Show what speaks {other} it"
+        self.evidence_offer.description = f"Show what speaks {self._other_evidence()} it"
         self.evidence_offer.layout.display = None if explanation.empty else "none"
 
     def _other_evidence(self) -> str:

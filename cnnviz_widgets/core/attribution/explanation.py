@@ -17,7 +17,7 @@ from .. import checks
 from ..class_names import class_names_for
 from ..errors import InputError
 from ..graph import LayerGraph
-from .attribute import method_class
+from .attribute import METHODS, method_class
 from .base import resize_maps
 
 
@@ -67,6 +67,12 @@ def predict(graph: LayerGraph, model_input: np.ndarray, output_index: int, class
     return Predictions(probabilities, names, top_classes.tolist())
 
 
+FLAT_MAP_NOTE = "flat map: the class score does not depend on where this layer's features are"
+# An empty map: every position's weighted sum has the sign that the ReLU zeroes.
+EMPTY_SUM_SIGN = {"for": "negative", "against": "positive"}
+MAX_COMPARED = 4  # maps side by side in a viewer's compare row
+
+
 def method_title(method: str) -> str:
     """How a method is named to people: its class's own ``title`` ("Grad-CAM"), else its ``method=`` string.
 
@@ -103,6 +109,30 @@ class ClassExplanation:
     def top_channels(self, count: int) -> np.ndarray:
         """The ``count`` channels of largest |contribution|, largest first."""
         return np.argsort(-np.abs(self.contributions), kind="stable")[:count]
+
+    def no_heat_note(self, evidence: str, class_name: str) -> str:
+        """Why the map shows no heat ("" where it shows some), for ``evidence`` 'for' or 'against' the class."""
+        if self.flat:
+            return FLAT_MAP_NOTE
+        if self.empty:
+            return (
+                f"nothing in this layer speaks {evidence} '{class_name}': "
+                f"every position's weighted sum is {EMPTY_SUM_SIGN[evidence]}"
+            )
+        return ""
+
+
+def refused_methods(method: str, compare, evidence: str) -> str | None:
+    """Why a viewer cannot show ``method`` and the ``compare`` list for ``evidence`` ('for' or 'against'), or None."""
+    unknown = [m for m in compare if m not in METHODS]
+    if unknown:
+        return f"Unknown method {unknown[0]!r} to compare. Use some of: {', '.join(METHODS)}."
+    if len(compare) > MAX_COMPARED or len(set(compare)) < len(compare):
+        return f"compare takes up to {MAX_COMPARED} different methods, got {list(compare)}."
+    without = [method_title(m) for m in (method, *compare) if evidence == "against" and not method_has_counterfactual(m)]
+    if without:
+        return f"{without[0]} has no map of what speaks against a class; set evidence to 'for' first."
+    return None
 
 
 class ImageExplanations:
