@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import checks
-from ..errors import InputError, StoppedError
+from ..errors import InputError, StoppedError, UnsupportedModelError
 from ..inputs import as_images, prepare_inputs
 from .base import ClassActivationMap, resize_maps
 
@@ -85,6 +85,11 @@ class ScoreCam(ClassActivationMap):
         kept = self._kept_channels(features.numpy())
         images, channels, inverse = self._distinct_masks(features.numpy(), kept)
         masked_scores = self._scores_of_masked(inputs, features, matrix, images, channels, progress)
+        if not np.all(np.isfinite(masked_scores)):
+            raise UnsupportedModelError(
+                "The model's class scores contain NaN or infinity for the masked images, so Score-CAM "
+                "is undefined; check the images' scale and the preprocessing."
+            )
         weights = self._channel_weights(masked_scores[inverse], kept)
         computed = self._weighted_maps(features, tf.constant(weights), scores)
         return self._result(inputs, matrix, computed)
