@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.attribution import METHODS, EigenCam, GradCam, GradCamPlusPlus, HiResCam, LayerCam, ScoreCam
-from cnnviz_widgets.core.errors import InputError, StoppedError
+from cnnviz_widgets.core.errors import InputError, StoppedError, UnsupportedModelError
 from conftest import CallCounter
 
 CLASSES = np.array([[0, 3, 1], [2, 0, 4]])  # two images, three classes each, explained in one call
@@ -274,3 +274,17 @@ def test_normalized_maps_are_the_raw_maps_relu_over_their_peak_at_input_resoluti
     assert raw.shape == normalized.shape == (2, 12, 12) and np.isfinite(raw).all()
     assert raw.min() < 0 < raw.max() or method in ("gradcam++", "layercam", "scorecam")  # signed where the formula can be
     np.testing.assert_allclose(normalized, peak_one(raw), atol=1e-5)
+
+
+def test_score_cam_refuses_masked_scores_that_are_not_finite(x):
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((12, 12, 3))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    # log of the masked image's sum: -inf where a mask is all zeros (a dead channel's)
+    total = keras.layers.Lambda(lambda t: tf.math.log(tf.reduce_sum(t, axis=[1, 2, 3]))[:, None])(inputs)
+    scores = keras.layers.Concatenate()([keras.layers.Dense(2)(keras.layers.Flatten()(features)), total])
+    model = keras.Model(inputs, scores)
+    kernel, bias = model.get_layer("conv").get_weights()
+    model.get_layer("conv").set_weights([np.zeros_like(kernel), bias - 1])
+    with pytest.raises(UnsupportedModelError, match="masked images"):
+        ScoreCam(model, "conv").explain(x, [2])

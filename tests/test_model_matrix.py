@@ -313,6 +313,15 @@ def logits_head(model):
 
 def tape_grad_cam(model, x, path, class_index):
     """Grad-CAM of the first output with a tape around a plain eager model call."""
+    features, grads = tape_features_and_gradients(model, x, path, class_index)
+    spatial = tuple(range(1, len(features.shape) - 1))
+    weights = np.mean(grads, axis=spatial)
+    return peak_one_at_input_size(model, (features * np.expand_dims(weights, spatial)).sum(axis=-1))
+
+
+def tape_features_and_gradients(model, x, path, class_index):
+    """Layer ``path``'s output and the gradient of the first output's class score, as float64, from
+    a tape around a plain eager model call."""
     layer = resolve(model, path)
     store = recorded_call(layer)
     try:
@@ -324,9 +333,13 @@ def tape_grad_cam(model, x, path, class_index):
         grads = tape.gradient(score, features)
     finally:
         del layer.call
-    spatial = tuple(range(1, len(features.shape) - 1))
-    weights = tf.reduce_mean(grads, axis=spatial).numpy()
-    heatmap = np.maximum((features.numpy() * np.expand_dims(weights, spatial)).sum(axis=-1), 0)
+    return features.numpy().astype(np.float64), grads.numpy().astype(np.float64)
+
+
+def peak_one_at_input_size(model, sums):
+    """(N, *spatial) channel sums: ReLU, divided by each map's peak, resized to the input's size."""
+    spatial = tuple(range(1, sums.ndim))
+    heatmap = np.maximum(sums, 0)
     peak = heatmap.max(axis=spatial, keepdims=True)
     heatmap = np.divide(heatmap, peak, out=np.zeros_like(heatmap), where=peak > 0)
     # The input's spatial axes as the layers see them; a map with fewer (a ConvLSTM2D's) is per frame.
@@ -417,6 +430,71 @@ def check_gradcam_viewer(model):
         np.testing.assert_allclose(viewer.heatmap, expected, atol=heatmap_tolerance(model))
 
 
+def eigen_cam_sums(features):
+    """Each image's centred (positions, channels) map on its first right singular vector (numpy's SVD), signed
+    to correlate with the summed activation."""
+    sums = []
+    for image in features:
+        matrix = image.reshape(-1, image.shape[-1])
+        centred = matrix - matrix.mean(axis=0)
+        projection = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+        sums.append(projection * (1.0 if projection @ matrix.sum(axis=1) >= 0 else -1.0))
+    return np.stack(sums).reshape(features.shape[:-1])
+
+
+def gradcam_plus_plus_sums(features, grads):
+    """Chattopadhyay et al. 2018, Eq. 19 (exp-score closed form), with the authors' normalised alphas."""
+    spatial = tuple(range(1, features.ndim - 1))
+    squared = grads**2
+    denominator = 2 * squared + grads**3 * features.sum(axis=spatial, keepdims=True)
+    alphas = np.where(squared == 0, 0.0, squared / np.where(squared == 0, 1.0, denominator))
+    alphas /= np.where(alphas.sum(axis=spatial, keepdims=True) == 0, 1.0, alphas.sum(axis=spatial, keepdims=True))
+    weights = (alphas * np.maximum(grads, 0)).sum(axis=spatial, keepdims=True)
+    return (features * weights).sum(axis=-1)
+
+
+CAM_SUMS = {
+    "gradcam++": gradcam_plus_plus_sums,
+    "hirescam": lambda features, grads: (features * grads).sum(axis=-1),
+    "layercam": lambda features, grads: (features * np.maximum(grads, 0)).sum(axis=-1),
+    "eigencam": lambda features, grads: eigen_cam_sums(features),
+}
+
+
+def masked_score(model, x, features, image, channel, class_index):
+    """The first output's class score for input ``x[image]`` masked by ``channel``'s map, upsampled and min-max normalised."""
+    first = x[0] if isinstance(x, list) else x
+    pictures = first.reshape(len(first), *image_shape(model))
+    channel_map = np.moveaxis(features[image : image + 1], -1, 0)[channel : channel + 1]
+    mask = cw.core.attribution.base.resize_maps(channel_map, pictures.shape[1:-1], clip=False).numpy()[0, 0]
+    span = mask.max() - mask.min()
+    mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
+    masked = (pictures[image] * mask.reshape(*[1] * (pictures.ndim - 2 - mask.ndim), *mask.shape, 1)).reshape(first.shape[1:])
+    masked = masked.astype(first.dtype) if first.dtype.kind == "f" else np.round(masked).astype(first.dtype)
+    inputs = [masked[None]] + [other[image : image + 1] for other in (x[1:] if isinstance(x, list) else [])]
+    return float(eager_outputs(model, inputs if len(inputs) > 1 else inputs[0])[0][0, class_index])
+
+
+def check_cam_family(model):
+    """Each CAM method against its formula on a taped eager call; Score-CAM's weights against masked eager calls."""
+    x = sample_inputs(model)
+    layer = cw.core.attribution.GradCam(model, probabilities=True).layer
+    features, grads = tape_features_and_gradients(model, x, layer, 1)
+    for method, sums in CAM_SUMS.items():
+        heatmaps = cw.attribute(model, x, 1, method=method, probabilities=True)
+        np.testing.assert_allclose(heatmaps, peak_one_at_input_size(model, sums(features, grads)), atol=heatmap_tolerance(model), err_msg=method)
+    result = cw.core.attribution.ScoreCam.shared(model, layer, output=0).explain(x, 1)  # weighs by the logit
+    weights = result.channel_weights[:, 0]
+    np.testing.assert_allclose(weights.sum(axis=-1), 1, atol=1e-5)
+    spatial = tuple(range(1, features.ndim - 1))
+    scored = np.argsort(-weights[0])[[0, -1]]  # the channels of highest and lowest weight
+    with logits_head(model):
+        scores = [masked_score(model, x, features, 0, channel, 1) for channel in scored]
+    np.testing.assert_allclose(np.log(weights[0, scored[0]] / weights[0, scored[1]]), scores[0] - scores[1], atol=10 * heatmap_tolerance(model))
+    expected = peak_one_at_input_size(model, (features * np.expand_dims(weights, spatial)).sum(axis=-1))
+    np.testing.assert_allclose(result.heatmaps[:, 0], expected, atol=heatmap_tolerance(model))
+
+
 TECHNIQUES = {
     "layer_names": check_layer_names,
     "activations": check_activations,
@@ -426,6 +504,7 @@ TECHNIQUES = {
     "LayerExplorer": check_layer_explorer,
     "FilterGallery": check_filter_gallery,
     "GradCamViewer": check_gradcam_viewer,
+    "CAM family": check_cam_family,
 }
 
 
@@ -449,6 +528,7 @@ REFUSED.update(
         ("1-D conv", "filter_patterns"): "UnsupportedModelError",
         ("no conv layer", "filter_patterns"): "UnsupportedModelError",
         ("no conv layer", "grad_cam"): "UnsupportedModelError",
+        ("no conv layer", "CAM family"): "UnsupportedModelError",
         ("multi-input functional", "filter_patterns"): "UnsupportedModelError",
         ("multi-input functional", "LayerExplorer"): "UnsupportedModelError",
         ("multi-input functional", "GradCamViewer"): "UnsupportedModelError",
@@ -496,7 +576,7 @@ def render_matrix() -> str:
         "",
         "Generated by `python tests/test_model_matrix.py`; `tests/test_model_matrix.py`",
         "checks every cell (✓ = works and matches an independent computation: the model's",
-        "own outputs in an eager call, the layers' kernels, Grad-CAM from a hand-written",
+        "own outputs in an eager call, the layers' kernels, Grad-CAM and the CAM family from a hand-written",
         "GradientTape) and that this file is up to date.",
         "",
     ]

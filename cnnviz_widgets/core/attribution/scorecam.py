@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import checks
-from ..errors import InputError, StoppedError
+from ..errors import InputError, StoppedError, UnsupportedModelError
 from ..inputs import as_images, prepare_inputs
 from .base import ClassActivationMap, resize_maps
 
@@ -85,6 +85,11 @@ class ScoreCam(ClassActivationMap):
         kept = self._kept_channels(features.numpy())
         images, channels, inverse = self._distinct_masks(features.numpy(), kept)
         masked_scores = self._scores_of_masked(inputs, features, matrix, images, channels, progress)
+        if not np.all(np.isfinite(masked_scores)):
+            raise UnsupportedModelError(
+                "The model's class scores contain NaN or infinity for the masked images, so Score-CAM "
+                "is undefined; check the images' scale and the preprocessing."
+            )
         weights = self._channel_weights(masked_scores[inverse], kept)
         computed = self._weighted_maps(features, tf.constant(weights), scores)
         return self._result(inputs, matrix, computed)
@@ -139,11 +144,16 @@ class ScoreCam(ClassActivationMap):
     def _compute_masked_scores(self, model_inputs, features, classes, images, channels, input_shape):
         maps = tf.gather_nd(features, tf.stack([images, channels], axis=1))  # (B, *spatial)
         first = tf.gather(model_inputs[0], images)
+        pixels = first.dtype
+        first = tf.cast(first, tf.float32)
         masks = resize_maps(maps[:, None], first.shape[1:-1], clip=False)[:, 0]
         axes = list(range(1, len(masks.shape)))
         low = tf.reduce_min(masks, axis=axes, keepdims=True)
         masks = tf.math.divide_no_nan(masks - low, tf.reduce_max(masks, axis=axes, keepdims=True) - low)
-        masked = tf.reshape(first * masks[..., None], [-1, *input_shape])
+        # A map with fewer spatial axes than the input (a ConvLSTM2D's, per frame) masks every frame alike.
+        frames = [1] * (len(first.shape) - len(masks.shape) - 1)
+        masked = tf.reshape(first * tf.reshape(masks, [-1, *frames, *masks.shape[1:], 1]), [-1, *input_shape])
+        masked = tf.cast(masked if pixels.is_floating else tf.round(masked), pixels)  # uint8 images stay uint8
         others = [tf.gather(other, images) for other in model_inputs[1:]]
         _, scores = self._model([masked, *others] if others else masked, training=False)
         return tf.gather(tf.cast(scores, tf.float32), tf.gather(classes, images), axis=1, batch_dims=1)
