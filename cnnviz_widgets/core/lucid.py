@@ -97,10 +97,11 @@ def random_transforms(seeds, steps: int, image_shape) -> np.ndarray:
     centre = np.array([(width - 1) / 2, (height - 1) / 2])
     rows = []
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        shift = rng.uniform(-JITTER_PX, JITTER_PX, (steps, 2))
-        scale = rng.uniform(*SCALES, steps)
-        angle = np.deg2rad(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES, steps))
+        # One draw per step, row by row: the first k steps' transforms are the same for any ``steps``.
+        draws = np.random.default_rng(seed).random((steps, 4))
+        shift = (draws[:, :2] * 2 - 1) * JITTER_PX
+        scale = SCALES[0] + draws[:, 2] * (SCALES[1] - SCALES[0])
+        angle = np.deg2rad((draws[:, 3] * 2 - 1) * ROTATION_DEGREES)
         cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
         # input = R(-angle) / scale · (output - centre) + centre + shift
         offset = centre + shift - np.stack([cos * centre[0] + sin * centre[1], -sin * centre[0] + cos * centre[1]], 1)
