@@ -124,6 +124,7 @@ class PatternJob:
         self._on_step, self._on_batch, self._on_finish = on_step, on_batch, on_finish
         self._on_preview, self._preview_every = on_preview, preview_every
         self.previews: dict[int, np.ndarray] = {}  # of the batch under way; replaced, not mutated
+        self.previewed_at = 0  # steps_done when ``previews`` were taken
         self.total_steps = math.ceil(len(self.filters) / search.batch_size(memory_budget_mb)) * settings.steps
         self.steps_done = 0
         self.error: BaseException | None = None
@@ -181,7 +182,7 @@ class PatternJob:
             self._notify(self._on_batch)
 
         def on_preview(step, result):
-            self.previews = dict(zip(result.filters.tolist(), result.patterns))
+            self.previews, self.previewed_at = dict(zip(result.filters.tolist(), result.patterns)), self.steps_done
             self._notify(self._on_preview)
 
         try:
