@@ -128,7 +128,6 @@ class PatternSearch:
         # would wrap an error raised by preprocess in a StagingError.
         self._step = tf.function(self._ascent_step, reduce_retracing=True, autograph=False)
         self._lucid_step = tf.function(self._lucid_ascent_step, reduce_retracing=True, autograph=False)
-        self._forward_loss = tf.function(lambda images, filters: self._filter_loss(images, filters)[0], autograph=False)
         self._fourier = lucid.FourierImage(*self.image_shape)
 
     @classmethod
@@ -342,8 +341,10 @@ class PatternSearch:
             )
 
     def _loss(self, images, filters) -> np.ndarray:
-        """Each image's mean activation of its filter: a forward pass, no gradient."""
-        return self._forward_loss(images, filters).numpy()
+        # The traced step with a zero step: a forward-only function would be traced once per
+        # batch shape and call, which TensorFlow warns about as excessive retracing.
+        _, loss = self._step(images, filters, tf.constant(0.0))
+        return loss.numpy()
 
     def _checked_filters(self, filters) -> np.ndarray:
         try:
