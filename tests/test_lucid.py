@@ -31,7 +31,7 @@ def search(model):
 
 def sub_model_activation(model, layer, images, filters):
     """Each image's mean activation of its own filter, from a Keras sub-model."""
-    activations = np.asarray(keras.Model(model.inputs, model.get_layer(layer).output)(images))
+    activations = np.asarray(keras.Model(model.input, model.get_layer(layer).output)(images))
     return np.array([activations[i, ..., f].mean() for i, f in enumerate(filters)])
 
 
@@ -137,7 +137,7 @@ def test_gram_similarity_is_the_mean_cosine_to_the_same_filters_images():
 
 def test_diversity_makes_the_images_of_one_filter_less_alike(model, search):
     def similarity(result):
-        activations = keras.Model(model.inputs, model.get_layer("conv2").output)(result.images)
+        activations = keras.Model(model.input, model.get_layer("conv2").output)(result.images)
         return lucid.gram_similarity(activations, tf.constant([[0.0, 1.0], [1.0, 0.0]])).numpy().mean()
 
     plain = search.run([5, 5], steps=15, style="lucid")

@@ -8,8 +8,10 @@ lucid), cited per piece:
 - The image is parametrised in Fourier space: the optimised values are a spectrum
   (real and imaginary parts per channel) scaled by 1/frequency, so a step changes
   low frequencies as much as high ones (``lucent/optvis/param/spatial.py``,
-  ``fft_image``: start ``N(0, 0.01)``, scale ``1 / max(f, 1 / max(h, w))``, an
-  orthonormal inverse real FFT, divided by 4).
+  ``fft_image``: scale ``1 / max(f, 1 / max(h, w))``, an orthonormal inverse real
+  FFT, divided by 4). The start is ``N(0, 0.2)``, not lucent's 0.01: so flat a start
+  leaves the ReLU filters of deeper layers at 0 everywhere, without a gradient (30
+  of the demo model's first 32 conv4 filters never move; 6 with 0.2).
 - Colours are decorrelated: the three channels the FFT makes are mixed by lucid's
   square root of ImageNet's colour covariance (from its SVD, columns scaled to norm
   at most 1), then a sigmoid maps them into the value range
@@ -37,7 +39,7 @@ import tensorflow as tf
 # lucid's square root of ImageNet's colour correlation, scaled so no column has norm > 1.
 COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
-SPECTRUM_SD = 0.01
+SPECTRUM_SD = 0.2  # lucent: 0.01, see above
 SATURATION = 4.0  # lucid's "magic" divisor of the spatial image: larger is less saturated
 LEARNING_RATE = 0.05
 JITTER_PX = 8
