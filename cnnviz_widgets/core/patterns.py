@@ -22,6 +22,7 @@ budget, previews, progress and stop are the same for both styles.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, fields
 
 import keras
@@ -302,7 +303,10 @@ class PatternSearch:
         empty = np.zeros((0, *self.image_shape), np.float32)
         batches = [AscentResult(filters[:0], empty, np.zeros(0), np.zeros(0), shown_range)]
         # The k-th time a filter is asked for gets its own start and transforms (for diversity).
-        occurrences = [filters[:i].tolist().count(f) for i, f in enumerate(filters.tolist())]
+        occurrences, asked = [], Counter()
+        for filter_index in filters.tolist():
+            occurrences.append(asked[filter_index])
+            asked[filter_index] += 1
         for start in range(0, len(filters), batch):
             chunk = filters[start : start + batch]
             chunk_ids = tf.constant(chunk, tf.int32)
@@ -341,8 +345,7 @@ class PatternSearch:
             )
 
     def _loss(self, images, filters) -> np.ndarray:
-        # The traced step with a zero step: a forward-only function would be traced once per
-        # batch shape and call, which TensorFlow warns about as excessive retracing.
+        # A zero step of the traced function: a forward-only one would be traced once per call.
         _, loss = self._step(images, filters, tf.constant(0.0))
         return loss.numpy()
 
@@ -392,7 +395,7 @@ class _LucidAscent:
     """Olah et al.'s state: spectra and Adam's moments, with this batch's random transforms."""
 
     def __init__(self, search: PatternSearch, filters, seeds, steps: int, pixel_range, step_size, diversity):
-        self._search, self._pixel_range = search, tuple(float(v) for v in pixel_range)
+        self._search, self._pixel_range = search, tuple(tf.constant(float(v)) for v in pixel_range)
         spectra = tf.constant(search._fourier.start(seeds))
         zeros = tf.zeros_like(spectra)
         self._state = (spectra, zeros, zeros, tf.constant(0.0))
