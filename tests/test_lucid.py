@@ -80,7 +80,7 @@ def test_a_pattern_does_not_depend_on_its_batch(search):
 
 def test_the_target_activation_rises_over_the_steps():
     model = cw.demo.load_model()
-    layer = "conv3" if "conv3" in cw.layer_names(model) else cw.layer_names(model)[2]
+    layer = "conv3"
     filters = list(range(8))
     search = PatternSearch(model, layer, size=None)
     short = search.run(filters, steps=3, style="lucid", value_range=(0.0, 1.0))
