@@ -22,6 +22,13 @@ can pass 100%.
 Compute-bound work cannot beat the FLOP ceiling; the last figure is the mean
 activation of the target filters reached per second, relative to the S1 loop,
 with the same steps and with a 4× larger step in a quarter of the steps.
+
+P4e and P4f compare ``style="lucid"`` (core/lucid.py) with the tutorial style on
+the same layer, filters, size, steps and batches: the time per step, and the
+target filter's mean activation on the final images moved by random whole-pixel
+shifts of up to ±8 px (a pattern that holds only at one offset is noise the
+convolutions happen to like; a feature survives a shift). Each style's images
+are those it shows: the tutorial's pixels as ascended, lucid's in the value range.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnviz_widgets.core.patterns import PatternSearch
+from cnnviz_widgets.core.lucid import JITTER_PX
 
 from .common import incompatible, peer, vgg16
 from .timing import INFO, Row, checked_row, duration, faster_row, interleaved, times
@@ -40,6 +48,7 @@ from .timing import INFO, Row, checked_row, duration, faster_row, interleaved, t
 LAYER = "block3_conv1"
 BUDGET_MB = 512  # PatternSearch.run's default memory budget
 STEP_FACTOR = 4  # the larger step of the last figure, with 1/STEP_FACTOR of the steps
+JITTER_SHIFTS = 8  # random shifts of the final images for P4f
 
 
 def run(settings) -> list:
@@ -111,7 +120,55 @@ def run(settings) -> list:
         ),
         _flop_rate(what, rate, step_flops, settings.matmul_size),
         _activation_per_second(steps, seconds, level),
+        *_lucid_rows(search, truncated, filters, steps, batch, settings.pattern_rounds, what),
     ]
+
+
+def _lucid_rows(search, truncated, filters, steps, batch, rounds, what) -> list:
+    """P4e: lucid's time per step vs the tutorial style's; P4f: their activations under jitter."""
+    finals = {}
+
+    def ascent(style):
+        def candidate():
+            finals[style] = search.run(filters, steps=steps, memory_budget_mb=BUDGET_MB, style=style).images
+
+        return candidate
+
+    search.run(filters, steps=1, memory_budget_mb=BUDGET_MB, style="lucid")  # traces its step; one is enough
+    seconds = interleaved({style: ascent(style) for style in ("tutorial", "lucid")}, rounds, warmups=0)
+    step_count = steps * -(-len(filters) // batch)
+    per_step = {style: seconds[style] / step_count for style in seconds}
+    ratio = per_step["lucid"] / per_step["tutorial"]
+    level = {style: _jittered_activation(truncated, images, filters) for style, images in finals.items()}
+    still = {style: _mean_activation(truncated, images, filters) for style, images in finals.items()}
+    return [
+        checked_row(
+            "P4e",
+            f"{what}, time per batch step, style='lucid' vs 'tutorial'",
+            ratio,
+            f"{ratio:.2f}× ({duration(per_step['lucid'])} vs {duration(per_step['tutorial'])})",
+            "≤ 1.3×",
+            at_most=1.3,
+            note="lucid's step adds an inverse FFT, a colour matrix and an affine warp per image to the same model",
+        ),
+        checked_row(
+            "P4f",
+            f"{what}, target activation under {JITTER_SHIFTS} random shifts of ±{JITTER_PX} px, lucid vs tutorial",
+            level["lucid"] / level["tutorial"],
+            f"{level['lucid'] / level['tutorial']:.2f}× ({level['lucid']:.3g} vs {level['tutorial']:.3g})",
+            "≥ 1×",
+            at_least=1.0,
+            note=f"unshifted: {still['lucid']:.3g} vs {still['tutorial']:.3g}",
+        ),
+    ]
+
+
+def _jittered_activation(truncated, images, filters) -> float:
+    """Mean over random shifts (circular, whole pixels, seeded) of :func:`_mean_activation`."""
+    shifts = np.random.default_rng(0).integers(-JITTER_PX, JITTER_PX + 1, (JITTER_SHIFTS, 2))
+    return float(
+        np.mean([_mean_activation(truncated, np.roll(images, tuple(shift), axis=(1, 2)), filters) for shift in shifts])
+    )
 
 
 def _flop_rate(what, rate, step_flops, matmul_size) -> Row:

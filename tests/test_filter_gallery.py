@@ -277,6 +277,7 @@ def test_a_large_layer_is_shown_a_page_of_filters_at_a_time(model, monkeypatch):
         ("bgr", "yes", ["'auto'"]),
         ("bgr", None, ["'auto'"]),
         ("scale", "local", ["Use one of: tile, global, signed"]),
+        ("style", "lucent", ["Use one of: tutorial, lucid"]),
         ("steps", 0, ["steps", "int >= 1"]),
         ("size", 32, ["16x16", "size=None"]),
         ("value_range", (1.0, 0.0), ["low < high"]),
@@ -397,6 +398,39 @@ def test_stop_midway_keeps_the_finished_batches(model, run_calls):
     assert run_calls == [[0, 1, 2, 3], [1, 2, 3]]
     expected = cw.filter_patterns(model, "conv1", range(4), size=None, steps=3)
     np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), expected)
+
+
+def test_the_lucid_style_is_a_choice_with_patterns_of_its_own(model, run_calls):
+    fg = FilterGallery(model, view="patterns", **TINY)
+    fg.compute_patterns(wait=True)
+    tutorial = np.stack(list(fg.patterns.values()))
+    fg.style_buttons.value = "lucid"
+    assert fg.style == "lucid" and fg.patterns == {}
+    fg.compute_patterns(wait=True)
+    expected = cw.filter_patterns(model, "conv1", range(4), size=None, steps=3, style="lucid")
+    np.testing.assert_allclose(np.stack(list(fg.patterns.values())), expected, atol=2)
+    fg.style = "tutorial"
+    np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), tutorial)
+    assert len(run_calls) == 3  # tutorial, lucid and the expected; back to tutorial is cached
+
+
+def test_the_grid_shows_the_patterns_forming_before_the_batch_ends(model):
+    fg = FilterGallery(model, view="patterns", style="lucid", steps=11, patterns_per_page=4)
+    seen = {}  # at progress 5 (the 6th step starts) the preview of step 5 is drawn
+
+    def at_step_five(change):
+        if change["new"] == 5:
+            seen.update(patterns=dict(fg.patterns), grid=fg.panels()[0], caption=fg._pattern_caption.value)
+
+    fg.progress.observe(at_step_five, "value")
+    fg.compute_patterns(wait=True)
+    assert seen["patterns"] == {} and "forming" in seen["caption"]
+    expected = cw.filter_patterns(model, "conv1", range(4), size=None, steps=5, style="lucid")
+    layout = imaging.GridLayout.for_tiles(4, (16, 16), columns=2, gap=5)
+    for index in range(4):
+        np.testing.assert_allclose(tile(seen["grid"], index, layout), expected[index], atol=2)
+    final = fg.panels()[0]
+    assert np.abs(tile(final, 0, layout).astype(int) - expected[0]).mean() > 1  # the grid moved on
 
 
 def test_revisiting_a_layer_or_settings_does_not_recompute(model, run_calls):

@@ -117,6 +117,11 @@ def test_a_page_picture_is_the_grid_of_its_patterns_blank_where_missing():
     expected = imaging.grid([blank, pattern(200).image, blank, blank], columns=2, gap=5)
     np.testing.assert_array_equal(picture, expected)
     assert layout == imaging.GridLayout.for_tiles(4, (4, 4), 2, 5)
+    # A preview fills a tile not computed yet; a computed pattern wins over its preview.
+    previews = {4: pattern(90).image, 5: pattern(10).image}
+    picture, _ = cache.page_picture(settings_of("a"), range(4, 8), (4, 4, 3), gap=5, previews=previews)
+    expected = imaging.grid([pattern(90).image, pattern(200).image, blank, blank], columns=2, gap=5)
+    np.testing.assert_array_equal(picture, expected)
 
 
 def test_page_of_holds_the_index_and_the_last_page_is_short():

@@ -1,7 +1,8 @@
 """Filter patterns computed in the background: a job with progress and stop, and a bounded cache.
 
 :class:`PatternJob` runs :meth:`PatternSearch.run` over some filters in its own thread
-and reports each step and each finished batch; what it finishes goes into a
+and reports each step, a preview of the batch under way every few steps, and each
+finished batch; what it finishes goes into a
 :class:`PatternCache` keyed by :class:`PatternSettings` and filter, so a stopped,
 failed or replaced job keeps what it computed. A viewer observes the job through its
 callbacks and draws from the cache.
@@ -31,6 +32,7 @@ class PatternSettings(NamedTuple):
     steps: int
     seed: int
     value_range: tuple
+    style: str = "tutorial"
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,12 @@ class PatternCache:
             group = self._used(settings)
             return [index for index in filters if index not in group]
 
-    def page_picture(self, settings: PatternSettings, page: range, image_shape, gap: int):
-        """The patterns of ``page`` as an about-square grid, blank where not computed, and its layout."""
-        computed, blank = self.patterns(settings), np.zeros(image_shape, np.uint8)
-        return imaging.square_grid([computed[i].image if i in computed else blank for i in page], gap)
+    def page_picture(self, settings: PatternSettings, page: range, image_shape, gap: int, previews=None):
+        """The patterns of ``page`` as an about-square grid, and its layout: where a pattern is
+        not computed, its preview (``previews``: filter → uint8 image) or blank."""
+        shown = {**(previews or {}), **{i: computed.image for i, computed in self.patterns(settings).items()}}
+        blank = np.zeros(image_shape, np.uint8)
+        return imaging.square_grid([shown.get(i, blank) for i in page], gap)
 
     def _used(self, settings: PatternSettings, create: bool = False) -> dict[int, ComputedPattern]:
         """The group of ``settings``, now the one used last; an empty one is created only to add to."""
@@ -93,6 +97,8 @@ class PatternJob:
 
     Progress is counted in ascent steps (``steps_done`` of ``total_steps``). The
     callbacks run in the job's thread: ``on_step(job)`` before each step,
+    ``on_preview(job)`` every ``preview_every`` steps of a batch, when ``previews``
+    (filter → uint8 image) holds that batch's images so far,
     ``on_batch(job)`` after a batch is in the cache, ``on_finish(job)`` at the end,
     whether it finished, was stopped (:meth:`stop`, after the current step) or failed
     (``error``).
@@ -108,12 +114,17 @@ class PatternJob:
         step_size: float | None = None,
         memory_budget_mb: float = 512,
         on_step: Callable[["PatternJob"], None] | None = None,
+        on_preview: Callable[["PatternJob"], None] | None = None,
+        preview_every: int = 5,
         on_batch: Callable[["PatternJob"], None] | None = None,
         on_finish: Callable[["PatternJob"], None] | None = None,
     ):
         self.search, self.settings, self.filters, self.cache = search, settings, list(filters), cache
         self._step_size, self._memory_budget_mb = step_size, memory_budget_mb
         self._on_step, self._on_batch, self._on_finish = on_step, on_batch, on_finish
+        self._on_preview, self._preview_every = on_preview, preview_every
+        self.previews: dict[int, np.ndarray] = {}  # of the batch under way; replaced, not mutated
+        self.previewed_at = 0  # steps_done when ``previews`` were taken
         self.total_steps = math.ceil(len(self.filters) / search.batch_size(memory_budget_mb)) * settings.steps
         self.steps_done = 0
         self.error: BaseException | None = None
@@ -167,7 +178,12 @@ class PatternJob:
             rows = zip(result.filters.tolist(), result.patterns, result.start_loss, result.final_loss)
             for index, image, start_loss, final_loss in rows:
                 self.cache.add(self.settings, index, ComputedPattern(image, float(start_loss), float(final_loss)))
+            self.previews = {}
             self._notify(self._on_batch)
+
+        def on_preview(step, result):
+            self.previews, self.previewed_at = dict(zip(result.filters.tolist(), result.patterns)), self.steps_done
+            self._notify(self._on_preview)
 
         try:
             self.search.run(
@@ -177,7 +193,10 @@ class PatternJob:
                 value_range=self.settings.value_range,
                 seed=self.settings.seed,
                 memory_budget_mb=self._memory_budget_mb,
+                style=self.settings.style,
                 on_batch=on_batch,
+                on_preview=on_preview if self._on_preview is not None else None,
+                preview_every=self._preview_every,
                 should_stop=should_stop,
             )
         except Exception as error:  # kept for the viewer and for wait(), which re-raises it

@@ -14,17 +14,22 @@ Many filters are optimised as ONE batch (image i ascends filter i) through a
 compiled step on the model truncated after the layer; batches are sized to stay
 within a memory budget. Everything scales with ``value_range``: the tutorial's
 numbers are for pixels in 0..255.
+
+``style="lucid"`` ascends instead a Fourier-space image with decorrelated colour under
+random transformations (Olah et al. 2017; see ``core/lucid.py``); batching, memory
+budget, previews, progress and stop are the same for both styles.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, fields
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from . import checks
+from . import checks, lucid
 from .errors import InputError, InputTypeError, UnsupportedModelError
 from .graph import LayerGraph, function_key
 from .inputs import required_image_shape
@@ -34,9 +39,15 @@ BYTES_PER_ACTIVATION = 4 * 3  # float32 forward value, its gradient, and workspa
 # What the arguments of a search are, for the messages of core.checks (the widgets check with them too).
 STEPS_MEANING = "the number of gradient ascent steps"
 SEED_MEANING = "the seed of the gray-noise start images"
-STEP_SIZE_MEANING = "the length of one ascent step in pixel values (None: value range / 255)"
+STEP_SIZE_MEANING = (
+    "the length of one ascent step in pixel values (None: value range / 255), or for style 'lucid' "
+    "Adam's learning rate on the spectrum (None: 0.05)"
+)
 MEMORY_BUDGET_MEANING = "the memory in MB that one batch of filters may use"
 PREPROCESS_MEANING = "differentiable, from pixels to what the model eats"
+DIVERSITY_MEANING = "the weight of the penalty on Gram-matrix similarity between images of the same filter"
+PREVIEW_EVERY_MEANING = "the number of ascent steps between two previews"
+STYLES = ("tutorial", "lucid")
 DEFAULT_SIZE = 64
 MAX_SIZE = 4096  # the search for the smallest size that a layer takes stops here
 
@@ -63,15 +74,30 @@ class AscentResult:
     images: np.ndarray  # (F, H, W, C) float32, the optimised images
     start_loss: np.ndarray  # (F,) the target filter's mean activation at the start
     final_loss: np.ndarray  # (F,) ... after the last step
+    # Where the images already lie in a pixel range (style "lucid"), shown linearly; else S1's deprocess.
+    shown_range: tuple | None = None
 
     @property
     def patterns(self) -> np.ndarray:
-        return deprocess(self.images)
+        if self.shown_range is None:
+            return deprocess(self.images)
+        low, high = self.shown_range
+        return (np.clip((self.images - low) / (high - low), 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def _joined(results: list[AscentResult]) -> AscentResult:
     """The batches' results as one, concatenated once: joining after every batch copies quadratically."""
-    return AscentResult(*(np.concatenate([getattr(r, f.name) for r in results]) for f in fields(AscentResult)))
+    arrays = [np.concatenate([getattr(r, f.name) for r in results]) for f in fields(AscentResult)[:4]]
+    return AscentResult(*arrays, shown_range=results[0].shown_range)
+
+
+def checked_style(style) -> str:
+    if style not in STYLES:
+        raise InputError(
+            f"style must be 'tutorial' (S1's gradient ascent on pixels) or 'lucid' (Fourier-space "
+            f"image, decorrelated colour, random transformations); got {style!r}."
+        )
+    return style
 
 
 def deprocess(images: np.ndarray) -> np.ndarray:
@@ -102,6 +128,8 @@ class PatternSearch:
         # No autograph: the step has no tensor-dependent Python control flow, and autograph
         # would wrap an error raised by preprocess in a StagingError.
         self._step = tf.function(self._ascent_step, reduce_retracing=True, autograph=False)
+        self._lucid_step = tf.function(self._lucid_ascent_step, reduce_retracing=True, autograph=False)
+        self._fourier = lucid.FourierImage(*self.image_shape)
 
     @classmethod
     def shared(cls, model, layer: str, *, size=None, preprocess=None) -> "PatternSearch":
@@ -179,19 +207,38 @@ class PatternSearch:
             low, high = (low, middle) if self._computes((middle, middle, channels)) else (middle, high)
         return high
 
+    def _filter_loss(self, images, filters):
+        """Each image's mean activation of its own filter, and the layer's activations."""
+        model_input = self._model_input(tf.reshape(images, (-1, *self._input_shape)))
+        activation = tf.cast(self._truncated(model_input, training=False), tf.float32)
+        flat = tf.reshape(activation, (tf.shape(activation)[0], -1, self.num_filters))
+        return tf.reduce_mean(tf.gather(flat, filters, axis=2, batch_dims=1), axis=1), activation
+
     def _ascent_step(self, images, filters, step_size):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            model_input = self._model_input(tf.reshape(images, (-1, *self._input_shape)))
-            activation = tf.cast(self._truncated(model_input, training=False), tf.float32)
-            flat = tf.reshape(activation, (tf.shape(activation)[0], -1, self.num_filters))
-            loss = tf.reduce_mean(tf.gather(flat, filters, axis=2, batch_dims=1), axis=1)
+            loss, _ = self._filter_loss(images, filters)
             # Images are independent in inference mode: one backward pass gives each
             # image the gradient of its own filter's loss.
             total = tf.reduce_sum(loss)
         gradients = tape.gradient(total, images)
         rms = tf.sqrt(tf.reduce_mean(tf.square(gradients), axis=(1, 2, 3), keepdims=True))
         return images + step_size * gradients / (rms + 1e-5), loss
+
+    def _lucid_ascent_step(self, state, filters, transforms, same_filter, pixel_range, learning_rate, diversity):
+        """One Adam step of the spectra in ``state`` (spectra, Adam's two moments, step count)."""
+        spectra, first, second, count = state
+        low, span = pixel_range
+        with tf.GradientTape() as tape:
+            tape.watch(spectra)
+            pixels = low + span * self._fourier.decode(spectra)
+            loss, activation = self._filter_loss(lucid.warp(pixels, transforms), filters)
+            total = tf.reduce_sum(loss)
+            if diversity is not None:  # a Python value: the step is traced without the Gram matrices
+                total -= diversity * tf.reduce_sum(lucid.gram_similarity(activation, same_filter))
+        gradients = tape.gradient(total, spectra)
+        spectra, first, second = lucid.adam_ascent(spectra, gradients, first, second, count + 1, learning_rate)
+        return (spectra, first, second, count + 1), loss
 
     def _model_input(self, images):
         if self._preprocess is None:
@@ -224,13 +271,19 @@ class PatternSearch:
         value_range=(0.0, 255.0),
         seed: int = 0,
         memory_budget_mb: float = 512,
+        style: str = "tutorial",
+        diversity: float = 0.0,
         on_batch=None,
+        on_preview=None,
+        preview_every: int = 5,
         should_stop=None,
     ) -> AscentResult:
         """Ascend every filter in ``filters``; see :func:`filter_patterns`.
 
         ``on_batch(done, total, batch_result)`` is called after each batch with that
         batch's filters only;
+        ``on_preview(step, batch_result)`` every ``preview_every`` steps within a batch
+        (not after its last, which on_batch reports) with the batch's images so far;
         ``should_stop()`` is checked before each step, and a stop keeps the filters
         of the batches already finished.
         """
@@ -238,25 +291,44 @@ class PatternSearch:
         steps = checks.count("steps", steps, STEPS_MEANING)
         low, high = checks.value_range("value_range", value_range)
         seed = checks.count("seed", seed, SEED_MEANING)
+        style = checked_style(style)
+        # 0 is "off", which positive_number would refuse.
+        diversity = 0.0 if diversity == 0 else checks.positive_number("diversity", diversity, DIVERSITY_MEANING)
+        preview_every = checks.count("preview_every", preview_every, PREVIEW_EVERY_MEANING, minimum=1)
         span = high - low
-        step_size = span / 255.0 if step_size is None else checks.positive_number("step_size", step_size, STEP_SIZE_MEANING)
+        if step_size is not None:
+            step_size = checks.positive_number("step_size", step_size, STEP_SIZE_MEANING)
         batch = self.batch_size(checks.positive_number("memory_budget_mb", memory_budget_mb, MEMORY_BUDGET_MEANING))
-        batches = [AscentResult(filters[:0], np.zeros((0, *self.image_shape), np.float32), np.zeros(0), np.zeros(0))]
+        shown_range = (low, high) if style == "lucid" else None
+        empty = np.zeros((0, *self.image_shape), np.float32)
+        batches = [AscentResult(filters[:0], empty, np.zeros(0), np.zeros(0), shown_range)]
+        # The k-th time a filter is asked for gets its own start and transforms (for diversity).
+        occurrences, asked = [], Counter()
+        for filter_index in filters.tolist():
+            occurrences.append(asked[filter_index])
+            asked[filter_index] += 1
         for start in range(0, len(filters), batch):
             chunk = filters[start : start + batch]
-            images = tf.constant(self.gray_noise(chunk, seed, low, span))
             chunk_ids = tf.constant(chunk, tf.int32)
-            start_loss = None
-            for _ in range(steps):
+            if style == "lucid":
+                seeds = [(seed, int(f), k) for f, k in zip(chunk, occurrences[start : start + batch])]
+                ascent = _LucidAscent(self, chunk, seeds, steps, (low, span), step_size, diversity)
+            else:
+                ascent = _TutorialAscent(self, chunk, seed, (low, span), step_size)
+            start_loss = ascent.start_loss
+            for step in range(steps):
                 if should_stop is not None and should_stop():
                     return _joined(batches)
-                images, loss = self._step(images, chunk_ids, tf.constant(step_size))
+                loss = ascent.step(step, chunk_ids)
                 start_loss = loss.numpy() if start_loss is None else start_loss
-            final_loss = self._loss(images, chunk_ids)
+                if on_preview is not None and (step + 1) % preview_every == 0 and step + 1 < steps:
+                    on_preview(step + 1, AscentResult(chunk, ascent.pixels().numpy(), start_loss, loss.numpy(), shown_range))
+            pixels = ascent.pixels()
+            final_loss = self._loss(pixels, chunk_ids)
             start_loss = final_loss if start_loss is None else start_loss
-            images = images.numpy()
+            images = pixels.numpy()
             self._check_finite(chunk, images, final_loss)
-            batches.append(AscentResult(chunk, images, start_loss, final_loss))
+            batches.append(AscentResult(chunk, images, start_loss, final_loss, shown_range))
             if on_batch is not None:
                 on_batch(start + len(chunk), len(filters), batches[-1])
         return _joined(batches)
@@ -273,6 +345,7 @@ class PatternSearch:
             )
 
     def _loss(self, images, filters) -> np.ndarray:
+        # A zero step of the traced function: a forward-only one would be traced once per call.
         _, loss = self._step(images, filters, tf.constant(0.0))
         return loss.numpy()
 
@@ -299,6 +372,57 @@ class PatternSearch:
         return (low + span * (np.stack(noise) * 20 + 128) / 255).astype(np.float32)
 
 
+class _TutorialAscent:
+    """S1's state: the pixels themselves, from gray noise, RMS-normalised gradient steps."""
+
+    start_loss = None  # the first step's loss is the start's
+
+    def __init__(self, search: PatternSearch, filters, seed: int, pixel_range, step_size):
+        low, span = pixel_range
+        self._search = search
+        self._images = tf.constant(search.gray_noise(filters, seed, low, span))
+        self._step_size = tf.constant(span / 255.0 if step_size is None else step_size)
+
+    def step(self, _, filters):
+        self._images, loss = self._search._step(self._images, filters, self._step_size)
+        return loss
+
+    def pixels(self):
+        return self._images
+
+
+class _LucidAscent:
+    """Olah et al.'s state: spectra and Adam's moments, with this batch's random transforms."""
+
+    def __init__(self, search: PatternSearch, filters, seeds, steps: int, pixel_range, step_size, diversity):
+        self._search, self._pixel_range = search, tuple(tf.constant(float(v)) for v in pixel_range)
+        spectra = tf.constant(search._fourier.start(seeds))
+        zeros = tf.zeros_like(spectra)
+        self._state = (spectra, zeros, zeros, tf.constant(0.0))
+        self._transforms = lucid.random_transforms([(*s, 1) for s in seeds], steps, search.image_shape)
+        same = np.equal.outer(filters, filters) & ~np.eye(len(filters), dtype=bool)
+        self._same_filter = tf.constant(same, tf.float32)
+        self._learning_rate = tf.constant(lucid.LEARNING_RATE if step_size is None else step_size)
+        self._diversity = tf.constant(diversity) if diversity and same.any() else None
+        self.start_loss = search._loss(self.pixels(), tf.constant(filters, tf.int32))
+
+    def step(self, step: int, filters):
+        self._state, loss = self._search._lucid_step(
+            self._state,
+            filters,
+            tf.constant(self._transforms[:, step]),
+            self._same_filter,
+            self._pixel_range,
+            self._learning_rate,
+            self._diversity,
+        )
+        return loss
+
+    def pixels(self):
+        low, span = self._pixel_range
+        return low + span * self._search._fourier.decode(self._state[0])
+
+
 def filter_patterns(
     model,
     layer: str,
@@ -311,6 +435,8 @@ def filter_patterns(
     preprocess=None,
     seed: int = 0,
     memory_budget_mb: float = 512,
+    style: str = "tutorial",
+    diversity: float = 0.0,
 ) -> np.ndarray:
     """Input patterns that maximise each filter, uint8 (len(filters), H, W, C) images.
 
@@ -322,11 +448,26 @@ def filter_patterns(
     (``size`` must otherwise agree with it); a model whose input a ``Reshape`` makes
     an image (``Input((28, 28))`` then ``Reshape((28, 28, 1))``) gets patterns in
     that image shape.
+
+    ``style="tutorial"`` is S1's ascent on pixels from gray noise (``step_size`` in
+    pixel values, None: value range / 255); ``style="lucid"`` is Olah et al.'s feature
+    visualisation (Fourier-space image, decorrelated colour, random jitter, scale and
+    rotation at every step; ``step_size`` is Adam's learning rate, None: 0.05), and
+    ``diversity`` > 0 pushes apart the images of a filter asked for more than once
+    (``filters=[5] * 4``). Both are deterministic for a ``seed``.
     """
     checks.function_or_none("preprocess", preprocess, PREPROCESS_MEANING)
+    checked_style(style)
     LayerGraph.of(model).info(layer)  # refuses an unknown layer before it is a cache key (a list is unhashable)
     search = PatternSearch.shared(model, layer, size=size, preprocess=preprocess)
     result = search.run(
-        filters, steps=steps, step_size=step_size, value_range=value_range, seed=seed, memory_budget_mb=memory_budget_mb
+        filters,
+        steps=steps,
+        step_size=step_size,
+        value_range=value_range,
+        seed=seed,
+        memory_budget_mb=memory_budget_mb,
+        style=style,
+        diversity=diversity,
     )
     return result.patterns

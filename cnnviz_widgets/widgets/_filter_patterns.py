@@ -1,7 +1,7 @@
 """The patterns half of FilterGallery: its controls, the background PatternJob it observes, and drawing.
 
 A mixin of :class:`~cnnviz_widgets.widgets.filter_gallery.FilterGallery`, which
-declares the traits (``steps``, ``size``, ``seed``, ``value_range``,
+declares the traits (``style``, ``steps``, ``size``, ``seed``, ``value_range``,
 ``patterns_per_page``) and checks them; the job and its cache are core values
 (``core/pattern_jobs.py``).
 """
@@ -54,6 +54,14 @@ class PatternsView:
         self._bind(self.steps_box, "steps")
         self._bind(self.size_box, "size", shown=lambda size: self._shown_size())
         self._bind(self.seed_box, "seed")
+        self.style_buttons = widgets.ToggleButtons(
+            options=[("Tutorial", "tutorial"), ("Lucid", "lucid")],
+            value=self.style,
+            tooltips=["S1's gradient ascent on pixels", "Fourier-space image, decorrelated colour, random transforms"],
+            style={"button_width": "80px"},
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
+        self._bind(self.style_buttons, "style")
         self.compute_button = widgets.Button(description="Compute", icon="play", button_style="primary")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.compute_button.on_click(lambda _: self._compute_from_button())
@@ -73,7 +81,7 @@ class PatternsView:
         wrapping = widgets.Layout(flex_flow="row wrap")
         return widgets.VBox(
             [
-                widgets.HBox([self.steps_box, self.size_box, self.seed_box], layout=wrapping),
+                widgets.HBox([self.style_buttons, self.steps_box, self.size_box, self.seed_box], layout=wrapping),
                 widgets.HBox(
                     [self.compute_button, self.stop_button, self.progress, self._pattern_status], layout=wrapping
                 ),
@@ -107,7 +115,7 @@ class PatternsView:
     def _pattern_settings(self) -> PatternSettings:
         """The cache key of the current patterns; raises why the layer has none."""
         size = self._search(self.size).image_shape[:2]
-        return PatternSettings(self.layer, size, self.steps, self.seed, tuple(self.value_range))
+        return PatternSettings(self.layer, size, self.steps, self.seed, tuple(self.value_range), self.style)
 
     def _pattern_settings_or_none(self) -> PatternSettings | None:
         try:
@@ -173,6 +181,7 @@ class PatternsView:
             step_size=self._step_size,
             memory_budget_mb=self._memory_budget_mb,
             on_step=self._report,
+            on_preview=self._on_preview,
             on_batch=self._on_batch,
             on_finish=self._on_finish,
         )
@@ -198,6 +207,10 @@ class PatternsView:
 
     def _report_filters(self, job: PatternJob):
         self._pattern_status.value = f"computing: {job.computed} / {len(job.filters)} filters"
+
+    def _on_preview(self, job: PatternJob):
+        if self._job is job:
+            self._show_patterns()
 
     def _on_batch(self, job: PatternJob):
         self._report(job)
@@ -228,22 +241,27 @@ class PatternsView:
                 return
             self.compute_button.disabled = self.computing
             computed = self._pattern_cache.patterns(settings)
+            job = self._job
+            previewing = job is not None and job.settings == settings
+            previews, previewed_at = (job.previews, job.previewed_at) if previewing else ({}, 0)
             page = self._pattern_page()
             image_shape = self._search(self.size).image_shape
             # A channel move within the page changes the enlarged pattern, not the grid.
-            grid_key = (settings, page, frozenset(index for index in page if index in computed))
+            grid_key = (settings, page, frozenset(index for index in page if index in computed), previewed_at)
             if grid_key != self._pattern_grid_key:
-                picture, layout = self._pattern_cache.page_picture(settings, page, image_shape, PATTERN_GAP)
+                picture, layout = self._pattern_cache.page_picture(settings, page, image_shape, PATTERN_GAP, previews)
                 self._patterns_grid.show(picture, layout, page.start)
                 self._pattern_grid_key = grid_key
-                self._show_placeholder_or_grid(any(index in computed for index in page), page, settings)
+                self._show_placeholder_or_grid(any(i in computed or i in previews for i in page), page, settings)
 
-            selected = computed.get(self.channel)
-            shown = np.zeros(image_shape, np.uint8) if selected is None else selected.image
-            self._pattern_picture = imaging.upscale_to(shown, ENLARGED_SIZE)
+            selected, preview = computed.get(self.channel), previews.get(self.channel)
+            image = preview if selected is None else selected.image
+            self._pattern_picture = imaging.upscale_to(np.zeros(image_shape, np.uint8) if image is None else image, ENLARGED_SIZE)
             show(self._pattern_view, self._pattern_picture)
-            self._pattern_view.layout.display = "none" if selected is None else None
-            if selected is None:
+            self._pattern_view.layout.display = "none" if image is None else None
+            if selected is None and preview is not None:
+                caption = "forming: a preview of the ascent under way"
+            elif selected is None:
                 caption = "not computed yet: press Compute"
             else:
                 caption = f"mean activation {selected.start_loss:.3g} → {selected.final_loss:.3g}"

@@ -50,7 +50,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
 
     Traits (settable at construction and later; a bad value is refused and shown):
     ``layer`` (default the first convolution), ``channel``, ``view``, ``bgr``, ``scale``,
-    and for patterns ``steps``, ``size``, ``seed``, ``value_range``, ``patterns_per_page``;
+    and for patterns ``style``, ``steps``, ``size``, ``seed``, ``value_range``, ``patterns_per_page``;
     see each trait's help.
 
     Keyword-only, constructor only: ``preprocess`` (a differentiable function from
@@ -59,8 +59,9 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     filters one compiled batch ascends; the grid fills batch by batch).
 
     Patterns are computed only on request (the Compute button or
-    :meth:`compute_patterns`) and cached per (layer, size, steps, seed, value_range)
-    and filter, so revisiting a layer shows them at once.
+    :meth:`compute_patterns`) and cached per (layer, size, steps, seed, value_range,
+    style) and filter, so revisiting a layer shows them at once. While they are
+    computed the grid shows the images forming, a preview every few steps.
     """
 
     # Declared in the order the constructor sets them: a channel is checked against the layer and size.
@@ -76,6 +77,12 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         default_value="tile",
         help="Kernel tile contrast: 'tile' (min-max each tile, S2), 'global' (one min-max over the page, S3) "
         "or 'signed' (one scale symmetric around 0 for the layer: white 0, red positive, blue negative).",
+    )
+    style = Choice(
+        ("tutorial", "lucid"),
+        default_value="tutorial",
+        help="'tutorial': S1's gradient ascent on pixels; 'lucid': Olah et al.'s Fourier-space image with "
+        "decorrelated colour and random jitter, scale and rotation (patterns that look like something).",
     )
     steps = Int(40, help="Gradient ascent steps per pattern.")
     seed = Int(0, help="Seed of the gray-noise start images.")
@@ -261,7 +268,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     def _on_view(self, change):
         self._view_box.children = [self._views[change["new"]]]
 
-    @observe("steps", "size", "seed", "value_range", "patterns_per_page")
+    @observe("style", "steps", "size", "seed", "value_range", "patterns_per_page")
     def _on_pattern_settings_change(self, _):
         if self._pages is not None:  # else still constructing
             self._show_pattern_settings()
