@@ -23,6 +23,7 @@ class EigenCam(ClassActivationMap):
     """Eigen-CAM for one model and layer; the same map for every class."""
 
     name = "eigencam"
+    title = "Eigen-CAM"
     uses_gradients = False
 
     def __init__(self, model, layer=None, *, probabilities=False, output=0, counterfactual=False):

@@ -25,6 +25,7 @@ class GradCamPlusPlus(ClassActivationMap):
     """Grad-CAM++ for one model, layer and output, reusable across images and classes."""
 
     name = "gradcam++"
+    title = "Grad-CAM++"
 
     def channel_weights(self, features, gradients):
         spatial = list(range(2, len(gradients.shape) - 1))

@@ -18,6 +18,7 @@ class HiResCam(GradCam):
     """HiResCAM for one model, layer and output, reusable across images and classes."""
 
     name = "hirescam"
+    title = "HiResCAM"
 
     def channel_terms(self, features, gradients, weights):
         return gradients * features[:, None]

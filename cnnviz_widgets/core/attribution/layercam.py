@@ -18,6 +18,7 @@ class LayerCam(ClassActivationMap):
     """Layer-CAM for one model, layer and output, reusable across images and classes."""
 
     name = "layercam"
+    title = "Layer-CAM"
 
     def channel_weights(self, features, gradients):
         spatial = list(range(2, len(gradients.shape) - 1))

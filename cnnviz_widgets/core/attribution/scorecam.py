@@ -42,6 +42,7 @@ class ScoreCam(ClassActivationMap):
     """Score-CAM for one model, layer and output, reusable across images and classes."""
 
     name = "scorecam"
+    title = "Score-CAM"
     uses_gradients = False
 
     def __init__(
