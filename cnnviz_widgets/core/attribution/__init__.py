@@ -6,6 +6,9 @@
 - ``attribute.py``: the functions, :func:`attribute` (any method by name, see ``METHODS``)
   and :func:`grad_cam`.
 - ``gradcam.py``: Grad-CAM, its channel weights; :class:`GradCam`.
+- ``input_gradients.py``: what every pixel method shares: the class scores' gradients
+  with respect to the input, batched over images, classes and variants; :class:`PixelResult`.
+- ``saliency.py``, ``smoothgrad.py``, ``integrated_gradients.py``: the pixel methods.
 - ``explanation.py``: what GradCamViewer shows of one image, as plain values.
 
 A new CAM method is one file: a :class:`ClassActivationMap` subclass with its channel
@@ -15,12 +18,21 @@ weights or map formula (see ``base.py``).
 from .base import CamResult, ClassActivationMap, checked_layer, default_layer, explainable_layers
 from .attribute import METHODS, attribute, grad_cam, method_class
 from .gradcam import GradCam
+from .input_gradients import InputGradients, PixelResult
+from .integrated_gradients import IntegratedGradients
+from .saliency import Saliency
+from .smoothgrad import SmoothGrad
 
 __all__ = [
     "METHODS",
     "CamResult",
     "ClassActivationMap",
     "GradCam",
+    "InputGradients",
+    "IntegratedGradients",
+    "PixelResult",
+    "Saliency",
+    "SmoothGrad",
     "attribute",
     "checked_layer",
     "default_layer",
