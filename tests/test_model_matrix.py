@@ -417,6 +417,46 @@ def check_gradcam_viewer(model):
         np.testing.assert_allclose(viewer.heatmap, expected, atol=heatmap_tolerance(model))
 
 
+def float_twin(model):
+    """The model's own layers behind a float32 input: an integer input cuts an eager tape's gradient."""
+    if not any("int" in str(t.dtype) for t in model.inputs):
+        return model
+    inputs = keras.Input(model.inputs[0].shape[1:], dtype="float32")
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
+
+
+def tape_pixel_attributions(model, x, class_index, samples=2, steps=2):
+    """(saliency, SmoothGrad, Integrated Gradients) per-channel attributions of the first output's
+    probability, from eager tapes: SmoothGrad's noise drawn as its docstring says, IG from zeros."""
+    twin = float_twin(model)
+
+    def gradients(inputs):
+        inputs = tf.constant(inputs, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            output = twin(inputs, training=False)
+            score = tf.reduce_sum((output[0] if isinstance(output, (list, tuple)) else output)[:, class_index])
+        return tape.gradient(score, inputs).numpy()
+
+    x = np.asarray(x, np.float32)
+    axes = tuple(range(1, x.ndim))
+    sigma = 0.2 * (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True)).astype(np.float64)
+    noise = np.random.RandomState(0).normal(0.0, sigma, (samples, *x.shape)).astype(np.float32)
+    smooth = sum(gradients(x + n) for n in noise) / samples
+    integrated = x * sum(gradients((k + 0.5) / steps * x) for k in range(steps)) / steps
+    as_image = (len(x), *image_shape(model))
+    return [a.reshape(as_image) for a in (gradients(x), smooth, integrated)]
+
+
+def check_gradient_family(model):
+    x = sample_inputs(model)
+    options = {"saliency": {}, "smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2}}
+    heatmaps = [cw.attribute(model, x, 1, method, probabilities=True, **settings) for method, settings in options.items()]
+    saliency, smooth, integrated = tape_pixel_attributions(model, x, 1)
+    for ours, heat in zip(heatmaps, (np.abs(saliency).max(-1), np.abs(smooth).max(-1), np.abs(integrated.sum(-1)))):
+        np.testing.assert_allclose(ours, heat / heat.max(axis=tuple(range(1, heat.ndim)), keepdims=True), atol=heatmap_tolerance(model))
+
+
 TECHNIQUES = {
     "layer_names": check_layer_names,
     "activations": check_activations,
@@ -426,6 +466,7 @@ TECHNIQUES = {
     "LayerExplorer": check_layer_explorer,
     "FilterGallery": check_filter_gallery,
     "GradCamViewer": check_gradcam_viewer,
+    "gradient family": check_gradient_family,
 }
 
 
@@ -454,6 +495,8 @@ REFUSED.update(
         ("multi-input functional", "GradCamViewer"): "UnsupportedModelError",
         ("1-D conv", "GradCamViewer"): "UnsupportedModelError",
         ("no conv layer", "GradCamViewer"): "UnsupportedModelError",
+        ("multi-input functional", "gradient family"): "UnsupportedModelError",
+        ("no conv layer", "gradient family"): "UnsupportedModelError",
     }
 )
 REFUSED.update(

@@ -144,11 +144,11 @@ def completeness_errors(model, x, baseline, steps):
 def test_integrated_gradients_are_complete_within_one_percent_at_64_steps():
     """The paper's completeness axiom: the attributions sum to score(x) − score(baseline).
 
-    From a gray baseline, 64 midpoint steps: measured median 0.3 %, at most 1.9 % over 16
+    From a gray baseline, 64 midpoint steps: measured median 0.5 %, at most 1.1 % over 8
     demo images (the error is the Riemann sum's, relative to a difference that is small for some).
     """
     model = cw.demo.load_model()
-    images = cw.demo.load_images()[0][::4]
+    images = cw.demo.load_images()[0][::8]
     errors = completeness_errors(model, images, np.full(images.shape[1:], 0.5, "float32"), steps=64)
     assert np.median(errors) <= 0.01 and errors.max() <= 0.03, errors
 
