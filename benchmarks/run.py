@@ -20,7 +20,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from . import p1_activations, p2_layer_explorer, p3_gradcam, p4_patterns, p5_memory, p6_browser
+from . import p1_activations, p2_layer_explorer, p3_gradcam, p4_patterns, p5_memory, p6_browser, p8_gradients
 from .common import FULL, QUICK, peer
 from .timing import Row
 
@@ -31,6 +31,7 @@ CASES = {
     "P4": (p4_patterns, ("P4a", "P4b", "P4c", "P4d")),
     "P5": (p5_memory, ("P5",)),
     "P6": (p6_browser, ("P6a", "P6b", "P6c", "P6d", "P6e", "P6f", "P6g")),
+    "P8": (p8_gradients, ("P8a", "P8b", "P8c")),
 }
 HERE = Path(__file__).resolve().parent
 BUSY_LOAD = 0.5  # a 1-minute load average above this before the run means other work was running

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-ROW_IDS = ("P1a", "P1b", "P2a", "P2b", "P3a", "P3b", "P3c", "P3d", "P3e", "P3f", "P4a", "P4b", "P4c", "P4d", "P5", "P6a", "P6b", "P6c", "P6d", "P6e", "P6f", "P6g")
+ROW_IDS = ("P1a", "P1b", "P2a", "P2b", "P3a", "P3b", "P3c", "P3d", "P3e", "P3f", "P4a", "P4b", "P4c", "P4d", "P5", "P6a", "P6b", "P6c", "P6d", "P6e", "P6f", "P6g", "P8a", "P8b", "P8c")
 
 
 @pytest.mark.slow
