@@ -1,4 +1,4 @@
-"""The pixel (input-gradient) methods: saliency, SmoothGrad, Integrated Gradients.
+"""The pixel (input-gradient) methods: saliency, SmoothGrad, Integrated Gradients, Guided Backprop.
 
 Each is checked against an independent computation: a hand-written GradientTape of the
 class logit with respect to the input, the paper's formula written in numpy around it,
@@ -18,7 +18,7 @@ from cnnviz_widgets.core.attribution import IntegratedGradients, Saliency, Smoot
 from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
 from conftest import small_cnn
 
-PIXEL_METHODS = ("saliency", "smoothgrad", "integrated_gradients")
+PIXEL_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop")
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +182,38 @@ def test_a_baseline_that_does_not_fit_is_refused(demo, baseline):
     model, x = demo
     with pytest.raises(InputError, match="baseline must be"):
         cw.attribute(model, x, 0, "integrated_gradients", baseline=baseline, steps=2)
+
+
+# -- Guided Backprop ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relu", ["in the conv", "a ReLU layer", "an Activation layer"])
+def test_guided_backprop_passes_back_only_positive_gradients_where_the_relu_was_open(relu):
+    """One ReLU between a convolution and a linear head, so the guided gradient is a hand computation:
+    the head's weights for the class, kept where positive and where the convolution's output was."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3, padding="same", activation="relu" if relu == "in the conv" else None, name="conv")
+    hidden = conv(inputs)
+    if relu != "in the conv":
+        hidden = (keras.layers.ReLU() if relu == "a ReLU layer" else keras.layers.Activation("relu"))(hidden)
+    head = keras.layers.Dense(4, name="logits")
+    model = keras.Model(inputs, head(keras.layers.Flatten()(hidden)))
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 6, 6, 2)), tf.float32)
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        pre_activation = tf.nn.conv2d(x, conv.kernel, 1, "SAME") + conv.bias  # linear in x
+    weights = np.broadcast_to(head.kernel.numpy()[:, 2].reshape(1, 6, 6, 3), pre_activation.shape)
+    guided = np.where((weights > 0) & (pre_activation.numpy() > 0), weights, 0.0).astype("float32")
+    expected = tape.gradient(pre_activation, x, output_gradients=tf.constant(guided)).numpy()
+    # The plain gradient also passes the negative weights: guided must differ from saliency here.
+    plain = np.where(pre_activation.numpy() > 0, weights, 0.0).astype("float32")
+    assert np.abs(tape.gradient(pre_activation, x, output_gradients=tf.constant(plain)).numpy() - expected).max() > 1e-2
+
+    raw = cw.attribute(model, x.numpy(), 2, "guided_backprop", normalize=False)
+    np.testing.assert_allclose(raw, expected.sum(-1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cw.attribute(model, x.numpy(), 2, "guided_backprop"), peak_normalised(np.abs(expected).max(-1)), atol=1e-5)
 
 
 # -- what every pixel method shares ----------------------------------------------

@@ -8,7 +8,7 @@
 - ``gradcam.py``: Grad-CAM, its channel weights; :class:`GradCam`.
 - ``input_gradients.py``: what every pixel method shares: the class scores' gradients
   with respect to the input, batched over images, classes and variants; :class:`PixelResult`.
-- ``saliency.py``, ``smoothgrad.py``, ``integrated_gradients.py``: the pixel methods.
+- ``saliency.py``, ``smoothgrad.py``, ``integrated_gradients.py``, ``guided_backprop.py``: the pixel methods.
 - ``explanation.py``: what GradCamViewer shows of one image, as plain values.
 
 A new CAM method is one file: a :class:`ClassActivationMap` subclass with its channel
@@ -18,6 +18,7 @@ weights or map formula (see ``base.py``).
 from .base import CamResult, ClassActivationMap, checked_layer, default_layer, explainable_layers
 from .attribute import METHODS, attribute, grad_cam, method_class
 from .gradcam import GradCam
+from .guided_backprop import GuidedBackprop
 from .input_gradients import InputGradients, PixelResult
 from .integrated_gradients import IntegratedGradients
 from .saliency import Saliency
@@ -28,6 +29,7 @@ __all__ = [
     "CamResult",
     "ClassActivationMap",
     "GradCam",
+    "GuidedBackprop",
     "InputGradients",
     "IntegratedGradients",
     "PixelResult",

@@ -14,11 +14,12 @@ import numpy as np
 from ..errors import InputError
 from ..inputs import prepare_inputs
 from .gradcam import GradCam
+from .guided_backprop import GuidedBackprop
 from .integrated_gradients import IntegratedGradients
 from .saliency import Saliency
 from .smoothgrad import SmoothGrad
 
-METHODS = {method.name: method for method in (GradCam, Saliency, SmoothGrad, IntegratedGradients)}
+METHODS = {method.name: method for method in (GradCam, Saliency, SmoothGrad, IntegratedGradients, GuidedBackprop)}
 
 
 def method_class(method: str):

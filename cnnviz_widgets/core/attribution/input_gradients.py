@@ -56,10 +56,12 @@ class InputGradients:
     """A pixel method for one model and output, reusable across images and classes.
 
     Subclasses give ``name``, :meth:`channel_attributions` and, if their heat is not
-    the largest |attribution| over a pixel's channels, :meth:`heat`.
+    the largest |attribution| over a pixel's channels, :meth:`heat`; ``gradient_overrides``
+    changes how ops pass gradients back.
     """
 
     name: str
+    gradient_overrides: dict[str, str] = {}  # op type -> registered gradient, for the forward pass (Guided Backprop)
 
     def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, batch_size: int | None = None):
         _check_no_layer(self.name, layer)
@@ -116,7 +118,9 @@ class InputGradients:
 
     def _class_gradients(self, images, classes):
         """(B, K, *input) gradients of each row's K selected scores, and the (B, classes) scores."""
-        override = {} if classes.shape.num_elements() == 1 else {"MatMul": _MATMUL_GRADIENT}
+        override = dict(self.gradient_overrides)
+        if classes.shape.num_elements() != 1:
+            override["MatMul"] = _MATMUL_GRADIENT
         with tf.compat.v1.get_default_graph().gradient_override_map(override):
             scores = tf.cast(self._model(images, training=False), tf.float32)
         selected = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, K)
