@@ -187,33 +187,57 @@ def test_a_baseline_that_does_not_fit_is_refused(demo, baseline):
 # -- Guided Backprop ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relu", ["in the conv", "a ReLU layer", "an Activation layer"])
-def test_guided_backprop_passes_back_only_positive_gradients_where_the_relu_was_open(relu):
-    """One ReLU between a convolution and a linear head, so the guided gradient is a hand computation:
-    the head's weights for the class, kept where positive and where the convolution's output was."""
+def one_relu_model(relu):
+    """A convolution, one ReLU and a linear head: (model, conv layer, head layer, name of the ReLU's output layer)."""
     keras.utils.set_random_seed(3)
     inputs = keras.Input((6, 6, 2))
     conv = keras.layers.Conv2D(3, 3, padding="same", activation="relu" if relu == "in the conv" else None, name="conv")
     hidden = conv(inputs)
     if relu != "in the conv":
-        hidden = (keras.layers.ReLU() if relu == "a ReLU layer" else keras.layers.Activation("relu"))(hidden)
+        hidden = (keras.layers.ReLU(name="relu") if relu == "a ReLU layer" else keras.layers.Activation("relu", name="relu"))(hidden)
     head = keras.layers.Dense(4, name="logits")
-    model = keras.Model(inputs, head(keras.layers.Flatten()(hidden)))
-    x = tf.constant(np.random.default_rng(1).normal(size=(2, 6, 6, 2)), tf.float32)
+    return keras.Model(inputs, head(keras.layers.Flatten()(hidden))), conv, head, "conv" if relu == "in the conv" else "relu"
 
+
+def hand_guided_gradients(conv, head, x, class_index):
+    """The guided gradient of one ReLU between a convolution and a linear head: the head's
+    weights for the class, kept where positive and where the ReLU fired, back through the conv."""
+    x = tf.constant(x, tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         pre_activation = tf.nn.conv2d(x, conv.kernel, 1, "SAME") + conv.bias  # linear in x
-    weights = np.broadcast_to(head.kernel.numpy()[:, 2].reshape(1, 6, 6, 3), pre_activation.shape)
+    weights = np.broadcast_to(head.kernel.numpy()[:, class_index].reshape(1, 6, 6, 3), pre_activation.shape)
     guided = np.where((weights > 0) & (pre_activation.numpy() > 0), weights, 0.0).astype("float32")
-    expected = tape.gradient(pre_activation, x, output_gradients=tf.constant(guided)).numpy()
-    # The plain gradient also passes the negative weights: guided must differ from saliency here.
     plain = np.where(pre_activation.numpy() > 0, weights, 0.0).astype("float32")
-    assert np.abs(tape.gradient(pre_activation, x, output_gradients=tf.constant(plain)).numpy() - expected).max() > 1e-2
+    back = [tape.gradient(pre_activation, x, output_gradients=tf.constant(g)).numpy() for g in (guided, plain)]
+    # The plain gradient also passes the negative weights: guided must differ from saliency here.
+    assert np.abs(back[0] - back[1]).max() > 1e-2
+    return back[0]
 
-    raw = cw.attribute(model, x.numpy(), 2, "guided_backprop", normalize=False)
+
+@pytest.mark.parametrize("relu", ["in the conv", "a ReLU layer", "an Activation layer"])
+def test_guided_backprop_passes_back_only_positive_gradients_where_the_relu_was_open(relu):
+    model, conv, head, _ = one_relu_model(relu)
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 2)).astype("float32")
+    expected = hand_guided_gradients(conv, head, x, 2)
+    raw = cw.attribute(model, x, 2, "guided_backprop", normalize=False)
     np.testing.assert_allclose(raw, expected.sum(-1), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(cw.attribute(model, x.numpy(), 2, "guided_backprop"), peak_normalised(np.abs(expected).max(-1)), atol=1e-5)
+    np.testing.assert_allclose(cw.attribute(model, x, 2, "guided_backprop"), peak_normalised(np.abs(expected).max(-1)), atol=1e-5)
+
+
+def test_guided_gradcam_is_guided_backprop_times_the_grad_cam_map():
+    model, conv, head, relu_output = one_relu_model("a ReLU layer")
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
+    features_model = keras.Model(model.inputs, [model.get_layer(relu_output).output, model.output])
+    with tf.GradientTape() as tape:
+        features, logits = features_model(x)
+        score = tf.reduce_sum(logits[:, 1])
+    weights = tf.reduce_mean(tape.gradient(score, features), axis=(1, 2), keepdims=True)
+    cam = np.maximum((features * weights).numpy().sum(-1), 0)  # 6×6 like the input: no resizing
+    cam /= cam.max(axis=(1, 2), keepdims=True)
+    expected = hand_guided_gradients(conv, head, x, 1) * cam[..., None]
+    np.testing.assert_allclose(cw.attribute(model, x, 1, "guided_gradcam", relu_output, normalize=False), expected.sum(-1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cw.attribute(model, x, 1, "guided_gradcam", relu_output), peak_normalised(np.abs(expected).max(-1)), atol=1e-5)
 
 
 # -- what every pixel method shares ----------------------------------------------

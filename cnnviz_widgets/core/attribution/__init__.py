@@ -8,7 +8,8 @@
 - ``gradcam.py``: Grad-CAM, its channel weights; :class:`GradCam`.
 - ``input_gradients.py``: what every pixel method shares: the class scores' gradients
   with respect to the input, batched over images, classes and variants; :class:`PixelResult`.
-- ``saliency.py``, ``smoothgrad.py``, ``integrated_gradients.py``, ``guided_backprop.py``: the pixel methods.
+- ``saliency.py``, ``smoothgrad.py``, ``integrated_gradients.py``, ``guided_backprop.py``: the pixel methods;
+  ``guided_gradcam.py``: Guided Backprop times Grad-CAM.
 - ``explanation.py``: what GradCamViewer shows of one image, as plain values.
 
 A new CAM method is one file: a :class:`ClassActivationMap` subclass with its channel
@@ -19,6 +20,7 @@ from .base import CamResult, ClassActivationMap, checked_layer, default_layer, e
 from .attribute import METHODS, attribute, grad_cam, method_class
 from .gradcam import GradCam
 from .guided_backprop import GuidedBackprop
+from .guided_gradcam import GuidedGradCam
 from .input_gradients import InputGradients, PixelResult
 from .integrated_gradients import IntegratedGradients
 from .saliency import Saliency
@@ -30,6 +32,7 @@ __all__ = [
     "ClassActivationMap",
     "GradCam",
     "GuidedBackprop",
+    "GuidedGradCam",
     "InputGradients",
     "IntegratedGradients",
     "PixelResult",

@@ -15,11 +15,12 @@ from ..errors import InputError
 from ..inputs import prepare_inputs
 from .gradcam import GradCam
 from .guided_backprop import GuidedBackprop
+from .guided_gradcam import GuidedGradCam
 from .integrated_gradients import IntegratedGradients
 from .saliency import Saliency
 from .smoothgrad import SmoothGrad
 
-METHODS = {method.name: method for method in (GradCam, Saliency, SmoothGrad, IntegratedGradients, GuidedBackprop)}
+METHODS = {method.name: method for method in (GradCam, Saliency, SmoothGrad, IntegratedGradients, GuidedBackprop, GuidedGradCam)}
 
 
 def method_class(method: str):
@@ -37,9 +38,10 @@ def attribute(
     ``class_index`` is one class for every image or a sequence of one class per image.
     ``normalize=True`` gives maps in [0, 1]; ``normalize=False`` the raw, signed
     attribution (for a CAM, the weighted channel sum before its ReLU; for a pixel method,
-    "saliency", "smoothgrad" or "integrated_gradients", its attribution summed over the
-    input's channels). ``layer`` is the layer a CAM explains (default: the last
-    convolutional one; a pixel method has none); ``output`` picks the
+    "saliency", "smoothgrad", "integrated_gradients" or "guided_backprop", its
+    attribution summed over the input's channels). ``layer`` is the layer a CAM (and
+    "guided_gradcam") explains (default: the last convolutional one; a pixel method has
+    none); ``output`` picks the
     model output by index, dict key or layer name. ``options`` are the method's own
     (``probabilities=True`` scores the probability instead of the logit,
     ``counterfactual=True`` maps what speaks against the class).

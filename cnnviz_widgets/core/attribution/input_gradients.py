@@ -178,21 +178,27 @@ class InputGradients:
         classes = class_matrix(self.head, classes, len(images))
         attributions = self.channel_attributions(images, classes)
         # A Reshape's flat input as the image it makes, channels last.
-        attributions = attributions.reshape(*attributions.shape[:2], *self._image_shape(images)).astype(np.float32)
-        heat = self.heat(attributions)
-        peaks = heat.max(axis=tuple(range(2, heat.ndim)), keepdims=True)
-        flat = peaks <= np.finfo(np.float32).tiny
-        return PixelResult(
-            heatmaps=np.where(flat, 0.0, heat / np.where(flat, 1.0, peaks)).astype(np.float32),
-            raw=attributions.sum(axis=-1),
-            attributions=attributions,
-            classes=classes,
-            flat=flat.reshape(flat.shape[:2]),
-        )
+        attributions = attributions.reshape(*attributions.shape[:2], *self._image_shape(images))
+        return pixel_result(attributions, classes, self.heat)
 
     def _image_shape(self, images) -> tuple:
         shape = image_shape(self.graph)
         return shape if shape is not None and None not in shape else images.shape[1:]
+
+
+def pixel_result(attributions: np.ndarray, classes: np.ndarray, heat) -> PixelResult:
+    """The :class:`PixelResult` of (N, K, *spatial, channels) ``attributions``; ``heat`` makes their (N, K, *spatial) heat."""
+    attributions = attributions.astype(np.float32)
+    heat = heat(attributions)
+    peaks = heat.max(axis=tuple(range(2, heat.ndim)), keepdims=True)
+    flat = peaks <= np.finfo(np.float32).tiny
+    return PixelResult(
+        heatmaps=np.where(flat, 0.0, heat / np.where(flat, 1.0, peaks)).astype(np.float32),
+        raw=attributions.sum(axis=-1),
+        attributions=attributions,
+        classes=classes,
+        flat=flat.reshape(flat.shape[:2]),
+    )
 
 
 def _static(tensor) -> bool:
