@@ -86,7 +86,11 @@ class InputGradients:
         self.batch_size = self._rows_per_batch() if batch_size is None else checks.count(
             "batch_size", batch_size, "how many images (and noisy or path copies) go through the model at once", minimum=1
         )
-        self._gradients = tf.function(self._class_gradients, reduce_retracing=True)
+        # Saliency, SmoothGrad and Integrated Gradients of one model and output run the same function: compiled once.
+        self._gradients = self.graph.cached(
+            ("pixel_gradients", self.head.index, probabilities, tuple(sorted(self.gradient_overrides.items()))),
+            lambda: tf.function(self._class_gradients, reduce_retracing=True),
+        )
 
     @classmethod
     def shared(cls, model, layer: str | None = None, *, output: int | str = 0, **options):
@@ -124,6 +128,8 @@ class InputGradients:
         with tf.compat.v1.get_default_graph().gradient_override_map(override):
             scores = tf.cast(self._model(images, training=False), tf.float32)
         selected = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, K)
+        if classes.shape[1] == 1:  # one class: a plain backward pass, which compiles much faster than its pfor
+            return tf.gradients(selected, images)[0][:, None], scores
 
         def class_gradients(one_hot):  # each row's own, as rows are independent at inference
             return tf.gradients(selected, images, grad_ys=tf.broadcast_to(one_hot, tf.shape(selected)))[0]
