@@ -16,7 +16,6 @@ import tensorflow as tf
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.attribution import IntegratedGradients, Saliency, SmoothGrad
 from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
-from conftest import small_cnn
 
 PIXEL_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop")
 
