@@ -36,7 +36,7 @@ from ..graph import LayerGraph
 from ..inputs import image_shape, prepare_inputs
 from .base import _MATMUL_GRADIENT, class_matrix
 
-# Forward and backward activations of one batch, per class explained, stay under this.
+# A batch's forward and backward activations for one class stay under this (K classes: K backward passes).
 MEMORY_BUDGET_MB = 512
 BYTES_PER_VALUE = 4
 
