@@ -21,9 +21,7 @@ import warnings
 from pathlib import Path
 
 from . import p1_activations, p2_layer_explorer, p3_gradcam, p4_patterns, p5_memory, p6_browser
-from . import p9_trust
-from . import p1_activations, p2_layer_explorer, p3_gradcam, p4_patterns, p5_memory, p6_browser, p10_top_activating
-from . import p1_activations, p2_layer_explorer, p3_gradcam, p4_patterns, p5_memory, p6_browser, p7_cams
+from . import p7_cams, p8_gradients, p9_trust, p10_top_activating
 from .common import FULL, QUICK, peer
 from .timing import Row
 
@@ -34,9 +32,10 @@ CASES = {
     "P4": (p4_patterns, ("P4a", "P4b", "P4c", "P4d", "P4e", "P4f")),
     "P5": (p5_memory, ("P5",)),
     "P6": (p6_browser, ("P6a", "P6b", "P6c", "P6d", "P6e", "P6f", "P6g")),
+    "P7": (p7_cams, ("P7a", "P7b", "P7c", "P7d", "P7e", "P7f")),
+    "P8": (p8_gradients, ("P8a", "P8b", "P8c")),
     "P9": (p9_trust, ("P9a", "P9b")),
     "P10": (p10_top_activating, ("P10a", "P10b")),
-    "P7": (p7_cams, ("P7a", "P7b", "P7c", "P7d", "P7e", "P7f")),
 }
 HERE = Path(__file__).resolve().parent
 BUSY_LOAD = 0.5  # a 1-minute load average above this before the run means other work was running

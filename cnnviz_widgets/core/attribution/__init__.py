@@ -9,6 +9,10 @@
 - ``gradcam_plus_plus.py``, ``hirescam.py``, ``layercam.py``, ``eigencam.py``, ``scorecam.py``:
   the CAM family, one method a file (:class:`GradCamPlusPlus`, :class:`HiResCam`,
   :class:`LayerCam`, :class:`EigenCam`, :class:`ScoreCam`).
+- ``input_gradients.py``: what every pixel method shares: the class scores' gradients
+  with respect to the input, batched over images, classes and variants; :class:`PixelResult`.
+- ``saliency.py``, ``smoothgrad.py``, ``integrated_gradients.py``, ``guided_backprop.py``: the pixel methods;
+  ``guided_gradcam.py``: Guided Backprop times Grad-CAM.
 - ``explanation.py``: what GradCamViewer shows of one image, as plain values.
 
 A new CAM method is one file: a :class:`ClassActivationMap` subclass with its channel
@@ -23,6 +27,12 @@ from .gradcam_plus_plus import GradCamPlusPlus
 from .hirescam import HiResCam
 from .layercam import LayerCam
 from .scorecam import ScoreCam
+from .guided_backprop import GuidedBackprop
+from .guided_gradcam import GuidedGradCam
+from .input_gradients import InputGradients, PixelResult
+from .integrated_gradients import IntegratedGradients
+from .saliency import Saliency
+from .smoothgrad import SmoothGrad
 
 __all__ = [
     "METHODS",
@@ -34,6 +44,13 @@ __all__ = [
     "HiResCam",
     "LayerCam",
     "ScoreCam",
+    "GuidedBackprop",
+    "GuidedGradCam",
+    "InputGradients",
+    "IntegratedGradients",
+    "PixelResult",
+    "Saliency",
+    "SmoothGrad",
     "attribute",
     "checked_layer",
     "default_layer",

@@ -16,11 +16,31 @@ from ..inputs import prepare_inputs
 from .eigencam import EigenCam
 from .gradcam import GradCam
 from .gradcam_plus_plus import GradCamPlusPlus
+from .guided_backprop import GuidedBackprop
+from .guided_gradcam import GuidedGradCam
 from .hirescam import HiResCam
+from .integrated_gradients import IntegratedGradients
 from .layercam import LayerCam
+from .saliency import Saliency
 from .scorecam import ScoreCam
+from .smoothgrad import SmoothGrad
 
-METHODS = {method.name: method for method in (GradCam, GradCamPlusPlus, HiResCam, LayerCam, EigenCam, ScoreCam)}
+METHODS = {
+    method.name: method
+    for method in (
+        GradCam,
+        GradCamPlusPlus,
+        HiResCam,
+        LayerCam,
+        EigenCam,
+        ScoreCam,
+        Saliency,
+        SmoothGrad,
+        IntegratedGradients,
+        GuidedBackprop,
+        GuidedGradCam,
+    )
+}
 
 
 def method_class(method: str):
@@ -37,8 +57,11 @@ def attribute(
 
     ``class_index`` is one class for every image or a sequence of one class per image.
     ``normalize=True`` gives maps in [0, 1]; ``normalize=False`` the raw, signed
-    attribution (for a CAM, the weighted channel sum before its ReLU). ``layer`` is the
-    layer a CAM explains (default: the last convolutional one); ``output`` picks the
+    attribution (for a CAM, the weighted channel sum before its ReLU; for a pixel method,
+    "saliency", "smoothgrad", "integrated_gradients" or "guided_backprop", its
+    attribution summed over the input's channels). ``layer`` is the layer a CAM (and
+    "guided_gradcam") explains (default: the last convolutional one; a pixel method has
+    none); ``output`` picks the
     model output by index, dict key or layer name. ``options`` are the method's own
     (``probabilities=True`` scores the probability instead of the logit,
     ``counterfactual=True`` maps what speaks against the class).

@@ -185,6 +185,21 @@ def resize_maps(maps, size, *, clip: bool = True) -> tf.Tensor:
     return tf.clip_by_value(resized, 0.0, 1.0) if clip else resized
 
 
+def class_matrix(head, classes, count: int) -> np.ndarray:
+    """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
+    matrix = head.class_indices(classes)
+    if matrix.ndim == 0:
+        matrix = np.full((count, 1), int(matrix))
+    elif matrix.ndim == 1:
+        matrix = np.broadcast_to(matrix[None], (count, len(matrix)))
+    if matrix.ndim != 2 or matrix.shape[0] != count or matrix.shape[1] == 0:
+        raise InputError(
+            f"class_index must be an int, a list of classes, or one row of classes per "
+            f"image ({count} rows); got shape {np.shape(classes)}."
+        )
+    return matrix
+
+
 class ClassActivationMap:
     """A CAM method for one model, layer and output, reusable across images and classes.
 
@@ -285,17 +300,7 @@ class ClassActivationMap:
 
     def class_matrix(self, classes, count: int) -> np.ndarray:
         """(count, K) class indices from an int, a list of K ints, or an (N, K) array."""
-        matrix = self.head.class_indices(classes)
-        if matrix.ndim == 0:
-            matrix = np.full((count, 1), int(matrix))
-        elif matrix.ndim == 1:
-            matrix = np.broadcast_to(matrix[None], (count, len(matrix)))
-        if matrix.ndim != 2 or matrix.shape[0] != count or matrix.shape[1] == 0:
-            raise InputError(
-                f"class_index must be an int, a list of classes, or one row of classes per "
-                f"image ({count} rows); got shape {np.shape(classes)}."
-            )
-        return matrix
+        return class_matrix(self.head, classes, count)
 
     def explain(self, x, classes) -> CamResult:
         """The maps of ``classes`` (see :meth:`class_matrix`) for images ``x``."""
