@@ -478,10 +478,11 @@ def _check_class_bar(page, viewer):
 CONV_ARITHMETIC_CODE = "arithmetic = cw.ConvArithmetic(model, images[3])"
 
 
-def _one_cell_notebook(path: Path, source: str) -> Path:
-    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+def _notebook(path: Path, sources) -> Path:
+    """A notebook at ``path`` with one code cell per source, on the python3 kernel."""
+    cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source} for source in sources]
     kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.write_text(json.dumps({"cells": [cell], "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}))
+    path.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}))
     return path
 
 
@@ -492,7 +493,7 @@ def test_conv_arithmetic_explains_a_clicked_position_in_jupyterlab(server, brows
         "import cnnviz_widgets as cw\n\nmodel = cw.demo.load_model()\nimages, _ = cw.demo.load_images()\n"
         f"{CONV_ARITHMETIC_CODE}\narithmetic"
     )
-    notebook = _one_cell_notebook(root / "conv_arithmetic.ipynb", source)
+    notebook = _notebook(root / "conv_arithmetic.ipynb", [source])
     with watched_page(browser, "conv_arithmetic") as page:
         page.goto(f"{base_url}/lab/workspaces/arithmetic/tree/{notebook.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
         run_all_cells(page)
@@ -535,9 +536,7 @@ CARD_CELLS = {
 
 def test_channel_card_follows_a_click_on_a_contribution_bar(server, browser):
     base_url, token, remember_children, root = server
-    cells = [{"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None} for code in CARD_CELLS.values()]
-    notebook = root / "channel_card.ipynb"
-    notebook.write_text(json.dumps({"cells": cells, "metadata": json.loads(QUICKSTART.read_text())["metadata"], "nbformat": 4, "nbformat_minor": 5}))
+    notebook = _notebook(root / "channel_card.ipynb", CARD_CELLS.values())
     with watched_page(browser, "channel_card") as page:
         page.goto(f"{base_url}/lab/workspaces/card/tree/{notebook.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
         run_all_cells(page)
@@ -573,10 +572,7 @@ CHECK_S = 180  # the sanity cascade of the demo model on 2 shared cores
 
 def test_method_menu_compare_and_trust_panel_in_jupyterlab(server, browser):
     base_url, token, remember_children, root = server
-    notebook = root / "trust_panel.ipynb"
-    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s} for s in TRUST_NOTEBOOK_CELLS]
-    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}))
+    notebook = _notebook(root / "trust_panel.ipynb", TRUST_NOTEBOOK_CELLS)
     with watched_page(browser, "trust_panel") as page:
         page.goto(f"{base_url}/lab/workspaces/trust/tree/{notebook.name}?reset&token={token}", timeout=SERVER_START_S * 1000)
         run_all_cells(page)
