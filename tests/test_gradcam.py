@@ -387,3 +387,24 @@ def test_empty_flags_the_maps_the_relu_zeroes_and_no_other(images):
     np.testing.assert_array_equal(result.empty, (peaks < 1e-6) & ~result.flat)
     assert result.empty.any() and not result.empty.all()
     assert not GradCam(small_cnn()).explain(np.full((1, 16, 16, 3), 0.5), [0, 1]).empty.any()  # flat, not empty
+
+
+def test_explainers_that_each_trace_once_do_not_warn_of_retracing():
+    # TensorFlow counts retracing per function under a bound method, shared by every instance:
+    # eight explainers (as a sanity check's randomised copies make) each tracing once must not
+    # read as one function retraced eight times, a warning that lands in a notebook.
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        for seed in range(8):
+            keras.utils.set_random_seed(seed)
+            model = small_cnn(classes=3)
+            cw.attribute(model, np.random.default_rng(seed).random((2, 16, 16, 3), np.float32), 1, "gradcam")
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "retracing" in r.getMessage()]

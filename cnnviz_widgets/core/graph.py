@@ -14,6 +14,8 @@ inside a nested model, ``"outer/inner/leaf"`` two levels down.
 
 from __future__ import annotations
 
+import functools
+
 import types
 import weakref
 from collections import OrderedDict, defaultdict
@@ -345,3 +347,16 @@ def _unknown_layer_message(name, available) -> str:
 def layer_names(model) -> list[str]:
     """Every layer of ``model`` whose output can be shown; nested ones as "outer/inner"."""
     return LayerGraph.of(model).paths
+
+
+def compiled_method(method, **options):
+    """``tf.function(method, **options)`` for a bound ``method``, its retracing counted per instance.
+
+    TensorFlow's "N out of the last N calls triggered tf.function retracing" warning keys its
+    count on the code under a function, which every instance of a class (and every closure
+    made by one function) shares: ten explainers (one per method, or per randomised copy in
+    a sanity check) that each trace once read as one function retraced ten times, and the
+    warning lands in the notebook. A ``functools.partial`` has no code for TensorFlow to
+    unwrap to, so each instance's is a key of its own.
+    """
+    return tf.function(functools.partial(method), **options)

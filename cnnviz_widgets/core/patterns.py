@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from . import checks, lucid
 from .errors import InputError, InputTypeError, UnsupportedModelError
-from .graph import LayerGraph, function_key
+from .graph import LayerGraph, compiled_method, function_key
 from .inputs import required_image_shape
 from .internals import run_through_graph
 
@@ -127,8 +127,8 @@ class PatternSearch:
         self._preprocess = preprocess
         # No autograph: the step has no tensor-dependent Python control flow, and autograph
         # would wrap an error raised by preprocess in a StagingError.
-        self._step = tf.function(self._ascent_step, reduce_retracing=True, autograph=False)
-        self._lucid_step = tf.function(self._lucid_ascent_step, reduce_retracing=True, autograph=False)
+        self._step = compiled_method(self._ascent_step, reduce_retracing=True, autograph=False)
+        self._lucid_step = compiled_method(self._lucid_ascent_step, reduce_retracing=True, autograph=False)
         self._fourier = lucid.FourierImage(*self.image_shape)
 
     @classmethod

@@ -42,16 +42,14 @@ class MethodComparison:
         self.scale = ColorBar(colormap, label="heat (1 = peak)", height_px=COMPARE_DISPLAY_SIZE)
         self.scale.show(0.0, 1.0)
         self.note = widgets.HTML()
-        self.box = widgets.VBox(
-            [
-                widgets.HBox(
-                    [*self._panels, self.scale.figure],
-                    layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start", overflow="visible"),
-                ),
-                self.note,
-            ],
-            layout=widgets.Layout(display="none"),
+        row = widgets.HBox(
+            [*self._panels, self.scale.figure],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start", overflow="visible"),
         )
+        # The row joins the box only while it has maps: bqplot draws a figure under display:none
+        # at size 0, which logs negative <rect> sizes in the browser console.
+        self._content = (row, self.note)
+        self.box = widgets.VBox([], layout=widgets.Layout(display="none"))
         self.maps: list[np.ndarray] = []
 
     def show(self, titled_maps: list[tuple[str, np.ndarray]], note: str = ""):
@@ -64,6 +62,7 @@ class MethodComparison:
                 caption.value = f"<b>{html.escape(title)}</b>"
                 show(view, imaging.upscale_to(imaging.colormap(heatmap, self.colormap), COMPARE_DISPLAY_SIZE))
             self.note.value = f"<i>{html.escape(note)}</i>" if note else ""
+            self.box.children = self._content if titled_maps else ()
             self.box.layout.display = None if titled_maps else "none"
 
     def pictures(self) -> list[np.ndarray]:

@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError, UnsupportedModelError
-from ..graph import LayerGraph
+from ..graph import LayerGraph, compiled_method
 from ..inputs import as_images, image_shape, prepare_inputs
 from ..internals import matmul_gradient
 
@@ -219,7 +219,7 @@ class ClassActivationMap:
         output_index = self.head.index
         self.layer = default_layer(self.graph, output_index) if layer is None else checked_layer(self.graph, layer, output_index)
         self._model = self.graph.score_model(self.layer, output_index, probabilities)
-        self._maps = tf.function(self._compute_maps, reduce_retracing=True)
+        self._maps = compiled_method(self._compute_maps, reduce_retracing=True)
 
     @classmethod
     def shared(cls, model, layer: str | None = None, *, output: int | str = 0, **options):

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from .. import checks
 from ..errors import InputError, UnsupportedModelError
-from ..graph import LayerGraph
+from ..graph import LayerGraph, compiled_method
 from ..inputs import image_shape, prepare_inputs
 from .base import _MATMUL_GRADIENT, class_matrix
 
@@ -89,7 +89,7 @@ class InputGradients:
         # Saliency, SmoothGrad and Integrated Gradients of one model and output run the same function: compiled once.
         self._gradients = self.graph.cached(
             ("pixel_gradients", self.head.index, probabilities, tuple(sorted(self.gradient_overrides.items()))),
-            lambda: tf.function(self._class_gradients, reduce_retracing=True),
+            lambda: compiled_method(self._class_gradients, reduce_retracing=True),
         )
 
     @classmethod

@@ -32,6 +32,7 @@ import tensorflow as tf
 from .. import checks
 from ..errors import InputError, StoppedError, UnsupportedModelError
 from ..inputs import as_images, prepare_inputs
+from ..graph import compiled_method
 from .base import ClassActivationMap, resize_maps
 
 BATCH_MEANING = "how many masked inputs go through the model at once"
@@ -69,7 +70,7 @@ class ScoreCam(ClassActivationMap):
         self.top_channels = top_channels
         self.channel_softmax = bool(channel_softmax)
         self._forward = tf.function(lambda inputs: self._model(inputs, training=False), reduce_retracing=True)
-        self._masked_scores = tf.function(self._compute_masked_scores, reduce_retracing=True)
+        self._masked_scores = compiled_method(self._compute_masked_scores, reduce_retracing=True)
         self._weighted_maps = tf.function(
             lambda features, weights, scores: self._map_rules(features, None, weights, scores), reduce_retracing=True
         )
