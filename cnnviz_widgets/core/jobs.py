@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-Progress = Callable[[int, "int | None"], bool]
+Progress = Callable[[int, int | None], bool]
 Work = Callable[[Progress, Callable[[], bool]], Any]
 
 
