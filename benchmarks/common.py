@@ -87,6 +87,39 @@ def incompatible(error: Exception) -> str:
     return f"incompatible: {type(error).__name__}: {' '.join(str(error).split())[:160]}"
 
 
+def vgg16_and_image(size: int) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """:func:`vgg16`, one random image of :func:`pixels` as float32 (1, size, size, 3), and its
+    classes, the one the model scores highest first."""
+    model = vgg16(size)
+    x = pixels(1, size).astype(np.float32)
+    return model, x, np.argsort(-np.asarray(model(x))[0])
+
+
+def tf_keras_vis_peer(module: str, visualizer: str, model: keras.Model, call):
+    """``(heatmaps, None)``, or ``(None, why tf-keras-vis cannot run)``.
+
+    ``heatmaps()`` is ``call(built, CategoricalScore)``, ``built`` being tf-keras-vis'
+    ``module.visualizer`` on a clone of ``model`` whose head is made linear (our maps are
+    of the logits too); it runs once here, a probe that is also its warm-up.
+    """
+    peer_module, problem = peer(f"tf_keras_vis.{module}")
+    if peer_module is None:
+        return None, problem
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    try:
+        built = getattr(peer_module, visualizer)(model, model_modifier=ReplaceToLinear(), clone=True)
+
+        def heatmaps():
+            return call(built, CategoricalScore)
+
+        heatmaps()
+    except Exception as error:
+        return None, incompatible(error)
+    return heatmaps, None
+
+
 def png_views(widget) -> list:
     """Every ``ipywidgets.Image`` a widget shows, those inside bqplot Image marks included."""
     found = []

@@ -22,7 +22,7 @@ import tensorflow as tf
 from cnnviz_widgets import GradCamViewer
 from cnnviz_widgets.core.attribution import GradCam
 
-from .common import change_seconds, incompatible, peer, pixels, vgg16
+from .common import change_seconds, tf_keras_vis_peer, vgg16_and_image
 from .timing import Row, change_row, faster_row, interleaved, over_forward_row
 
 TOP_K = 5
@@ -30,11 +30,10 @@ TOP_K = 5
 
 def run(settings) -> list:
     size = settings.image_size
-    model = vgg16(size)
-    image = pixels(1, size)
-    x = image.astype(np.float32)
+    model, x, ranked = vgg16_and_image(size)
+    image = x.astype(np.uint8)
     cam, cam_of_one = GradCam(model), GradCam(model)
-    classes = np.argsort(-np.asarray(model(x))[0])[:TOP_K]
+    classes = ranked[:TOP_K]
 
     def forward():
         return np.asarray(model(x, training=False))
@@ -50,7 +49,9 @@ def run(settings) -> list:
     one_against_forward = {"forward": against_forward["forward"], "ours": against_forward["one"]}
     each_of_top_against_forward = {"forward": against_forward["forward"], "ours": against_forward["ours"] / TOP_K}
     baselines = {"ours": ours, "tape": hand_written}
-    peer_gradcam, peer_problem = _tf_keras_vis_gradcam(model, cam.layer, x, classes)
+    peer_gradcam, peer_problem = tf_keras_vis_peer(
+        "gradcam", "Gradcam", model, lambda gradcam, score: [gradcam(score([int(c)]), x, penultimate_layer=cam.layer) for c in classes]
+    )
     if peer_gradcam is not None:
         baselines["tf-keras-vis"] = peer_gradcam
     against_peers = interleaved(baselines, settings.per_layer_rounds)
@@ -94,26 +95,6 @@ def _per_class_tape(model, layer, x, classes):
         return maps
 
     return heatmaps
-
-
-def _tf_keras_vis_gradcam(model, layer, x, classes):
-    """``(heatmaps function, None)`` or ``(None, why tf-keras-vis cannot run)``."""
-    gradcam_module, problem = peer("tf_keras_vis.gradcam")
-    if gradcam_module is None:
-        return None, problem
-    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
-    from tf_keras_vis.utils.scores import CategoricalScore
-
-    try:
-        gradcam = gradcam_module.Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
-
-        def heatmaps():
-            return [gradcam(CategoricalScore([int(c)]), x, penultimate_layer=layer) for c in classes]
-
-        heatmaps()
-    except Exception as error:
-        return None, incompatible(error)
-    return heatmaps, None
 
 
 def _class_change(model, image, settings) -> Row:

@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 from cnnviz_widgets.core.attribution import EigenCam, GradCam, GradCamPlusPlus, HiResCam, LayerCam, ScoreCam
 from cnnviz_widgets.core.errors import StoppedError
 
-from .common import incompatible, peer, pixels, vgg16
+from .common import incompatible, peer, vgg16_and_image
 from .timing import INFO, Row, checked_row, duration, interleaved, ms, times
 
 TOP_K = 5
@@ -40,10 +40,8 @@ BATCH = 32
 
 
 def run(settings) -> list:
-    size = settings.image_size
-    model = vgg16(size)
-    x = pixels(1, size).astype(np.float32)
-    classes = np.argsort(-np.asarray(model(x))[0])[:TOP_K]
+    model, x, ranked = vgg16_and_image(settings.image_size)
+    classes = ranked[:TOP_K]
     return [*_cheap_cams(model, x, classes, settings), *_score_cam(model, x, classes[:1], settings)]
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from cnnviz_widgets.core.attribution import IntegratedGradients, SmoothGrad
 
-from .common import incompatible, peer, pixels, vgg16
+from .common import tf_keras_vis_peer, vgg16_and_image
 from .timing import checked_row, faster_row, interleaved, ms, times
 
 SAMPLES = 20
@@ -23,9 +23,8 @@ STEPS = 64
 
 def run(settings) -> list:
     size = settings.image_size
-    model = vgg16(size)
-    x = pixels(1, size).astype(np.float32)
-    class_index = int(np.argmax(np.asarray(model(x))[0]))
+    model, x, ranked = vgg16_and_image(size)
+    class_index = int(ranked[0])
     smoothgrad = SmoothGrad(model, samples=SAMPLES)
     integrated = IntegratedGradients(model, steps=STEPS)
     by_hand = _batched_passes(model, class_index, smoothgrad.batch_size)
@@ -36,7 +35,9 @@ def run(settings) -> list:
         "ours": lambda: smoothgrad.explain(x, class_index).heatmaps,
         "hand": lambda: by_hand(noisy),
     }
-    peer_smoothgrad, peer_problem = _tf_keras_vis_smoothgrad(model, x, class_index)
+    peer_smoothgrad, peer_problem = tf_keras_vis_peer(
+        "saliency", "Saliency", model, lambda saliency, score: saliency(score([class_index]), x, smooth_samples=SAMPLES)
+    )
     if peer_smoothgrad is not None:
         smooth_seconds["tf-keras-vis"] = peer_smoothgrad
     rounds = max(1, settings.per_layer_rounds - 2)
@@ -81,23 +82,3 @@ def _batched_passes(model, class_index: int, batch_size: int):
         return sum(gradients(tf.constant(rows[start : start + batch_size])).numpy() for start in range(0, len(rows), batch_size))
 
     return passes
-
-
-def _tf_keras_vis_smoothgrad(model, x, class_index):
-    """``(function, None)`` or ``(None, why tf-keras-vis cannot run)``."""
-    saliency_module, problem = peer("tf_keras_vis.saliency")
-    if saliency_module is None:
-        return None, problem
-    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
-    from tf_keras_vis.utils.scores import CategoricalScore
-
-    try:
-        saliency = saliency_module.Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
-
-        def heatmaps():
-            return saliency(CategoricalScore([class_index]), x, smooth_samples=SAMPLES)
-
-        heatmaps()
-    except Exception as error:
-        return None, incompatible(error)
-    return heatmaps, None

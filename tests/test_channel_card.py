@@ -95,7 +95,7 @@ def test_a_layer_job_counts_both_passes_and_a_stop_keeps_nothing(demo):
     assert seen == [8, 16, 24, 32, 40, 48] and cards.has_layer("conv3")
     stopped = LayerJob(cards, "conv1", on_progress=lambda job: job.stop())
     stopped.start().wait()
-    assert stopped.done == 8 and stopped.finished and not cards.has_layer("conv1")
+    assert stopped.done == 8 and stopped.outcome == "stopped" and not cards.has_layer("conv1")
 
 
 def test_a_bad_layer_or_channel_names_the_fix(cards):

@@ -61,3 +61,24 @@ def test_a_failure_is_kept_and_raised_by_wait():
     with pytest.raises(InputError, match="fix it"):
         job.wait()
     assert outcomes == ["failed"] and isinstance(job.error, InputError) and job.result is None
+
+
+def test_progress_answers_whether_to_stop_and_keeps_an_unknown_total():
+    reports = []
+
+    def until_told(progress, should_stop):  # work that, like top_activating, stops on True from progress
+        for done in range(1, 10):
+            if progress(done, None):
+                return done
+        return None
+
+    def stop_at_three(job):
+        reports.append((job.done, job.total, job.running))
+        if job.done == 3:
+            job.stop()
+
+    job = BackgroundJob(until_told, total=None, on_progress=stop_at_three)
+    assert job.total is None and not job.running
+    assert job.start().wait() == 3
+    assert reports == [(1, None, True), (2, None, True), (3, None, True)]
+    assert job.outcome == "stopped" and not job.running

@@ -163,7 +163,7 @@ def test_a_job_runs_in_its_thread_reports_progress_and_stops_after_the_batch(mod
 
     job = TopActivatingJob(model, "conv1", images, on_progress=on_progress, k=3, batch_size=10).start()
     result = job.wait()
-    assert seen == [(10, 29)] and job.finished and not job.running
+    assert seen == [(10, 29)] and job.finished and not job.running and job.outcome == "stopped"
     assert result.stopped and result.images_seen == 10
     np.testing.assert_array_equal(result.indices, cw.top_activating(model, "conv1", images[:10], k=3).indices)
     finished = []
@@ -172,7 +172,7 @@ def test_a_job_runs_in_its_thread_reports_progress_and_stops_after_the_batch(mod
     failing = TopActivatingJob(model, "conv9", images).start()
     with pytest.raises(UnknownLayerError):
         failing.wait()
-    assert isinstance(failing.error, UnknownLayerError)
+    assert isinstance(failing.error, UnknownLayerError) and failing.outcome == "failed"
 
 
 def test_preprocess_runs_on_a_copy_of_each_batch(model, images):

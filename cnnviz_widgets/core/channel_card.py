@@ -29,6 +29,7 @@ from .attribution import GradCam, checked_layer, default_layer, explainable_laye
 from .class_names import class_names_for
 from .errors import CnnvizError, InputError
 from .graph import LayerGraph
+from .jobs import BackgroundJob
 from .inputs import as_images, raw_and_model_inputs
 from .top_activating import top_activating
 from .weights import display_kernel, kernel_layer_names, kernel_page, signed_weight_bound
@@ -238,8 +239,8 @@ class ChannelCards:
         return Contribution(image_index, int(class_index), float(contributions[channel]), float(weights[channel]), rank, len(contributions))
 
 
-class LayerJob:
-    """:meth:`ChannelCards.compute_layer` in a thread of its own, for a viewer.
+class LayerJob(BackgroundJob):
+    """:meth:`ChannelCards.compute_layer` in a :class:`~cnnviz_widgets.core.jobs.BackgroundJob`, for a viewer.
 
     Progress is counted in images over both passes (``done`` of ``total`` = 2 N);
     :meth:`stop` ends it after the current batch, keeping nothing; a failure is kept in
@@ -249,37 +250,9 @@ class LayerJob:
 
     def __init__(self, cards: ChannelCards, layer: str, *, on_progress=None, on_finish=None):
         self.cards, self.layer = cards, cards.checked_layer(layer)
-        self.done, self.total = 0, 2 * len(cards.images)
-        self.error: BaseException | None = None
-        self.finished = False  # set before on_finish runs, while the thread is still alive
-        self._on_progress, self._on_finish = on_progress, on_finish
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"channel cards of {layer}", daemon=True)
+        images = 2 * len(cards.images)
 
-    def start(self) -> "LayerJob":
-        self.thread.start()
-        return self
+        def work(progress, should_stop):
+            cards.compute_layer(self.layer, lambda done: progress(done, images))
 
-    def stop(self):
-        self._stop.set()
-
-    def wait(self):
-        """Join the thread; re-raise what went wrong in it."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def _run(self):
-        try:
-            self.cards.compute_layer(self.layer, self._advance)
-        except Exception as error:  # kept for the viewer and for wait(), which re-raises it
-            self.error = error
-        self.finished = True
-        if self._on_finish is not None:
-            self._on_finish(self)
-
-    def _advance(self, done: int) -> bool:
-        self.done = done
-        if self._on_progress is not None:
-            self._on_progress(self)
-        return self._stop.is_set()
+        super().__init__(work, name=f"channel cards of {layer}", total=images, on_progress=on_progress, on_finish=on_finish)

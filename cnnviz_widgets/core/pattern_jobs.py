@@ -1,7 +1,7 @@
 """Filter patterns computed in the background: a job with progress and stop, and a bounded cache.
 
-:class:`PatternJob` runs :meth:`PatternSearch.run` over some filters in its own thread
-and reports each step, a preview of the batch under way every few steps, and each
+:class:`PatternJob`, a :class:`~cnnviz_widgets.core.jobs.BackgroundJob`, runs
+:meth:`PatternSearch.run` over some filters in its own thread and reports each step, a preview of the batch under way every few steps, and each
 finished batch; what it finishes goes into a
 :class:`PatternCache` keyed by :class:`PatternSettings` and filter, so a stopped,
 failed or replaced job keeps what it computed. A viewer observes the job through its
@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from . import imaging
+from .jobs import BackgroundJob
 from .patterns import PatternSearch
 
 CACHE_BUDGET_MB = 256  # patterns of settings not used lately are dropped beyond this
@@ -92,16 +93,17 @@ class PatternCache:
         return self._groups[settings]
 
 
-class PatternJob:
+class PatternJob(BackgroundJob):
     """One background run of PatternSearch over ``filters``, filling ``cache``.
 
-    Progress is counted in ascent steps (``steps_done`` of ``total_steps``). The
+    A :class:`~cnnviz_widgets.core.jobs.BackgroundJob` whose progress is counted in
+    ascent steps (``steps_done`` of ``total_steps``, its ``done`` of ``total``). The
     callbacks run in the job's thread: ``on_step(job)`` before each step,
     ``on_preview(job)`` every ``preview_every`` steps of a batch, when ``previews``
     (filter → uint8 image) holds that batch's images so far,
     ``on_batch(job)`` after a batch is in the cache, ``on_finish(job)`` at the end,
-    whether it finished, was stopped (:meth:`stop`, after the current step) or failed
-    (``error``).
+    whether it finished, was stopped (:meth:`stop`, after the current step; finished
+    batches stay in the cache) or failed (``error``).
     """
 
     def __init__(
@@ -121,58 +123,38 @@ class PatternJob:
     ):
         self.search, self.settings, self.filters, self.cache = search, settings, list(filters), cache
         self._step_size, self._memory_budget_mb = step_size, memory_budget_mb
-        self._on_step, self._on_batch, self._on_finish = on_step, on_batch, on_finish
+        self._on_step, self._on_batch = on_step, on_batch
         self._on_preview, self._preview_every = on_preview, preview_every
         self.previews: dict[int, np.ndarray] = {}  # of the batch under way; replaced, not mutated
         self.previewed_at = 0  # steps_done when ``previews`` were taken
-        self.total_steps = math.ceil(len(self.filters) / search.batch_size(memory_budget_mb)) * settings.steps
-        self.steps_done = 0
-        self.error: BaseException | None = None
-        self.finished = False  # set before on_finish runs, while the thread is still alive
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"patterns of {settings.layer}", daemon=True)
-
-    def start(self) -> "PatternJob":
-        self.thread.start()
-        return self
-
-    def stop(self):
-        """Stop after the current step; finished batches stay in the cache."""
-        self._stop.set()
+        total_steps = math.ceil(len(self.filters) / search.batch_size(memory_budget_mb)) * settings.steps
+        super().__init__(self._search, name=f"patterns of {settings.layer}", total=total_steps, on_finish=on_finish)
 
     @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
+    def steps_done(self) -> int:
+        return self.done
+
+    @property
+    def total_steps(self) -> int:
+        return self.total
 
     def covers(self, filters) -> bool:
         """Whether this job is running, not stopping, and will compute every one of ``filters``."""
-        return self.running and not self._stop.is_set() and set(filters) <= set(self.filters)
+        return self.running and not self.stopping and set(filters) <= set(self.filters)
 
     @property
     def computed(self) -> int:
         """How many of this job's filters are in the cache."""
         return len(self.filters) - len(self.cache.missing(self.settings, self.filters))
 
-    @property
-    def outcome(self) -> str:
-        """"running", "failed", "stopped" (some filters not computed) or "done"."""
-        if not self.finished:
-            return "running"
-        if self.error is not None:
-            return "failed"
-        return "stopped" if self.computed < len(self.filters) else "done"
+    def _stopped(self) -> bool:  # stopped means some filters not computed, whoever stopped the search
+        return self.computed < len(self.filters)
 
-    def wait(self):
-        """Join the thread; re-raise what went wrong in it."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def _run(self):
-        def should_stop():  # called before every ascent step
+    def _search(self, progress, should_stop):
+        def step_or_stop():  # called before every ascent step
             self._notify(self._on_step)
-            self.steps_done += 1
-            return self._stop.is_set()
+            self.done += 1
+            return should_stop()
 
         def on_batch(done, total, result):
             rows = zip(result.filters.tolist(), result.patterns, result.start_loss, result.final_loss)
@@ -185,25 +167,16 @@ class PatternJob:
             self.previews, self.previewed_at = dict(zip(result.filters.tolist(), result.patterns)), self.steps_done
             self._notify(self._on_preview)
 
-        try:
-            self.search.run(
-                self.filters,
-                steps=self.settings.steps,
-                step_size=self._step_size,
-                value_range=self.settings.value_range,
-                seed=self.settings.seed,
-                memory_budget_mb=self._memory_budget_mb,
-                style=self.settings.style,
-                on_batch=on_batch,
-                on_preview=on_preview if self._on_preview is not None else None,
-                preview_every=self._preview_every,
-                should_stop=should_stop,
-            )
-        except Exception as error:  # kept for the viewer and for wait(), which re-raises it
-            self.error = error
-        self.finished = True
-        self._notify(self._on_finish)
-
-    def _notify(self, callback):
-        if callback is not None:
-            callback(self)
+        self.search.run(
+            self.filters,
+            steps=self.settings.steps,
+            step_size=self._step_size,
+            value_range=self.settings.value_range,
+            seed=self.settings.seed,
+            memory_budget_mb=self._memory_budget_mb,
+            style=self.settings.style,
+            on_batch=on_batch,
+            on_preview=on_preview if self._on_preview is not None else None,
+            preview_every=self._preview_every,
+            should_stop=step_or_stop,
+        )

@@ -20,7 +20,6 @@ the map's (``field.exact`` says which).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ import tensorflow as tf
 from . import checks
 from .errors import InputError, InputTypeError, UnsupportedModelError
 from .graph import LayerGraph
+from .jobs import BackgroundJob
 from .inputs import prepare_inputs, required_image_shape
 
 K_MEANING = "how many images to keep per channel"
@@ -207,8 +207,8 @@ def top_activating(
 
 
 
-class TopActivatingJob:
-    """:func:`top_activating` in a thread of its own, for a viewer: progress, stop, result.
+class TopActivatingJob(BackgroundJob):
+    """:func:`top_activating` in a :class:`~cnnviz_widgets.core.jobs.BackgroundJob`, for a viewer.
 
     ``on_progress(job)`` runs in the job's thread after each batch (``job.done`` images of
     ``job.total``, None where unknown); ``on_finish(job)`` at the end, whether it finished,
@@ -217,49 +217,10 @@ class TopActivatingJob:
     """
 
     def __init__(self, model, layer: str, data, *, on_progress=None, on_finish=None, **options):
-        self.done, self.total = 0, None
-        self.result: TopActivating | None = None
-        self.error: BaseException | None = None
-        self.finished = False  # set before on_finish runs, while the thread is still alive
-        self._on_progress, self._on_finish = on_progress, on_finish
-        self._stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self._run, args=(model, layer, data, options), name=f"top activating of {layer}", daemon=True
-        )
+        def work(progress, should_stop) -> TopActivating:
+            return top_activating(model, layer, data, progress=progress, **options)
 
-    def start(self) -> "TopActivatingJob":
-        self.thread.start()
-        return self
-
-    def stop(self):
-        """Stop after the current batch; the result covers the images seen."""
-        self._stop.set()
-
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
-
-    def wait(self) -> TopActivating:
-        """Join the thread and give the result; re-raise what went wrong in it."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-    def _run(self, model, layer, data, options):
-        def progress(done, total):
-            self.done, self.total = done, total
-            if self._on_progress is not None:
-                self._on_progress(self)
-            return self._stop.is_set()
-
-        try:
-            self.result = top_activating(model, layer, data, progress=progress, **options)
-        except Exception as error:  # kept for the viewer and for wait(), which re-raises it
-            self.error = error
-        self.finished = True
-        if self._on_finish is not None:
-            self._on_finish(self)
+        super().__init__(work, name=f"top activating of {layer}", total=None, on_progress=on_progress, on_finish=on_finish)
 
 
 def _checked_channels(channels, count: int, layer: str) -> np.ndarray:
