@@ -34,7 +34,7 @@ def _baseline_image(image, baseline):
         return np.zeros_like(image)
     if baseline == "mean":
         return np.broadcast_to(image.mean(axis=(0, 1)), image.shape)
-    sigma = max(image.shape[:2]) / 16  # the documented σ; scipy's "mirror" is TensorFlow's REFLECT padding
+    sigma = max(image.shape[:2]) / 16  # the documented σ; scipy's "mirror" is numpy's "reflect" padding
     return scipy_ndimage.gaussian_filter(image.astype(np.float64), (sigma, sigma, 0), mode="mirror", truncate=3.0)
 
 
@@ -55,6 +55,22 @@ def test_curves_match_a_brute_force_loop(metric, baseline):
     np.testing.assert_allclose(result.fractions, np.linspace(0, 1, 6))
     np.testing.assert_allclose(result.auc, np.trapezoid(expected, np.linspace(0, 1, 6), axis=1), rtol=1e-4, atol=1e-6)
     assert result.metric == metric and result.baseline == baseline
+
+
+@pytest.mark.parametrize("size", [(4, 64), (64, 4), (1, 40)])
+def test_the_blur_of_a_wide_or_narrow_image_reflects_again_and_again(size):
+    # the blur's radius, 3σ = 3·64/16 = 12 px, is more than the short side: one reflection cannot pad it
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*size, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (1, *size, 3)).astype(np.float32)
+    maps = rng.permutation(size[0] * size[1]).reshape(1, *size).astype(np.float32)
+    result = cw.faithfulness(model, x, 1, maps, "insertion", steps=4)
+    expected = _brute_force_curve(model, x[0], 1, maps[0], "insertion", 4, _baseline_image(x[0], "blur"))
+    np.testing.assert_allclose(result.curves[0], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_a_map_on_the_object_beats_random_and_centre_on_demo_images():

@@ -8,6 +8,8 @@ implements the same method.
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ import tensorflow as tf
 
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.attribution import IntegratedGradients, Saliency, SmoothGrad
+from cnnviz_widgets.core.attribution.attribute import METHODS, method_options
 from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
 
 PIXEL_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop")
@@ -325,6 +328,31 @@ def test_bad_options_are_refused(demo):
         cw.attribute(model, x, 0, "integrated_gradients", steps=2.5)
     with pytest.raises(InputError, match="batch_size is how many"):
         cw.attribute(model, x, 0, "saliency", batch_size=0)
+
+
+UNKNOWN_OPTION = {"saliency": "counterfactual", "guided_gradcam": "counterfactual", "gradcam": "steps"}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_an_unknown_option_is_refused_with_the_options_the_method_takes(demo, method):
+    model, x = demo
+    option = UNKNOWN_OPTION.get(method, "colour")
+    with pytest.raises(InputError, match=rf"{re.escape(method)} has no option {option}; its options are .*probabilities"):
+        cw.attribute(model, x, 0, method, **{option: True})
+
+
+def test_every_option_named_in_the_refusal_is_one_the_method_takes():
+    expected = {
+        "gradcam": {"probabilities", "counterfactual"},
+        "scorecam": {"probabilities", "counterfactual", "batch_size", "top_channels", "channel_softmax"},
+        "smoothgrad": {"samples", "noise", "seed", "probabilities", "batch_size"},
+        "integrated_gradients": {"baseline", "steps", "probabilities", "batch_size"},
+        "guided_gradcam": {"probabilities", "batch_size"},
+        "saliency": {"probabilities", "batch_size"},
+    }
+    for method, options in expected.items():
+        assert set(method_options(method)) == options, method
+    assert set(method_options("gradcam++")) == set(method_options("layercam")) == expected["gradcam"]
 
 
 @pytest.mark.slow

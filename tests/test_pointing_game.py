@@ -35,6 +35,42 @@ def test_hits_misses_tolerance_plateaus_and_flat_maps():
     assert not cw.pointing_game(maps[2:3], masks[2:3], tolerance=2).hits[0]
 
 
+def _brute_force_hits(maps, masks, tolerance):
+    """Every peak pixel against every region pixel: the distance matrix, fine at 12 px."""
+    hits = []
+    for values, mask in zip(maps, masks):
+        peaks, region = np.argwhere(values == values.max()), np.argwhere(mask)
+        distances = np.sqrt(((peaks[:, None] - region[None]) ** 2).sum(axis=-1)).min(axis=1)
+        hits.append(distances.max() <= tolerance)
+    return np.array(hits)
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 2, 3, 4, 6, 1000])
+def test_plateaus_and_tolerances_agree_with_every_peak_to_region_distance(tolerance):
+    rng = np.random.default_rng(tolerance)
+    maps = (rng.random((200, 12, 12)) < rng.uniform(-0.1, 0.3, (200, 1, 1))).astype(float)  # binary maps: plateaus
+    masks = rng.random((200, 12, 12)) < rng.uniform(0.005, 0.2, (200, 1, 1))
+    masks[:, 6, 6] = True  # no empty region
+    maps[:, 6, 6] = 1.0  # no flat map; one peak in the region, the only one in some maps
+    expected = _brute_force_hits(maps, masks, tolerance)
+    np.testing.assert_array_equal(cw.pointing_game(maps, masks, tolerance).hits, expected)
+    assert 0 < expected.sum() < len(expected) or tolerance > 12  # the cases test both outcomes
+
+
+@pytest.mark.parametrize("tolerance", [0, 15])
+def test_a_binary_map_at_224_pixels_with_a_large_plateau_is_scored(tolerance):
+    """A 150² px peak against a 224 × 100 px region: the peak × region distance matrix would be 3.4e8 entries."""
+    maps = np.zeros((2, 224, 224))
+    maps[:, 40:190, 40:190] = 1.0
+    masks = np.zeros((2, 224, 224), bool)
+    masks[0, :, 30:130] = True  # the plateau's columns 130..189 lie 1..60 px off the region
+    masks[1, 25:205, 25:205] = True  # covers the plateau
+    np.testing.assert_array_equal(cw.pointing_game(maps, masks, tolerance).hits, [False, True])
+    shifted = np.zeros_like(masks)
+    shifted[:, :, 30:175] = True  # 15 px from the plateau's last column, 189
+    assert cw.pointing_game(maps[:1], shifted[:1], tolerance).hits[0] == (tolerance == 15)
+
+
 def test_grad_cam_points_at_the_named_shape_on_two_shape_demo_images():
     model = cw.demo.load_model()
     images, labels, masks = shapes.generate(16, seed=41, shapes_per_image=2)

@@ -114,3 +114,11 @@ def test_a_model_without_weights_is_refused():
     outputs = keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(x))
     with pytest.raises(UnsupportedModelError, match="nothing to randomise"):
         cw.sanity_check(keras.Model(inputs, outputs), np.ones((1, 8, 8, 3)), 0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_normalize_is_refused_since_the_scores_need_maps_in_unit_range(normalize):
+    model = small_cnn(size=16)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(InputError, match="always computes them with normalize=True; leave normalize out"):
+        cw.sanity_check(model, x, 0, normalize=normalize)

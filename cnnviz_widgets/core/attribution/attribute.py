@@ -9,6 +9,8 @@ is one file, and one entry in :data:`METHODS`.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ..errors import InputError
@@ -43,11 +45,27 @@ METHODS = {
 }
 
 
+NOT_OPTIONS = ["self", "model", "layer", "output"]  # attribute()'s own arguments
+
+
 def method_class(method: str):
     """The class of attribution method ``method``, or an error naming the methods there are."""
     if method not in METHODS:
         raise InputError(f"Unknown method {method!r}. Use one of: {', '.join(METHODS)}.")
     return METHODS[method]
+
+
+def method_options(method: str) -> list[str]:
+    """The names of the options ``method`` takes (its ``shared`` and constructor keywords), in order."""
+    cls = method_class(method)
+    names = []
+    # shared(**options) hands them to the constructor, which may hand **settings on to its base class's
+    for function in (cls.shared, *(base.__init__ for base in cls.__mro__ if "__init__" in vars(base))):
+        parameters = inspect.signature(function).parameters.values()
+        names += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in NOT_OPTIONS + names]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
 
 def attribute(
@@ -66,6 +84,10 @@ def attribute(
     (``probabilities=True`` scores the probability instead of the logit,
     ``counterfactual=True`` maps what speaks against the class).
     """
+    known = method_options(method)
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise InputError(f"{method} has no option {', '.join(unknown)}; its options are {', '.join(known)}.")
     explainer = method_class(method).shared(model, layer, output=output, **options)
     inputs = prepare_inputs(explainer.graph, x)
     count = len(inputs[0])

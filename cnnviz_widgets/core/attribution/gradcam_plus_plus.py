@@ -7,11 +7,19 @@ exponential of the score, Y = exp(S), those derivatives have a closed form in th
 first-order gradients g = dS/dA (the paper's Eq. 19, as its authors' code and
 tf-keras-vis compute it):
   alpha_kij  = g_kij² / (2 g_kij² + sum_ab A_kab g_kij³)     (0 where g_kij = 0)
-  alpha_kij /= sum_ij alpha_kij                               (the authors' code)
+  alpha_kij /= sum_ij alpha_kij                               (over ALL positions ij)
   weights_k  = sum_ij alpha_kij ReLU(g_kij)
   map        = ReLU(sum_k weights_k A_k), divided by its max
 The factor exp(S) of the paper's dY/dA cancels in alpha and only scales the weights,
 so it is left out: the raw map (``normalize=False``) stays finite for large scores.
+
+Implementations differ in that normalisation, which changes each channel's weight and
+so the map. We divide by the sum over all positions, as tf-keras-vis's GradcamPlusPlus
+does (the Keras peer users compare with; tests/test_cams.py checks our maps against
+it) and as the authors' own code does (adityac94/Grad_CAM_plus_plus, misc/utils.py,
+``alpha_normalization_constant``). Copies of that code in other repositories sum only
+over positions with a positive gradient (``alphas_thresholding``); pytorch-grad-cam does
+not normalise alpha at all (it zeroes alpha where the gradient is 0).
 """
 
 from __future__ import annotations

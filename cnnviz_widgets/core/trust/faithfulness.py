@@ -211,13 +211,12 @@ def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = tf.constant(taps / taps.sum(), tf.float32)
     channels = images.shape[-1]
-    blurred = tf.constant(images, tf.float32)
+    # numpy reflects again and again where the radius exceeds a side (a 4 × 64 image); tf.pad cannot
+    padded = np.pad(np.asarray(images, np.float32), [(0, 0), (radius, radius), (radius, radius), (0, 0)], mode="reflect")
+    blurred = tf.constant(padded)
     for kernel_shape in ((2 * radius + 1, 1, 1, 1), (1, 2 * radius + 1, 1, 1)):
-        pad = [[0, 0], [radius, radius] if kernel_shape[0] > 1 else [0, 0], [radius, radius] if kernel_shape[1] > 1 else [0, 0], [0, 0]]
         kernel = tf.tile(tf.reshape(taps, kernel_shape), [1, 1, channels, 1])
-        # reflect padding needs the pad smaller than the side; a wider blur repeats the edge instead
-        mode = "REFLECT" if radius < min(images.shape[1:3]) else "SYMMETRIC"
-        blurred = tf.nn.depthwise_conv2d(tf.pad(blurred, pad, mode), kernel, [1, 1, 1, 1], "VALID")
+        blurred = tf.nn.depthwise_conv2d(blurred, kernel, [1, 1, 1, 1], "VALID")
     return blurred.numpy()
 
 

@@ -64,11 +64,16 @@ def sanity_check(
     """Cascading randomisation of ``model``'s weighted layers, top down, and ``method``'s maps after each step.
 
     ``method``, ``layer`` and ``options`` are passed to :func:`cw.attribute` (so is
-    ``output``). ``progress(done, total)`` is called after each map computed (the
-    original and one per step); ``should_stop()`` is checked before each step, and a
-    stop returns the steps done so far (``complete=False``).
+    ``output``; not ``normalize``: the maps are always in [0, 1]). ``progress(done, total)``
+    is called after each map computed (the original and one per step); ``should_stop()``
+    is checked before each step, and a stop returns the steps done so far (``complete=False``).
     """
     method_class(method)
+    if "normalize" in options:
+        raise InputError(
+            "sanity_check compares maps in [0, 1] (SSIM with max_val 1, a flat-map threshold), so it always "
+            "computes them with normalize=True; leave normalize out."
+        )
     seed = checks.count("seed", seed, "the seed of the re-initialised weights")
     checks.function_or_none("progress", progress, "called as progress(done, total) after each map")
     checks.function_or_none("should_stop", should_stop, "called before each step; True stops the cascade")
