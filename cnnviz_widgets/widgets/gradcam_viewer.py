@@ -99,10 +99,11 @@ class GradCamViewer(VisualizerWidget):
         self.layer_names = explainable_layers(graph, self._head.index)
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
+        self._heatmap_settings: MapSettings | None = None  # what heatmap is of: a background map job keeps the old one shown
         self._comparison = MethodComparison(HEATMAP_COLORMAP)
         self.map_job = MapJobLine()  # expensive methods' maps are computed in the background
         checks_of_maps = MapChecks(model, model_input, self._head.index)
-        self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._map_settings(), self.heatmap), HEATMAP_COLORMAP)
+        self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._heatmap_settings, self.heatmap), HEATMAP_COLORMAP)
 
         # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
         self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
@@ -225,7 +226,7 @@ class GradCamViewer(VisualizerWidget):
         if self._maps_in_background():
             return
         explanation = self._explain_by(self.method)
-        self.heatmap = explanation.heatmap
+        self.heatmap, self._heatmap_settings = explanation.heatmap, self._map_settings()
         top = self._top_classes
         self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
         name = self.class_names[self.class_index]
@@ -248,7 +249,7 @@ class GradCamViewer(VisualizerWidget):
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
         self._show_comparison()
-        self.trust_panel.show_for(self._map_settings())
+        self.trust_panel.show_for(self._heatmap_settings)
 
     @observe("compare")
     def _show_comparison(self, change=None):
