@@ -153,3 +153,14 @@ def test_curves_run_while_a_slow_map_computes_are_of_the_map_shown(model, image,
     np.testing.assert_allclose(viewer.trust_panel._checks.result("curves", gradcam)["deletion"].curves["map"], expected.curves[0], atol=1e-5)
     assert viewer.trust_panel._checks.result("curves", viewer._map_settings()) is None  # the slow map was never scored
 
+
+def test_a_counterfactual_map_is_better_the_more_its_deletion_raises_the_class(model, image):
+    """Deleting what speaks against a class should raise its probability: for an 'against' map the areas' order flips."""
+    viewer = GradCamViewer(model, image, top_k=2, evidence="against")
+    viewer.trust_panel.run("curves").wait()
+    charts = viewer.trust_panel.curve_charts
+    assert charts["deletion"].figure.title == "deletion (higher area is better)"
+    assert charts["insertion"].figure.title == "insertion (lower area is better)"
+    assert "against the class" in charts["deletion"].key.value
+    expected = cw.faithfulness(model, image[None], viewer.class_index, viewer.heatmap[None], "deletion", 20)
+    np.testing.assert_allclose(charts["deletion"].lines.y[0], expected.curves[0], atol=1e-5)

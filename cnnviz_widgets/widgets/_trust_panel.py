@@ -154,7 +154,8 @@ class CurveChart:
             self.lines.y = np.stack([view.curves[name] for name in CURVE_COLOURS])
             self.figure.title = f"{self.metric} ({view.better} area is better)"
         areas = (f'<span style="color:{colour}">■ {name} {view.auc[name]:.3f}</span>' for name, colour in CURVE_COLOURS.items())
-        self.key.value = "<small>area under the curve: " + " &nbsp; ".join(areas) + "</small>"
+        against = "<br>a map against the class: its pixels pull the probability down, so removing them should raise it" if view.counterfactual else ""
+        self.key.value = "<small>area under the curve: " + " &nbsp; ".join(areas) + against + "</small>"
 
 
 def _cascade_cell(caption: str, picture: np.ndarray, note: str) -> widgets.VBox:
