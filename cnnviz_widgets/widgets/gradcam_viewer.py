@@ -25,6 +25,7 @@ from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.map_checks import MapChecks, MapSettings
 from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import BarChart, ColorBar
+from ._closing import stop_and_join
 from ._map_job import MapJobLine
 from ._method_compare import MethodComparison
 from ._trust_panel import TrustPanel
@@ -135,12 +136,8 @@ class GradCamViewer(VisualizerWidget):
         super().__init__(**traits)
 
         # Not a BoundedIntText: it clamps 99 to the last class where the trait should refuse it and say why.
-        self.class_box = widgets.IntText(
-            value=self.class_index,
-            description="class",
-            tooltip=f"0 to {self.num_classes - 1}",
-            layout=widgets.Layout(width="170px"),
-        )
+        tooltip, width = f"0 to {self.num_classes - 1}", widgets.Layout(width="170px")
+        self.class_box = widgets.IntText(value=self.class_index, description="class", tooltip=tooltip, layout=width)
         self.layer_menu = widgets.Dropdown(options=self.layer_names, value=self.layer, description="layer")
         self.alpha_slider = widgets.FloatSlider(value=self.alpha, min=0, max=1, step=0.05, description="alpha")
         self.method_menu = widgets.Dropdown(options=[(method_title(m), m) for m in METHODS], value=self.method, description="method")
@@ -306,6 +303,11 @@ class GradCamViewer(VisualizerWidget):
 
     def _overlay(self) -> np.ndarray:
         return imaging.overlay(self._picture, self.heatmap, self.alpha, HEATMAP_COLORMAP)
+
+    def close(self):
+        """Stop the map and trust jobs first: their threads hold this widget and draw on it."""
+        stop_and_join(self.map_job.job, self.trust_panel.job)
+        super().close()
 
     def panels(self) -> list[np.ndarray]:
         """The raw image, the heatmap alone and the heatmap over the image, uint8 RGB."""
