@@ -11,6 +11,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import GradCamViewer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.map_checks import MapSettings
+from conftest import EvictedAfterTheCheck
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,14 @@ def test_a_counterfactual_map_is_better_the_more_its_deletion_raises_the_class(m
     assert "against the class" in charts["deletion"].key.value
     expected = cw.faithfulness(model, image[None], viewer.class_index, viewer.heatmap[None], "deletion", 20)
     np.testing.assert_allclose(charts["deletion"].lines.y[0], expected.curves[0], atol=1e-5)
+
+
+def test_a_result_evicted_between_check_and_read_is_not_a_key_error(model, image):
+    from cnnviz_widgets.core.map_checks import MapChecks
+
+    checks = MapChecks(model, image[None], 0)
+    settings = MapSettings("gradcam", "conv2", 0, False)
+    checks.job("curves", settings, cw.attribute(model, image[None], 0)[0]).start().wait()
+    kept = checks.result("curves", settings)
+    checks._results = EvictedAfterTheCheck(checks._results)
+    assert checks.result("curves", settings) is kept  # read once, under the lock

@@ -15,6 +15,7 @@ the background and keeps them per (check, method, layer, class, evidence).
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -77,13 +78,16 @@ class MapChecks:
         self._model, self._model_input, self._output_index = model, model_input, output_index
         self._input_size = as_images(LayerGraph.of(model), model_input).shape[1:3]
         self._results: OrderedDict[tuple[str, MapSettings], CurveView | CascadeView] = OrderedDict()
+        self._lock = threading.Lock()  # jobs keep results on their threads while the viewer reads them
 
     def result(self, check: str, settings: MapSettings):
         """The kept result of ``check`` ("curves" or "cascade") for ``settings``, or None."""
         key = (check, settings)
-        if key in self._results:
-            self._results.move_to_end(key)
-        return self._results.get(key)
+        with self._lock:  # one check-and-read: a job's thread may evict the key between the two
+            kept = self._results.get(key)
+            if kept is not None:
+                self._results.move_to_end(key)
+        return kept
 
     def job(
         self,
@@ -104,9 +108,10 @@ class MapChecks:
 
         def keep(job: BackgroundJob):
             if job.error is None and job.result is not None and getattr(job.result, "complete", True):
-                self._results[check, settings] = job.result
-                while len(self._results) > MAX_CHECKS:
-                    self._results.popitem(last=False)
+                with self._lock:
+                    self._results[check, settings] = job.result
+                    while len(self._results) > MAX_CHECKS:
+                        self._results.popitem(last=False)
             if on_finish is not None:
                 on_finish(job)
 

@@ -88,16 +88,17 @@ class TrustPanel:
             self.progress.max, self.progress.value = job.total, job.done
 
     def _on_finish(self, job: BackgroundJob):
-        if job is not self.job:
-            return
-        self.stop_button.disabled = True
-        if job.outcome == "failed":
-            self.status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
-        else:
-            self.status.value = job.outcome
-        self.show_for(self._current()[0])
-        if job.outcome == "stopped" and isinstance(job.result, CascadeView):  # a stopped cascade is shown, not kept
-            self._show_cascade(job.result)
+        with self._draw_lock:  # the kernel's thread may draw another map's checks in between
+            if job is not self.job:
+                return
+            self.stop_button.disabled = True
+            if job.outcome == "failed":
+                self.status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
+            else:
+                self.status.value = job.outcome
+            self.show_for(self._current()[0])
+            if job.outcome == "stopped" and isinstance(job.result, CascadeView):  # a stopped cascade is shown, not kept
+                self._show_cascade(job.result)
 
     def _show_cascade(self, cascade):
         if cascade is None:
