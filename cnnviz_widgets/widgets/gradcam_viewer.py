@@ -305,8 +305,9 @@ class GradCamViewer(VisualizerWidget):
         return imaging.overlay(self._picture, self.heatmap, self.alpha, HEATMAP_COLORMAP)
 
     def close(self):
-        """Stop the map and trust jobs first: their threads hold this widget and draw on it."""
-        stop_and_join(self.map_job.job, self.trust_panel.job)
+        """Stop the map and trust jobs first: their threads hold this widget and draw on it (a refused constructor made none)."""
+        if hasattr(self, "trust_panel"):
+            stop_and_join(self.map_job.job, self.trust_panel.job)
         super().close()
 
     def panels(self) -> list[np.ndarray]:
