@@ -141,7 +141,7 @@ class CurveChart:
             layout=widgets.Layout(width="340px", height="240px"),
             fig_margin={"top": 40, "bottom": 45, "left": 55, "right": 15},
         )
-        self.key = widgets.HTML()
+        self.key = widgets.HTML(layout=widgets.Layout(max_width="400px"))  # wraps, so two charts stay side by side
         self.box = widgets.VBox([self.figure, self.key], layout=widgets.Layout(margin="0 12px 8px 0"))
         self.show(None)
 
@@ -155,7 +155,7 @@ class CurveChart:
             self.lines.y = np.stack([view.curves[name] for name in CURVE_COLOURS])
             self.figure.title = f"{self.metric} ({view.better} area is better)"
         areas = (f'<span style="color:{colour}">■ {name} {view.auc[name]:.3f}</span>' for name, colour in CURVE_COLOURS.items())
-        against = "<br>a map against the class: its pixels pull the probability down, so removing them should raise it" if view.counterfactual else ""
+        against = "<br>a map against the class: removing its pixels should raise the probability" if view.counterfactual else ""
         self.key.value = "<small>area under the curve: " + " &nbsp; ".join(areas) + against + "</small>"
 
 
