@@ -1,4 +1,5 @@
 import os
+from collections import OrderedDict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -162,3 +163,12 @@ def s3_model(name="s3", frozen_dense=False):
     )
     model.get_layer("L2_dense").trainable = not frozen_dense
     return model
+
+
+class EvictedAfterTheCheck(OrderedDict):
+    """A bounded cache as another thread leaves it: the key is evicted just after `key in cache` said it was there."""
+
+    def __contains__(self, key):
+        found = super().__contains__(key)
+        self.pop(key, None)
+        return found

@@ -22,7 +22,7 @@ from cnnviz_widgets.core.attribution import explanation as explanation_module
 from cnnviz_widgets.core.attribution.explanation import ImageExplanations
 from cnnviz_widgets.core.errors import InputError
 from cnnviz_widgets.widgets._base import WidgetValueError
-from conftest import CallCounter
+from conftest import CallCounter, EvictedAfterTheCheck
 
 
 class ElementwiseCam(ClassActivationMap):
@@ -219,6 +219,13 @@ def test_image_explanations_keep_the_last_ones_used(model, image, monkeypatch):
     before = forward_passes(model)
     explanations.of("conv2", 1)  # dropped when conv1 came in
     assert forward_passes(model) - before == 1
+
+
+def test_an_explanation_evicted_between_check_and_read_is_not_a_key_error(model, image):
+    explanations = ImageExplanations(model, image[None], (16, 16), 0, top_classes=[0, 1])
+    first = explanations.of("conv2", 0)
+    explanations._explained = EvictedAfterTheCheck(explanations._explained)
+    assert explanations.of("conv2", 0) is first  # read once, under the lock
 
 
 class SlowCam(ElementwiseCam):

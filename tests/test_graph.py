@@ -101,3 +101,44 @@ def test_output_shapes_of_nested_layers():
     model, base = nested_cnn()
     graph = LayerGraph.of(model)
     assert graph.info("base/c2").output_shape == tuple(base.get_layer("c2").output.shape)
+
+
+def test_cached_builds_a_key_once_for_threads_that_ask_together_and_other_keys_do_not_wait():
+    import threading
+    import time
+
+    graph = LayerGraph.of(small_cnn())
+    building, release = threading.Event(), threading.Event()
+    builds = []
+
+    def slow_build():
+        builds.append(threading.current_thread().name)
+        building.set()
+        release.wait(10)
+        return object()
+
+    results = {}
+    threads = [
+        threading.Thread(target=lambda name=name: results.update({name: graph.cached(("test", "slow"), slow_build)}), name=name)
+        for name in ("first", "second")
+    ]
+    threads[0].start()
+    assert building.wait(10)
+    threads[1].start()
+    time.sleep(0.2)  # lets the second thread reach cached() while the first builds; no timing is asserted
+    assert graph.cached(("test", "other"), lambda: "built at once") == "built at once"  # another key is not blocked
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert builds == ["first"]
+    assert results["first"] is results["second"] is graph.cached(("test", "slow"), slow_build)
+
+
+def test_cached_keeps_a_value_that_is_none_and_forgets_a_failed_build():
+    graph = LayerGraph.of(small_cnn())
+    calls = []
+    assert graph.cached(("test", "none"), lambda: calls.append(1)) is None
+    assert graph.cached(("test", "none"), lambda: calls.append(1)) is None and calls == [1]
+    with pytest.raises(ZeroDivisionError):
+        graph.cached(("test", "fails"), lambda: 1 / 0)
+    assert graph.cached(("test", "fails"), lambda: "second try") == "second try"

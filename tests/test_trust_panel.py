@@ -11,6 +11,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import GradCamViewer
 from cnnviz_widgets.core import imaging
 from cnnviz_widgets.core.map_checks import MapSettings
+from conftest import EvictedAfterTheCheck
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,56 @@ def test_map_checks_keep_the_last_ones_used_and_name_the_checks(model, image, mo
     assert checks.result("curves", first) is None and checks.result("curves", second) is not None
     with pytest.raises(cw.core.errors.InputError, match="Unknown check 'ssim'. Use one of: curves, cascade"):
         checks.job("ssim", first, heatmap)
+
+
+def test_curves_run_while_a_slow_map_computes_are_of_the_map_shown(model, image, monkeypatch):
+    """The heatmap shown is still Grad-CAM's while a background method computes: the curves score it, kept under Grad-CAM."""
+    import threading
+
+    from cnnviz_widgets.core.attribution import METHODS, GradCam
+
+    gate = threading.Event()
+
+    class SlowGradCam(GradCam):
+        name = "slow"
+
+        def _explain_prepared(self, inputs, classes, *, progress=None):
+            gate.wait(30)
+            return super()._explain_prepared(inputs, classes)
+
+    monkeypatch.setitem(METHODS, SlowGradCam.name, SlowGradCam)
+    viewer = GradCamViewer(model, image, top_k=2)
+    gradcam_map = viewer.heatmap.copy()
+    viewer.method = "slow"  # its map computes in the background; Grad-CAM's stays shown
+    try:
+        viewer.trust_panel.run("curves").wait()
+    finally:
+        gate.set()
+        viewer.map_job.job.wait()
+    gradcam = MapSettings("gradcam", viewer.layer, viewer.class_index, False)
+    expected = cw.faithfulness(model, image[None], viewer.class_index, gradcam_map[None], "deletion", 20)
+    np.testing.assert_allclose(viewer.trust_panel._checks.result("curves", gradcam)["deletion"].curves["map"], expected.curves[0], atol=1e-5)
+    assert viewer.trust_panel._checks.result("curves", viewer._map_settings()) is None  # the slow map was never scored
+
+
+def test_a_counterfactual_map_is_better_the_more_its_deletion_raises_the_class(model, image):
+    """Deleting what speaks against a class should raise its probability: for an 'against' map the areas' order flips."""
+    viewer = GradCamViewer(model, image, top_k=2, evidence="against")
+    viewer.trust_panel.run("curves").wait()
+    charts = viewer.trust_panel.curve_charts
+    assert charts["deletion"].figure.title == "deletion (higher area is better)"
+    assert charts["insertion"].figure.title == "insertion (lower area is better)"
+    assert "against the class" in charts["deletion"].key.value
+    expected = cw.faithfulness(model, image[None], viewer.class_index, viewer.heatmap[None], "deletion", 20)
+    np.testing.assert_allclose(charts["deletion"].lines.y[0], expected.curves[0], atol=1e-5)
+
+
+def test_a_result_evicted_between_check_and_read_is_not_a_key_error(model, image):
+    from cnnviz_widgets.core.map_checks import MapChecks
+
+    checks = MapChecks(model, image[None], 0)
+    settings = MapSettings("gradcam", "conv2", 0, False)
+    checks.job("curves", settings, cw.attribute(model, image[None], 0)[0]).start().wait()
+    kept = checks.result("curves", settings)
+    checks._results = EvictedAfterTheCheck(checks._results)
+    assert checks.result("curves", settings) is kept  # read once, under the lock

@@ -1,6 +1,7 @@
 """Re-running a widget cell must not leak: close() frees the widget, its parts and its model."""
 
 import gc
+import time
 import weakref
 
 import keras
@@ -10,6 +11,9 @@ from ipywidgets.widgets import widget as ipywidget
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import ChannelCard, FilterGallery, GradCamViewer, LayerExplorer
+from cnnviz_widgets.core.attribution import METHODS, GradCam
+from cnnviz_widgets.core.errors import InputError
+from cnnviz_widgets.core.map_checks import MapChecks
 from conftest import small_cnn
 
 WIDGETS = {
@@ -87,6 +91,39 @@ def test_closing_stops_a_pattern_run(demo):
     del gallery, thread
     gc.collect()
     assert gallery_ref() is None
+
+
+class EndlessCam(GradCam):
+    """Stands in for Score-CAM: reports progress until it is told to stop, then stops by raising, as it does."""
+
+    name = "endless"
+
+    def _explain_prepared(self, inputs, classes, *, progress=None):
+        while not progress(0, 1):
+            time.sleep(0.01)
+        raise InputError("stopped")
+
+
+def test_closing_a_viewer_stops_its_map_and_trust_jobs(images, monkeypatch):
+    monkeypatch.setitem(METHODS, EndlessCam.name, EndlessCam)
+    model = small_cnn()
+    viewer = GradCamViewer(model, images[0])
+
+    def endless_cascade(checks, settings, heatmap, progress, should_stop):
+        while not should_stop():
+            time.sleep(0.01)
+
+    monkeypatch.setattr(MapChecks, "_cascade", endless_cascade)
+    trust_thread = viewer.trust_panel.run("cascade").thread
+    viewer.method = "endless"
+    map_thread = viewer.map_job.job.thread
+    assert trust_thread.is_alive() and map_thread.is_alive()
+    refs = weakref.ref(viewer), weakref.ref(model)
+    viewer.close()
+    assert not trust_thread.is_alive() and not map_thread.is_alive()
+    del viewer, model, trust_thread, map_thread
+    gc.collect()
+    assert all(ref() is None for ref in refs)
 
 
 REFUSED = {

@@ -15,7 +15,7 @@ inside a nested model, ``"outer/inner/leaf"`` two levels down.
 from __future__ import annotations
 
 import functools
-
+import threading
 import types
 import weakref
 from collections import OrderedDict, defaultdict
@@ -33,6 +33,7 @@ SEPARATOR = "/"
 # Compiled functions of big models hold MBs each; a loop over sizes or layer lists
 # would otherwise keep one per call for the session.
 MAX_CACHED_PER_KIND = 16
+_MISSING = object()  # cached() keeps any value, None too
 
 
 def _graph_of(model) -> FunctionalGraph:
@@ -136,6 +137,8 @@ class LayerGraph:
             and len(info.output.shape) >= 2
         }
         self._memo: defaultdict[object, OrderedDict] = defaultdict(OrderedDict)
+        self._memo_lock = threading.Lock()
+        self._building: dict[tuple, threading.Lock] = {}  # a lock per key being built: see cached()
 
     def _trace(self, functional, inputs, prefix):
         def operation_fn(operation):
@@ -182,15 +185,41 @@ class LayerGraph:
 
         ``key[0]`` names the kind of value; each kind keeps its MAX_CACHED_PER_KIND most
         recently used values, so one kind used in a loop cannot push out the others.
+
+        Job threads (a viewer's maps, the trust checks) call it too: the memo is read and
+        written under a lock, and a key is built by one thread while others asking for it wait
+        (a compiled function is seconds of tracing), without blocking other keys: ``build``
+        may ask for another key.
         """
-        memo = self._memo[key[0]]
-        if key in memo:
-            memo.move_to_end(key)
-            return memo[key]
-        value = memo[key] = build()
-        while len(memo) > MAX_CACHED_PER_KIND:
-            memo.popitem(last=False)
+        with self._memo_lock:
+            value = self._kept(key)
+            if value is not _MISSING:
+                return value
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._memo_lock:
+                value = self._kept(key)  # built by the thread this one waited for
+            if value is not _MISSING:
+                return value
+            try:
+                value = build()
+                with self._memo_lock:
+                    memo = self._memo[key[0]]
+                    memo[key] = value
+                    while len(memo) > MAX_CACHED_PER_KIND:
+                        memo.popitem(last=False)
+            finally:
+                with self._memo_lock:
+                    self._building.pop(key, None)
         return value
+
+    def _kept(self, key: tuple):
+        """The value kept for ``key``, now the most recently used, or _MISSING; call with _memo_lock held."""
+        memo = self._memo[key[0]]
+        if key not in memo:
+            return _MISSING
+        memo.move_to_end(key)
+        return memo[key]
 
     def _model(self, outputs) -> keras.Model:
         return keras.Model(self.inputs if len(self.inputs) > 1 else self.inputs[0], outputs)

@@ -2,7 +2,8 @@
 
 - Deletion and insertion: the model's probability of the class as the map's most
   attributed pixels are removed (or revealed), next to a random map's and a centre
-  prior's curves, the baselines to beat (:class:`CurveView`).
+  prior's curves, the baselines to beat (:class:`CurveView`). A counterfactual map
+  (what speaks against the class) beats them the other way: deleting its pixels raises the probability.
 - The sanity check: the map after each step of the cascading randomisation of the
   model's weights, top down, and its rank correlation with the original (:class:`CascadeView`).
 
@@ -14,6 +15,7 @@ the background and keeps them per (check, method, layer, class, evidence).
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -31,6 +33,7 @@ MAX_CHECKS = 32  # results kept, the least recently used dropped first: a cascad
 CURVE_STEPS = 20
 METRICS = ("deletion", "insertion")
 CHECKS = ("curves", "cascade")
+OTHER_WAY = {"lower": "higher", "higher": "lower"}
 
 
 class MapSettings(NamedTuple):
@@ -47,10 +50,11 @@ class CurveView:
     """One metric's curve of the map and of its baselines, over the fraction of pixels removed or revealed."""
 
     metric: str  # "deletion" or "insertion"
-    better: str  # "lower" (deletion) or "higher" (insertion) area under the curve
+    better: str  # "lower" (deletion) or "higher" (insertion) area under the curve; the other way for a counterfactual map
     fractions: np.ndarray  # (steps + 1,)
     curves: dict[str, np.ndarray]  # "map", "random", "centre" -> (steps + 1,) probability of the class
     auc: dict[str, float]  # the same keys -> area under the curve
+    counterfactual: bool = False  # the map of what speaks against the class: removing it should raise the probability
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,16 @@ class MapChecks:
         self._model, self._model_input, self._output_index = model, model_input, output_index
         self._input_size = as_images(LayerGraph.of(model), model_input).shape[1:3]
         self._results: OrderedDict[tuple[str, MapSettings], CurveView | CascadeView] = OrderedDict()
+        self._lock = threading.Lock()  # jobs keep results on their threads while the viewer reads them
 
     def result(self, check: str, settings: MapSettings):
         """The kept result of ``check`` ("curves" or "cascade") for ``settings``, or None."""
         key = (check, settings)
-        if key in self._results:
-            self._results.move_to_end(key)
-        return self._results.get(key)
+        with self._lock:  # one check-and-read: a job's thread may evict the key between the two
+            kept = self._results.get(key)
+            if kept is not None:
+                self._results.move_to_end(key)
+        return kept
 
     def job(
         self,
@@ -101,9 +108,10 @@ class MapChecks:
 
         def keep(job: BackgroundJob):
             if job.error is None and job.result is not None and getattr(job.result, "complete", True):
-                self._results[check, settings] = job.result
-                while len(self._results) > MAX_CHECKS:
-                    self._results.popitem(last=False)
+                with self._lock:
+                    self._results[check, settings] = job.result
+                    while len(self._results) > MAX_CHECKS:
+                        self._results.popitem(last=False)
             if on_finish is not None:
                 on_finish(job)
 
@@ -118,12 +126,16 @@ class MapChecks:
             curves = {"map": faithfulness(self._model, self._model_input, settings.class_index, maps, metric, CURVE_STEPS, output=self._output_index)}
             baselines = faithfulness_baselines(self._model, self._model_input, settings.class_index, metric, CURVE_STEPS, output=self._output_index)
             curves.update(baselines)
+            better = curves["map"].better
+            if settings.counterfactual:  # deleting what speaks against the class raises its probability
+                better = OTHER_WAY[better]
             views[metric] = CurveView(
                 metric,
-                curves["map"].better,
+                better,
                 curves["map"].fractions,
                 {name: result.curves[0] for name, result in curves.items()},
                 {name: float(result.auc[0]) for name, result in curves.items()},
+                settings.counterfactual,
             )
             progress(done + 1, len(METRICS))
         return views

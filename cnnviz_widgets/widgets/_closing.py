@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import ipywidgets as widgets
 
 
@@ -40,3 +42,14 @@ def drop_callbacks(widget: widgets.Widget):
     for value in [*vars(widget).values(), *widget._trait_values.values()]:
         if isinstance(value, widgets.CallbackDispatcher):
             value.callbacks.clear()
+
+
+def stop_and_join(*jobs):
+    """Stop each BackgroundJob (None is skipped) and wait for its thread to end, unless it is this thread:
+    a job's callback may close the widget that runs it."""
+    for job in jobs:
+        if job is not None:
+            job.stop()
+    for job in jobs:
+        if job is not None and job.thread is not threading.current_thread() and job.thread.ident is not None:
+            job.thread.join()

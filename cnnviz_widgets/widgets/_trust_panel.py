@@ -88,16 +88,17 @@ class TrustPanel:
             self.progress.max, self.progress.value = job.total, job.done
 
     def _on_finish(self, job: BackgroundJob):
-        if job is not self.job:
-            return
-        self.stop_button.disabled = True
-        if job.outcome == "failed":
-            self.status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
-        else:
-            self.status.value = job.outcome
-        self.show_for(self._current()[0])
-        if job.outcome == "stopped" and isinstance(job.result, CascadeView):  # a stopped cascade is shown, not kept
-            self._show_cascade(job.result)
+        with self._draw_lock:  # the kernel's thread may draw another map's checks in between
+            if job is not self.job:
+                return
+            self.stop_button.disabled = True
+            if job.outcome == "failed":
+                self.status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
+            else:
+                self.status.value = job.outcome
+            self.show_for(self._current()[0])
+            if job.outcome == "stopped" and isinstance(job.result, CascadeView):  # a stopped cascade is shown, not kept
+                self._show_cascade(job.result)
 
     def _show_cascade(self, cascade):
         if cascade is None:
@@ -140,7 +141,7 @@ class CurveChart:
             layout=widgets.Layout(width="340px", height="240px"),
             fig_margin={"top": 40, "bottom": 45, "left": 55, "right": 15},
         )
-        self.key = widgets.HTML()
+        self.key = widgets.HTML(layout=widgets.Layout(max_width="400px"))  # wraps, so two charts stay side by side
         self.box = widgets.VBox([self.figure, self.key], layout=widgets.Layout(margin="0 12px 8px 0"))
         self.show(None)
 
@@ -154,7 +155,8 @@ class CurveChart:
             self.lines.y = np.stack([view.curves[name] for name in CURVE_COLOURS])
             self.figure.title = f"{self.metric} ({view.better} area is better)"
         areas = (f'<span style="color:{colour}">■ {name} {view.auc[name]:.3f}</span>' for name, colour in CURVE_COLOURS.items())
-        self.key.value = "<small>area under the curve: " + " &nbsp; ".join(areas) + "</small>"
+        against = "<br>a map against the class: removing its pixels should raise the probability" if view.counterfactual else ""
+        self.key.value = "<small>area under the curve: " + " &nbsp; ".join(areas) + against + "</small>"
 
 
 def _cascade_cell(caption: str, picture: np.ndarray, note: str) -> widgets.VBox:

@@ -25,6 +25,7 @@ from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.map_checks import MapChecks, MapSettings
 from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import BarChart, ColorBar
+from ._closing import stop_and_join
 from ._map_job import MapJobLine
 from ._method_compare import MethodComparison
 from ._trust_panel import TrustPanel
@@ -99,10 +100,11 @@ class GradCamViewer(VisualizerWidget):
         self.layer_names = explainable_layers(graph, self._head.index)
         self._explanations = ImageExplanations(model, model_input, self.image.shape[:2], self._head.index, self._top_classes)
         self.heatmap: np.ndarray | None = None
+        self._heatmap_settings: MapSettings | None = None  # what heatmap is of: a background map job keeps the old one shown
         self._comparison = MethodComparison(HEATMAP_COLORMAP)
         self.map_job = MapJobLine()  # expensive methods' maps are computed in the background
         checks_of_maps = MapChecks(model, model_input, self._head.index)
-        self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._map_settings(), self.heatmap), HEATMAP_COLORMAP)
+        self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._heatmap_settings, self.heatmap), HEATMAP_COLORMAP)
 
         # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
         self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
@@ -134,12 +136,8 @@ class GradCamViewer(VisualizerWidget):
         super().__init__(**traits)
 
         # Not a BoundedIntText: it clamps 99 to the last class where the trait should refuse it and say why.
-        self.class_box = widgets.IntText(
-            value=self.class_index,
-            description="class",
-            tooltip=f"0 to {self.num_classes - 1}",
-            layout=widgets.Layout(width="170px"),
-        )
+        tooltip, width = f"0 to {self.num_classes - 1}", widgets.Layout(width="170px")
+        self.class_box = widgets.IntText(value=self.class_index, description="class", tooltip=tooltip, layout=width)
         self.layer_menu = widgets.Dropdown(options=self.layer_names, value=self.layer, description="layer")
         self.alpha_slider = widgets.FloatSlider(value=self.alpha, min=0, max=1, step=0.05, description="alpha")
         self.method_menu = widgets.Dropdown(options=[(method_title(m), m) for m in METHODS], value=self.method, description="method")
@@ -225,7 +223,7 @@ class GradCamViewer(VisualizerWidget):
         if self._maps_in_background():
             return
         explanation = self._explain_by(self.method)
-        self.heatmap = explanation.heatmap
+        self.heatmap, self._heatmap_settings = explanation.heatmap, self._map_settings()
         top = self._top_classes
         self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
         name = self.class_names[self.class_index]
@@ -248,7 +246,7 @@ class GradCamViewer(VisualizerWidget):
         show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
         self._blend()
         self._show_comparison()
-        self.trust_panel.show_for(self._map_settings())
+        self.trust_panel.show_for(self._heatmap_settings)
 
     @observe("compare")
     def _show_comparison(self, change=None):
@@ -305,6 +303,12 @@ class GradCamViewer(VisualizerWidget):
 
     def _overlay(self) -> np.ndarray:
         return imaging.overlay(self._picture, self.heatmap, self.alpha, HEATMAP_COLORMAP)
+
+    def close(self):
+        """Stop the map and trust jobs first: their threads hold this widget and draw on it (a refused constructor made none)."""
+        if hasattr(self, "trust_panel"):
+            stop_and_join(self.map_job.job, self.trust_panel.job)
+        super().close()
 
     def panels(self) -> list[np.ndarray]:
         """The raw image, the heatmap alone and the heatmap over the image, uint8 RGB."""

@@ -8,6 +8,7 @@ keeps its own layer and channel and shows no error.
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 from ..core.errors import InputTypeError
@@ -26,6 +27,10 @@ class Link:
     def __init__(self, views):
         self._views = [weakref.ref(view) for view in views]
         self._following = False  # set while the link itself moves the widgets
+        # GradCamViewer redraws a background map on the job's thread (ipywidgets has no public way to hand
+        # work to the kernel's thread), and may correct its channel there: one follow at a time, and
+        # _following is only read by the thread that holds the lock, where it means "moved by the link".
+        self._lock = threading.RLock()
         for view in self.views:
             view.observe(self._follow, names=list(FOLLOWED))
 
@@ -40,17 +45,18 @@ class Link:
         self._views = []
 
     def _follow(self, change):
-        if self._following:
-            return  # a widget moved by the link, or correcting its own channel for a new layer
-        source = change["owner"]
-        self._following = True
-        try:
-            for view in self.views:
-                if view is not source and source.layer in view.layer_names:
-                    _set_quietly(view, "layer", source.layer)
-                    _set_quietly(view, "channel", source.channel)
-        finally:
-            self._following = False
+        with self._lock:
+            if self._following:
+                return  # a widget moved by the link, or correcting its own channel for a new layer
+            source = change["owner"]
+            self._following = True
+            try:
+                for view in self.views:
+                    if view is not source and source.layer in view.layer_names:
+                        _set_quietly(view, "layer", source.layer)
+                        _set_quietly(view, "channel", source.channel)
+            finally:
+                self._following = False
 
 
 def _set_quietly(view: VisualizerWidget, name: str, value):

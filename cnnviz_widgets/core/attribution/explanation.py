@@ -173,7 +173,11 @@ class ImageExplanations:
             raise InputError(f"{method_title(method)} has no map of what speaks against a class; use evidence 'for'.")
         key = self._key(layer, class_index, counterfactual, method)
         layer = key[1]
-        if key not in self._explained:
+        with self._lock:  # one check-and-read: a background job may evict the key between the two
+            kept = self._explained.get(key)
+            if kept is not None:
+                self._explained.move_to_end(key)
+        if kept is None:
             wanted = self._top_classes if class_index in self._top_classes else [class_index]
             options = {"counterfactual": True} if counterfactual else {}
             explainer = method_class(method).shared(self._model, layer, output=self._output_index, **options)
@@ -200,9 +204,7 @@ class ImageExplanations:
                 while len(self._explained) > MAX_EXPLANATIONS:
                     self._explained.popitem(last=False)
             return explained[key]
-        with self._lock:
-            self._explained.move_to_end(key)
-            return self._explained[key]
+        return kept
 
     def waiting(self, methods, layer: str, class_index: int, counterfactual: bool = False) -> list[str]:
         """The expensive ones of ``methods`` (see :func:`method_reports_progress`) whose map is not kept:
