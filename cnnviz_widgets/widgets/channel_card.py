@@ -20,8 +20,8 @@ from ..core import imaging
 from ..core.channel_card import ChannelCards, LayerJob
 from ..core.errors import CnnvizError
 from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
-from ..core.patterns import PatternSearch
-from ._base import VisualizerWidget, checks, image_view, show
+from ..core.patterns import STYLES, PatternSearch
+from ._base import Choice, VisualizerWidget, checks, image_view, show
 from ._charts import PictureFigure
 
 PANEL_PX = 200
@@ -43,13 +43,15 @@ class ChannelCard(VisualizerWidget):
     Traits: ``layer`` (a layer with (height, width, channels) maps; default the last
     convolution Grad-CAM explains), ``channel`` (default: the most active over ``data``), ``image_index`` (None, or the image whose
     Grad-CAM contribution is shown; a click on an example chooses it) and ``class_index``
-    (None: the model's top class for that image). ``card`` is the core value shown.
+    (None: the model's top class for that image); ``style`` of the feature visualisation, 'lucid'
+    (default) or 'tutorial' (see cw.filter_patterns). ``card`` is the core value shown.
     """
 
     layer = Unicode(help="The layer of the channel, one of layer_names.")
     channel = Int(0, help="The channel shown, 0 .. channels of the layer - 1.")
     image_index = Int(None, allow_none=True, help="Image whose Grad-CAM contribution is shown; None: none.")
     class_index = Int(None, allow_none=True, help="Class of that contribution; None: the model's top class for the image.")
+    style = Choice(STYLES, "lucid", help="The feature visualisation's style, as cw.filter_patterns' (lucid: one that looks like something).")
     _job: PatternJob | None = None  # the running feature visualisation, if any; a refused constructor has none
     _layer_job: LayerJob | None = None  # the examples and means of a new layer, computed in the background
 
@@ -228,9 +230,10 @@ class ChannelCard(VisualizerWidget):
 
     def _pattern_settings(self) -> PatternSettings:
         search = PatternSearch.shared(self._cards.model, self.layer, preprocess=self._preprocess)
-        return PatternSettings(self.layer, search.image_shape[:2], PATTERN_STEPS, 0, tuple(self._value_range))
+        return PatternSettings(self.layer, search.image_shape[:2], PATTERN_STEPS, 0, tuple(self._value_range), self.style)
 
-    def _show_pattern(self):
+    @observe("style")
+    def _show_pattern(self, change=None):
         with self._draw_lock:
             try:
                 settings = self._pattern_settings()
