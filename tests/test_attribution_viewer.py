@@ -300,3 +300,17 @@ def test_a_method_is_named_by_its_own_title_not_its_parents(monkeypatch):
 
     monkeypatch.setitem(METHODS, GradCamVariant.name, GradCamVariant)
     assert (method_title("gradcam"), method_title("variant")) == ("Grad-CAM", "variant")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_shows_in_the_viewer_as_cw_attribute_computes_it(model, image, method):
+    viewer = GradCamViewer(model, image, top_k=2)
+    viewer.method = method
+    if viewer.map_job.job is not None:  # an expensive method: in the background, with progress
+        viewer.map_job.job.wait()
+        assert viewer.map_job.progress.value == viewer.map_job.progress.max > 0
+    layer = viewer.layer if explanation_module.method_uses_layer(method) else None
+    assert viewer.layer_menu.disabled == (layer is None)
+    expected = cw.attribute(model, image[None], viewer.class_index, method=method, layer=layer)[0]
+    np.testing.assert_allclose(viewer.heatmap, expected, atol=1e-5)
+    assert explanation_module.method_title(method) in viewer._heatmap_caption.value

@@ -18,7 +18,8 @@ import tensorflow as tf
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.attribution import IntegratedGradients, Saliency, SmoothGrad
 from cnnviz_widgets.core.attribution.attribute import METHODS, method_options
-from cnnviz_widgets.core.errors import InputError, UnsupportedModelError
+from cnnviz_widgets.core.attribution import explanation
+from cnnviz_widgets.core.errors import InputError, StoppedError, UnsupportedModelError
 
 PIXEL_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop")
 
@@ -363,3 +364,17 @@ def test_vgg16_at_64_pixels():
     np.testing.assert_allclose(cw.attribute(model, x, 2, "saliency"), peak_normalised(np.abs(gradients).max(-1)), atol=1e-4)
     raw = cw.attribute(model, x, 2, "integrated_gradients", normalize=False, steps=2)
     np.testing.assert_allclose(raw, tape_integrated_gradients(model, x, np.zeros_like(x), 2, steps=2).sum(-1), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, option", [("integrated_gradients", {"steps": 8}), ("smoothgrad", {"samples": 8})])
+def test_many_pass_methods_report_progress_and_stop_when_asked(demo, method, option):
+    model, images = demo
+    explainer = METHODS[method].shared(model, batch_size=4, **option)
+    inputs = [images[:2]]
+    reports = []
+    result = explainer._explain_prepared(inputs, [[1]] * 2, progress=lambda done, total: reports.append((done, total)))
+    assert reports == [(done, 4) for done in range(5)]  # 2 images × 8 passes in batches of 4, then the end
+    np.testing.assert_allclose(result.heatmaps, explainer.explain(images[:2], 1).heatmaps, atol=1e-6)
+    with pytest.raises(StoppedError, match="stopped after 2 of 4"):
+        explainer._explain_prepared(inputs, [[1]] * 2, progress=lambda done, total: done == 2)
+    assert explanation.method_reports_progress(method) and not explanation.method_reports_progress("saliency")

@@ -33,6 +33,7 @@ class GuidedBackprop(InputGradients):
     """Guided Backpropagation for one model and output, reusable across images and classes."""
 
     name = "guided_backprop"
+    title = "Guided Backprop"
     gradient_overrides = {"Relu": _GUIDED_RELU}
 
     def channel_attributions(self, images, classes):

@@ -26,6 +26,7 @@ class GuidedGradCam:
     """Guided Grad-CAM for one model, layer and output, reusable across images and classes."""
 
     name = "guided_gradcam"
+    title = "Guided Grad-CAM"
 
     def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, batch_size: int | None = None):
         self.cam = GradCam.shared(model, layer, output=output, probabilities=probabilities)

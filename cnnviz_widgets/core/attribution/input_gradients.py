@@ -25,13 +25,14 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from .. import checks
-from ..errors import InputError, UnsupportedModelError
+from ..errors import InputError, StoppedError, UnsupportedModelError
 from ..graph import LayerGraph, compiled_method
 from ..inputs import image_shape, prepare_inputs
 from .base import _MATMUL_GRADIENT, class_matrix
@@ -61,7 +62,9 @@ class InputGradients:
     """
 
     name: str
+    uses_layer = False  # it maps the input pixels: a viewer's layer menu is off for it
     gradient_overrides: dict[str, str] = {}  # op type -> registered gradient, for the forward pass (Guided Backprop)
+    progress = None  # set on a bound copy for one call: progress(done, total) per batch of passes; True stops
 
     def __init__(self, model, layer: str | None = None, *, probabilities: bool = False, output: int | str = 0, batch_size: int | None = None):
         _check_no_layer(self.name, layer)
@@ -147,7 +150,11 @@ class InputGradients:
         """
         total = None
         rows = ((row, image) for m in range(count) for image, row in enumerate(variant(m)))
-        while batch := list(itertools.islice(rows, self.batch_size)):
+        batches = math.ceil(count * len(classes) / self.batch_size)
+        for done in range(batches):
+            if self.progress is not None and self.progress(done, batches):
+                raise StoppedError(f"'{self.name}' stopped after {done} of {batches} batches of passes.")
+            batch = list(itertools.islice(rows, self.batch_size))
             owners = np.array([image for _, image in batch])
             inputs = np.stack([row for row, _ in batch]).astype(np.float32)
             gradients, scores = self._gradients(tf.constant(inputs), tf.constant(classes[owners]))
@@ -161,6 +168,8 @@ class InputGradients:
                 total = np.zeros((len(classes), *gradients.shape[1:]), np.float64)
             for image in np.unique(owners):  # a batch may hold several variants of one image
                 total[image] += gradients[owners == image].sum(axis=0)
+        if self.progress is not None:
+            self.progress(batches, batches)
         return total / count
 
     # -- what a method gives ------------------------------------------------------------
@@ -190,6 +199,15 @@ class InputGradients:
     def _image_shape(self, images) -> tuple:
         shape = image_shape(self.graph)
         return shape if shape is not None and None not in shape else images.shape[1:]
+
+
+class ManyPassGradients(InputGradients):
+    """A pixel method of many passes an image (SmoothGrad's samples, Integrated Gradients' steps): it
+    reports ``progress(done, total)`` per batch and stops with StoppedError when that returns True,
+    so a viewer runs it in the background with a Stop, as Score-CAM."""
+
+    def _explain_prepared(self, inputs, classes, *, progress=None) -> PixelResult:
+        return InputGradients._explain_prepared(self.bound(progress=progress), inputs, classes)
 
 
 def pixel_result(attributions: np.ndarray, classes: np.ndarray, heat) -> PixelResult:

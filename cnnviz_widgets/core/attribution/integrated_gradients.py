@@ -26,13 +26,14 @@ import numpy as np
 
 from .. import checks
 from ..errors import InputError
-from .input_gradients import InputGradients
+from .input_gradients import ManyPassGradients
 
 
-class IntegratedGradients(InputGradients):
+class IntegratedGradients(ManyPassGradients):
     """Integrated Gradients for one model and output, reusable across images, classes and baselines."""
 
     name = "integrated_gradients"
+    title = "Integrated Gradients"
     baseline = None
 
     def __init__(self, model, layer=None, *, steps: int = 64, **settings):

@@ -19,6 +19,7 @@ class Saliency(InputGradients):
     """Saliency maps for one model and output, reusable across images and classes."""
 
     name = "saliency"
+    title = "Saliency"
 
     def channel_attributions(self, images, classes):
         return self.mean_gradients(lambda _: images, 1, classes)

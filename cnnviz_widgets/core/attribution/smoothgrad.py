@@ -20,13 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import checks
-from .input_gradients import InputGradients
+from .input_gradients import ManyPassGradients
 
 
-class SmoothGrad(InputGradients):
+class SmoothGrad(ManyPassGradients):
     """SmoothGrad for one model and output, reusable across images and classes."""
 
     name = "smoothgrad"
+    title = "SmoothGrad"
 
     def __init__(self, model, layer=None, *, samples: int = 20, noise: float = 0.2, seed: int = 0, **settings):
         super().__init__(model, layer, **settings)
