@@ -232,3 +232,20 @@ def test_link_takes_two_widgets_or_more(linked):
         cw.link(linked[0])
     with pytest.raises(cw.core.errors.CnnvizError, match="two or more"):
         cw.link(linked[0], "gallery")
+
+
+def test_close_waits_for_the_feature_visualisations_it_stopped(demo):
+    # Each channel move stops the running feature visualisation, which still ends its step and
+    # holds the card: close() must wait for those too, or a closed card stays alive a while.
+    model, images = demo
+    card = ChannelCard(model, images, layer="conv4")
+    for channel in range(1, 6):
+        card.channel = channel
+    stopped = list(card._stopped_jobs)
+    assert stopped, "the channel moves stopped running jobs"
+    card_ref = weakref.ref(card)
+    card.close()
+    assert not any(job.thread.is_alive() for job in stopped)
+    del card, stopped  # the jobs hold the card through their callbacks
+    gc.collect()
+    assert card_ref() is None

@@ -22,6 +22,7 @@ from ..core.errors import CnnvizError
 from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
 from ..core.patterns import STYLES, PatternSearch
 from ._base import Choice, VisualizerWidget, checks, image_view, show
+from ._closing import stop_and_join
 from ._charts import PictureFigure
 
 PANEL_PX = 200
@@ -54,6 +55,8 @@ class ChannelCard(VisualizerWidget):
     style = Choice(STYLES, "lucid", help="The feature visualisation's style, as cw.filter_patterns' (lucid: one that looks like something).")
     _job: PatternJob | None = None  # the running feature visualisation, if any; a refused constructor has none
     _layer_job: LayerJob | None = None  # the examples and means of a new layer, computed in the background
+    _closing = False  # set by close(): no job starts after it
+    _stopped_jobs: list = []  # jobs stopped but perhaps still in their last step (replaced, never mutated)
 
     def __init__(self, model, data, *, preprocess=None, class_names=None, k: int = 9, value_range=None, **traits):
         super().__init__()
@@ -175,7 +178,7 @@ class ChannelCard(VisualizerWidget):
 
     def _compute_layer(self):
         job = self._layer_job
-        if job is not None and job.layer == self.layer and not job.finished:
+        if self._closing or job is not None and job.layer == self.layer and not job.finished:
             return
         self._stop_layer_job()
         self.summary.value = f"⏳ computing layer {html.escape(self.layer)} over {len(self._cards.images)} images…"
@@ -187,7 +190,7 @@ class ChannelCard(VisualizerWidget):
     def _stop_layer_job(self):
         """Stop computing a layer (nothing of it is kept); a stopped job no longer draws."""
         if self._layer_job is not None:
-            self._layer_job.stop()
+            self._retire(self._layer_job)
             self._layer_job = None
             self.layer_progress.layout.display = "none"
 
@@ -253,7 +256,7 @@ class ChannelCard(VisualizerWidget):
             show(self._pattern_view, imaging.upscale_to(computed.image, PANEL_PX))
 
     def _start_job(self, settings: PatternSettings):
-        if self._job is not None and self._job.covers([self.channel]) and self._job.settings == settings:
+        if self._closing or self._job is not None and self._job.covers([self.channel]) and self._job.settings == settings:
             return
         self.stop_pattern()
         search = PatternSearch.shared(self._cards.model, self.layer, preprocess=self._preprocess)
@@ -271,8 +274,13 @@ class ChannelCard(VisualizerWidget):
 
     def stop_pattern(self):
         if self._job is not None:
-            self._job.stop()
+            self._retire(self._job)
             self._job = None
+
+    def _retire(self, job):
+        """Stop ``job``; it still ends its current step or batch, which holds this widget: close() waits for it too."""
+        job.stop()
+        self._stopped_jobs = [*(kept for kept in self._stopped_jobs if not kept.finished), job]
 
     def _report(self, job: PatternJob):
         if self._job is job:
@@ -288,12 +296,12 @@ class ChannelCard(VisualizerWidget):
 
     def close(self):
         """Stop the jobs first: their threads hold this widget and draw on it."""
-        jobs = [self._layer_job, self._job]
-        self._stop_layer_job()
-        self.stop_pattern()
-        for job in jobs:
-            if job is not None and job.thread is not threading.current_thread():
-                job.thread.join()
+        with self._draw_lock:  # a job's thread drawing now could start another job, which would outlive the widget
+            self._closing = True
+            jobs = [self._layer_job, self._job]
+            self._stop_layer_job()
+            self.stop_pattern()
+        stop_and_join(*jobs, *self._stopped_jobs)
         super().close()
 
     def panels(self) -> list[np.ndarray]:
