@@ -26,12 +26,18 @@ class WidgetValueError(CnnvizError, TraitError, ValueError):
 
 def checks(*names):
     """traitlets' ``@validate`` for a VisualizerWidget: the check calls ``refuse`` for a bad
-    value and returns a good one, which also clears an error still shown."""
+    value, or lets a core check's CnnvizError out, which is refused with its message; it returns
+    a good value, which also clears an error still shown."""
 
     def decorate(check):
         @functools.wraps(check)
         def accepting(self, proposal):
-            value = check(self, proposal)
+            try:
+                value = check(self, proposal)
+            except WidgetValueError:
+                raise
+            except CnnvizError as error:  # a core check's words are the refusal's
+                self.refuse(str(error))
             self.error = ""
             return value
 
@@ -123,10 +129,7 @@ class VisualizerWidget(widgets.VBox):
 
     def refuse_outside(self, name: str, value, count: int, why: str, problem: str = "is out of range") -> int:
         """``value`` if it is an index 0..count-1, else refused as :func:`core.checks.index` words it."""
-        try:
-            return core_checks.index(name, value, count, why, problem)
-        except CnnvizError as error:
-            self.refuse(str(error))
+        return core_checks.index(name, value, count, why, problem)  # in a @checks validator: its error is the refusal
 
     def set_traits_in_order(self, traits: dict):
         """Set the constructor's ``**traits`` one by one in the class's order, each checked as if set later.

@@ -108,10 +108,7 @@ class ChannelCard(VisualizerWidget):
 
     @checks("layer")
     def _valid_layer(self, proposal):
-        try:
-            return self._cards.checked_layer(proposal["value"])
-        except CnnvizError as error:
-            self.refuse(str(error))
+        return self._cards.checked_layer(proposal["value"])
 
     @checks("channel")
     def _valid_channel(self, proposal):
@@ -127,10 +124,7 @@ class ChannelCard(VisualizerWidget):
 
     @checks("class_index")
     def _valid_class_index(self, proposal):
-        try:
-            return None if proposal["value"] is None else self._cards.checked_class(proposal["value"])
-        except CnnvizError as error:
-            self.refuse(str(error))
+        return None if proposal["value"] is None else self._cards.checked_class(proposal["value"])
 
     # -- reactions ---------------------------------------------------------------
 

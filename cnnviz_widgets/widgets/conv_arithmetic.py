@@ -148,23 +148,17 @@ class ConvArithmetic(VisualizerWidget):
 
     @checks("channel")
     def _valid_channel(self, proposal):
-        return self._checked(lambda: self._values.check_channel(proposal["value"]))
+        return self._values.check_channel(proposal["value"])
 
     @checks("position")
     def _valid_position(self, proposal):
-        return self._checked(lambda: self._values.check_position(proposal["value"]))
+        return self._values.check_position(proposal["value"])
 
     @checks("input_channel")
     def _valid_input_channel(self, proposal):
         count = len(self.number.input_channels) if self.number else 1
         why = f"channel {self.channel} reads {count} input channels"
         return self.refuse_outside("input_channel", proposal["value"], count, why)
-
-    def _checked(self, check):
-        try:
-            return check()
-        except CnnvizError as error:
-            self.refuse(str(error))
 
     # -- reactions -----------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from traitlets import Any, Float, Int, Tuple, Unicode, Union, observe
 
 from ..core import checks as core_checks
 from ..core import imaging
-from ..core.errors import CnnvizError, listed
+from ..core.errors import listed
 from ..core.graph import LayerGraph
 from ..core.patterns import (
     MEMORY_BUDGET_MEANING,
@@ -207,13 +207,6 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
             self.refuse(f"bgr={value!r} is not 'auto', True or False.")
         return value if value == "auto" else bool(value)
 
-    def _checked(self, check, *args):
-        """What core ``check(*args)`` returns, or its error as this widget's refusal."""
-        try:
-            return check(*args)
-        except CnnvizError as error:
-            self.refuse(str(error))
-
     @checks("steps", "patterns_per_page", "seed")
     def _valid_count(self, proposal):
         name, value = proposal["trait"].name, proposal["value"]
@@ -222,18 +215,18 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
             "patterns_per_page": ("how many patterns the grid shows", 1),
             "seed": (SEED_MEANING, 0),
         }[name]
-        return self._checked(core_checks.count, name, value, meaning, minimum)
+        return core_checks.count(name, value, meaning, minimum)
 
     @checks("size")
     def _valid_size(self, proposal):
         size = proposal["value"]
         if size is not None:
-            self._checked(self._search, size)
+            self._search(size)
         return size
 
     @checks("value_range")
     def _valid_value_range(self, proposal):
-        return self._checked(core_checks.value_range, "value_range", proposal["value"])
+        return core_checks.value_range("value_range", proposal["value"])
 
     # -- reactions -----------------------------------------------------------------
 

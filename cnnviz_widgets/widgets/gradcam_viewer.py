@@ -19,7 +19,7 @@ from ..core import imaging
 from ..core.attribution import METHODS, checked_layer, default_layer, explainable_layers
 from ..core.attribution.explanation import MAX_COMPARED, ImageExplanations, method_has_counterfactual, method_title
 from ..core.attribution.explanation import method_uses_layer, predict, refused_methods
-from ..core.errors import CnnvizError, InputError
+from ..core.errors import InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.map_checks import MapChecks, MapSettings
@@ -182,17 +182,11 @@ class GradCamViewer(VisualizerWidget):
 
     @checks("class_index")
     def _valid_class_index(self, proposal):
-        try:
-            return self._head.class_index(proposal["value"])
-        except CnnvizError as error:
-            self.refuse(str(error))
+        return self._head.class_index(proposal["value"])
 
     @checks("layer")
     def _valid_layer(self, proposal):
-        try:
-            return checked_layer(self._graph, proposal["value"], self._head.index)
-        except CnnvizError as error:
-            self.refuse(str(error))
+        return checked_layer(self._graph, proposal["value"], self._head.index)
 
     @checks("channel")
     def _valid_channel(self, proposal):
