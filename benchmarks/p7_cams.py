@@ -15,7 +15,8 @@ difference of the two maps at the layer's resolution, each divided by its peak.
 P7f: ``top_channels=64`` (the 64 channels whose maps vary most, as tf-keras-vis'
 ``max_N=64``) against all channels: its speed-up, and how much its map differs (mean
 absolute difference at the layer's resolution, and 1 − Spearman's rank correlation).
-Score-CAM is slow, so P7e-f time one call each (all channels' includes its tracing, seconds of minutes).
+Score-CAM is slow, so P7e-f time one call each, after warm-ups that trace their compiled passes
+(all channels' stops after two batches), as the floor's forward is traced before it is timed.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def _score_cam(model, x, top_class, settings) -> list:
     for name, cam in (("all", all_channels), ("top", top)):  # how many passes each needs, without making them
         with contextlib.suppress(StoppedError):
             cam.explain(x, top_class, progress=lambda done, total, name=name: passes.update({name: total}) or True)
-    top.explain(x, top_class)  # a warm-up; all channels' first call is timed: tracing is seconds of minutes
+    top.explain(x, top_class)  # warm-ups: all channels' traces its batches' shapes on two batches, then stops
+    with contextlib.suppress(StoppedError):
+        all_channels.explain(x, top_class, progress=lambda done, total: done >= 2 * BATCH)
     masked = np.repeat(x, passes["all"], axis=0)
     forward = tf.function(lambda images: model(images, training=False))  # compiled, as Score-CAM's passes are
     for shape_of_a_batch in (x, masked[:BATCH], masked[: len(masked) % BATCH or BATCH]):
