@@ -42,6 +42,9 @@ def _brute_force_hits(maps, masks, tolerance):
     """Every peak pixel against every region pixel: the distance matrix, fine at 12 px."""
     hits = []
     for values, mask in zip(maps, masks):
+        if values.min() == values.max():  # flat: no peak, a miss
+            hits.append(False)
+            continue
         peaks, region = np.argwhere(values == values.max()), np.argwhere(mask)
         distances = np.sqrt(((peaks[:, None] - region[None]) ** 2).sum(axis=-1)).min(axis=1)
         hits.append(distances.max() <= tolerance)
@@ -54,7 +57,8 @@ def test_plateaus_and_tolerances_agree_with_every_peak_to_region_distance(tolera
     maps = (rng.random((200, 12, 12)) < rng.uniform(-0.1, 0.3, (200, 1, 1))).astype(float)  # binary maps: plateaus
     masks = rng.random((200, 12, 12)) < rng.uniform(0.005, 0.2, (200, 1, 1))
     masks[:, 6, 6] = True  # no empty region
-    maps[:, 6, 6] = 1.0  # no flat map; one peak in the region, the only one in some maps
+    maps[:, 6, 6] = 1.0  # one peak in the region, the only one in some maps
+    maps[::9] = rng.choice([0.0, 1.0])  # and flat maps, all zeros or all ones
     expected = _brute_force_hits(maps, masks, tolerance)
     np.testing.assert_array_equal(cw.pointing_game(maps, masks, tolerance).hits, expected)
     assert 0 < expected.sum() < len(expected) or tolerance > 12  # the cases test both outcomes
