@@ -1,8 +1,11 @@
 """cw.pointing_game (Zhang et al. 2018): does a map's maximum fall on the object?"""
 
+import re
+
 import numpy as np
 import pytest
 
+import cnnviz_widgets
 import cnnviz_widgets as cw
 from cnnviz_widgets.core.errors import InputError
 from cnnviz_widgets.demo import shapes
@@ -39,6 +42,9 @@ def _brute_force_hits(maps, masks, tolerance):
     """Every peak pixel against every region pixel: the distance matrix, fine at 12 px."""
     hits = []
     for values, mask in zip(maps, masks):
+        if values.min() == values.max():  # flat: no peak, a miss
+            hits.append(False)
+            continue
         peaks, region = np.argwhere(values == values.max()), np.argwhere(mask)
         distances = np.sqrt(((peaks[:, None] - region[None]) ** 2).sum(axis=-1)).min(axis=1)
         hits.append(distances.max() <= tolerance)
@@ -51,7 +57,8 @@ def test_plateaus_and_tolerances_agree_with_every_peak_to_region_distance(tolera
     maps = (rng.random((200, 12, 12)) < rng.uniform(-0.1, 0.3, (200, 1, 1))).astype(float)  # binary maps: plateaus
     masks = rng.random((200, 12, 12)) < rng.uniform(0.005, 0.2, (200, 1, 1))
     masks[:, 6, 6] = True  # no empty region
-    maps[:, 6, 6] = 1.0  # no flat map; one peak in the region, the only one in some maps
+    maps[:, 6, 6] = 1.0  # one peak in the region, the only one in some maps
+    maps[::9] = rng.choice([0.0, 1.0])  # and flat maps, all zeros or all ones
     expected = _brute_force_hits(maps, masks, tolerance)
     np.testing.assert_array_equal(cw.pointing_game(maps, masks, tolerance).hits, expected)
     assert 0 < expected.sum() < len(expected) or tolerance > 12  # the cases test both outcomes
@@ -90,7 +97,9 @@ def test_grad_cam_points_at_the_named_shape_on_two_shape_demo_images():
 @pytest.mark.parametrize(
     "maps, masks, message",
     [
-        (np.zeros((2, 4, 4)), np.ones((2, 5, 5), bool), r"both be \(N, H, W\)"),
+        (np.zeros((4, 4)), np.ones((4, 4), bool), r"both be \(N, H, W\)"),
+        (np.zeros((2, 4, 4)), np.ones((3, 4, 4), bool), r"one region per map"),
+        (np.zeros((0, 4, 4)), np.ones((0, 4, 4), bool), "no maps"),
         (np.zeros((1, 4, 4)), np.ones((1, 4, 4)), "bool"),
         (np.full((1, 4, 4), np.nan), np.ones((1, 4, 4), bool), "NaN"),
         (np.zeros((1, 4, 4)), np.zeros((1, 4, 4), bool), "empty"),
@@ -99,3 +108,48 @@ def test_grad_cam_points_at_the_named_shape_on_two_shape_demo_images():
 def test_bad_arguments_are_refused(maps, masks, message):
     with pytest.raises(InputError, match=message):
         cw.pointing_game(maps, masks)
+
+
+def test_flat_maps_are_misses_even_on_a_region_that_covers_their_first_pixel():
+    """An all-zero map has no peak: np.argmax would say pixel (0, 0), which these regions cover."""
+    maps = np.stack([np.zeros((8, 8)), np.full((8, 8), -2.0), np.full((8, 8), 1e-30), np.full((8, 8), 0.5, np.float32)])
+    everywhere, corner = np.ones((8, 8), bool), np.zeros((8, 8), bool)
+    corner[0, 0] = True
+    for mask in (everywhere, corner):
+        masks = np.broadcast_to(mask, maps.shape)
+        assert all(mask[np.unravel_index(np.argmax(m), m.shape)] for m in maps)  # what a naive argmax would score
+        result = cw.pointing_game(maps, masks, tolerance=3)
+        np.testing.assert_array_equal(result.hits, [False] * 4)
+        np.testing.assert_array_equal(result.flat, [True] * 4)
+        assert result.score == 0.0
+
+
+def test_a_peak_tied_to_rounding_is_a_plateau_and_a_lower_one_is_not():
+    mask = _square_mask()  # rows and columns 5..8
+    on_object = _bump(20, 6, 7)  # peak 1.0 at (6, 7), on the object
+    maps = np.stack([on_object] * 3).astype(np.float32)
+    maps[0, 15, 15] = np.nextafter(np.float32(1.0), np.float32(0.0))  # one float32 step below: a tie, off the object
+    maps[1, 15, 15] = 0.99  # a second, lower peak off the object
+    maps[2, 7, 7] = np.nextafter(np.float32(1.0), np.float32(0.0))  # the tie on the object
+    result = cw.pointing_game(maps, np.broadcast_to(mask, maps.shape))
+    np.testing.assert_array_equal(result.hits, [False, True, True])
+    np.testing.assert_array_equal(result.flat, [False, False, False])
+
+
+def test_maps_at_another_size_than_the_masks_are_refused_with_a_fix_that_works():
+    model = cw.demo.load_model()
+    images, labels, masks = shapes.generate(4, seed=41, shapes_per_image=2)
+    layer_maps = cw.core.attribution.GradCam.shared(model).explain(images, labels[:, :1]).maps[:, 0]  # at conv4's 16 × 16
+    with pytest.raises(InputError, match=r"maps are 16×16 px but the masks 64×64 px.*imaging\.resize") as refusal:
+        cw.pointing_game(layer_maps, masks[:, 0])
+    fix = re.search(r"(cnnviz_widgets\.core\.imaging\.resize\(.*\)\[\.\.\., 0\])", str(refusal.value)).group(1)
+    resized = eval(fix, {"cnnviz_widgets": cnnviz_widgets, "maps": layer_maps})
+    expected = cw.pointing_game(cw.grad_cam(model, images, labels[:, 0]), masks[:, 0])
+    np.testing.assert_array_equal(cw.pointing_game(resized, masks[:, 0]).hits, expected.hits)
+
+
+def test_empty_masks_are_refused_by_index():
+    masks = np.ones((5, 4, 4), bool)
+    masks[[1, 3]] = False
+    with pytest.raises(InputError, match=r"masks of maps 1, 3 are empty"):
+        cw.pointing_game(np.random.default_rng(0).random((5, 4, 4)), masks)

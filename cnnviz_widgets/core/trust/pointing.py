@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import checks
-from ..errors import InputError
+from ..errors import InputError, listed
 
 PEAK_TOLERANCE = 1e-6  # of the map's range: values this close to the maximum are the peak too
 
@@ -33,17 +33,31 @@ class PointingGame:
 
 def pointing_game(maps, masks, tolerance: int = 0) -> PointingGame:
     """Hits of ``maps`` (N, H, W) on the regions ``masks`` (N, H, W) bool, e.g. the demo's
-    ``shapes.generate(...)`` masks; ``tolerance`` pixels (Euclidean) around a region count as in it."""
+    ``shapes.generate(...)`` masks; ``tolerance`` pixels (Euclidean) around a region count as in it.
+
+    Maps at another size than the masks (a layer's map, not resized to the image) are
+    refused rather than resized here: the interpolation decides which pixels tie at the peak.
+    """
     maps, masks = np.asarray(maps, np.float64), np.asarray(masks)
-    if maps.ndim != 3 or masks.shape != maps.shape:
+    if maps.ndim != 3 or masks.ndim != 3 or len(maps) != len(masks):
         raise InputError(f"maps and masks must both be (N, H, W), one region per map; got {maps.shape} and {masks.shape}.")
+    if maps.shape != masks.shape:
+        size, region_size = "×".join(map(str, maps.shape[1:])), "×".join(map(str, masks.shape[1:]))
+        raise InputError(
+            f"The maps are {size} px but the masks {region_size} px: a peak is looked up in its mask pixel by pixel, "
+            "so give maps at the masks' size (cw.attribute's are at the input's size; resize others with "
+            f"cnnviz_widgets.core.imaging.resize(maps[..., None], {masks.shape[1:]})[..., 0])."
+        )
+    if len(maps) == 0:
+        raise InputError("There are no maps to score: give at least one map and its mask.")
     if masks.dtype != bool:
-        raise InputError(f"masks must be bool arrays, True on the object; got dtype {masks.dtype}.")
+        raise InputError(f"masks must be bool arrays, True on the object; got dtype {masks.dtype} (masks > 0.5 makes one).")
     if not np.isfinite(maps).all():
         raise InputError("maps hold NaN or infinity, which has no peak; compute them again or replace them (np.nan_to_num).")
     tolerance = checks.count("tolerance", tolerance, "how many pixels around a region still count as in it")
-    if not masks.any(axis=(1, 2)).all():
-        raise InputError("Some masks are empty: every map needs a region for its maximum to hit.")
+    empty = np.flatnonzero(~masks.any(axis=(1, 2)))
+    if len(empty):
+        raise InputError(f"The masks of maps {listed(map(str, empty), 10)} are empty: every map needs a region for its peak to hit; leave those maps out.")
     flat_maps = maps.reshape(len(maps), -1)
     span = np.ptp(flat_maps, axis=1)
     flat = span <= PEAK_TOLERANCE * np.maximum(np.abs(flat_maps).max(axis=1), np.finfo(np.float32).tiny)
