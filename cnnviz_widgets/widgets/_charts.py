@@ -101,7 +101,8 @@ class ColorBar:
 
     The bar is a bqplot Image of the colormap's 256 colours on a linear y scale with
     an axis, so a new picture only sends two numbers; a new colormap sends a 256×1
-    PNG. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
+    PNG. The bar itself lies on a fixed 0..1 scale and only the axis on the values':
+    new bounds are one message and one redraw, not two. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
     a 320-px map it drew a 120-px bar.)
     """
 
@@ -114,7 +115,7 @@ class ColorBar:
             image=_colormap_column(colormap),
             x=(0.0, 1.0),
             y=(0.0, 1.0),
-            scales={"x": bqplot.LinearScale(min=0.0, max=1.0), "y": self.scale},
+            scales={"x": bqplot.LinearScale(min=0.0, max=1.0), "y": bqplot.LinearScale(min=0.0, max=1.0)},
         )
         self.axis = bqplot.Axis(
             scale=self.scale, orientation="vertical", side="right", label=label, tick_format=".3~g", label_offset="42px"
@@ -136,9 +137,8 @@ class ColorBar:
             self.gradient.image = _colormap_column(colormap)
             for part in owned_widgets(old):  # the image and its layout
                 part.close()
-        with self.scale.hold_sync(), self.gradient.hold_sync():
+        with self.scale.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
-            self.gradient.y = (float(low), float(high))
         if label is not None:
             self.axis.label = label
 
