@@ -103,6 +103,9 @@ def test_a_layer_peak_is_scanned_once_per_layer_output_and_forgotten_with_it():
     assert layer_views.layer_peak(activation) == pytest.approx(3.0)
     assert Counting.scans == 1
     assert layer_views.is_dead(np.zeros(2), activation) and not layer_views.is_dead(activation[..., 1], activation)
+    # unshowable relies on it: a NaN or an inf anywhere makes the peak one.
+    assert np.isnan(layer_views.layer_peak(np.array([1.0, np.nan, -2.0])))
+    assert layer_views.layer_peak(np.array([1.0, -np.inf])) == np.inf
     key = id(activation)
     del activation
     gc.collect()

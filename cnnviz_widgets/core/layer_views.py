@@ -198,8 +198,8 @@ _PEAKS: dict[int, float] = {}  # id of a live layer output -> its largest |value
 
 
 def layer_peak(activation: np.ndarray) -> float:
-    """The largest |value| of one image's layer output, scanned once while that array lives
-    (a VGG16 block1 layer took 1.7 ms a channel move): the entry goes with the array."""
+    """The largest |value| of a layer output (NaN or inf where it has one), scanned once while
+    that array lives (a VGG16 block1 layer took 1.7 ms a channel move): the entry goes with the array."""
     key = id(activation)
     if key not in _PEAKS:
         # From its max and min: np.abs would copy the layer.
@@ -238,9 +238,10 @@ def unshowable(cache: ActivationCache, layer: str, image_index: int, all_images:
     shown = [cache.for_image(image_index)[layer]]
     if all_images:
         shown.append(every_image(cache, layer))
-    bad = sum(int((~np.isfinite(values)).sum()) for values in shown)
-    if not bad:
+    # A NaN or inf anywhere makes the peak one, and the peak is scanned once per array.
+    if all(math.isfinite(layer_peak(values)) for values in shown):
         return None
+    bad = sum(int((~np.isfinite(values)).sum()) for values in shown)
     images = "the images" if all_images else f"image {image_index}"
     return (
         f"Layer '{layer}' outputs {bad} NaN or infinite value(s) for {images}, which cannot "
