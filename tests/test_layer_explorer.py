@@ -379,10 +379,12 @@ def test_the_output_layers_bars_are_named_by_class(model, images):
 def test_a_bar_too_short_to_click_is_selected_by_a_click_above_it(model, images):
     explorer = LayerExplorer(model, images, layer="conv2")
     chart = explorer.means_chart
-    # The transparent hit area spans every bar to the chart's top, on the bars' scales.
+    # The transparent hit area spans every bar's band (the same labels on an ordinal scale) and the chart's height.
     assert list(chart.hit_area.x) == list(chart.bars.x)
-    np.testing.assert_allclose(chart.hit_area.y, max(chart.bars.y.max(), 0), rtol=0)
-    assert chart.hit_area.scales == chart.bars.scales
+    assert type(chart.hit_area.scales["x"]) is type(chart.bars.scales["x"])
+    y_scale = chart.hit_area.scales["y"]
+    np.testing.assert_allclose(chart.hit_area.y, y_scale.max, rtol=0)
+    assert y_scale.min == 0 and chart.hit_area.base == 0
     chart.hit_area.selected = [7]  # what the front end sends for a click on the hit area
     assert explorer.channel == 7 and list(chart.bars.selected) == [7]
     chart.hit_area.selected = [7]  # the hit area forgot the first click: a second one selects again

@@ -313,7 +313,8 @@ def overlay(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray
     heat = _finite(heatmap, "The heatmap")
     if heat.ndim != 2:
         raise InputError(f"The heatmap has shape {heat.shape}; pass one (h, w) map, e.g. heatmaps[0].")
-    colour = colormap(resize(heat, picture.shape[:2]), cmap)
+    # A map already at the image's size (GradCamViewer's) is not resized on every class or alpha change.
+    colour = colormap(heat if heat.shape == picture.shape[:2] else resize(heat, picture.shape[:2]), cmap)
     blended = (1 - alpha) * picture + alpha * colour.astype(np.float64)
     return np.round(blended).astype(np.uint8)
 

@@ -24,7 +24,9 @@ class BarChart:
     and a linear y scale. ``on_select(callback)`` calls ``callback(index)`` when a
     bar is clicked (the front end sets ``bars.selected``). Behind the bars, a
     transparent full-height bar per value takes the clicks a bar too short to hit
-    would miss (a probability of 0.007 is under a pixel high). At most
+    would miss (a probability of 0.007 is under a pixel high); it has scales of its
+    own, the same bands on x and a fixed 0..1 on y, so that new values redraw the
+    chart once, not once for each mark sharing a scale whose domain changed. At most
     ``MAX_X_TICKS`` x labels show (bqplot's ``num_ticks`` thins an ordinal axis
     evenly); names, and thinned numbers, are slanted so that neighbours do not run together.
     """
@@ -37,7 +39,7 @@ class BarChart:
         self.hit_area = bqplot.Bars(
             x=[],
             y=[],
-            scales={"x": x_scale, "y": y_scale},
+            scales={"x": bqplot.OrdinalScale(), "y": bqplot.LinearScale(min=0.0, max=1.0)},
             colors=["white"],
             opacities=[0.0],
             interactions={"click": "select", "hover": "tooltip"},
@@ -69,12 +71,10 @@ class BarChart:
         labels = [str(label) for label in labels]
         values = np.asarray(values, dtype=float)
         slanted = len(labels) > self.MAX_X_TICKS or any(not label.lstrip("-").isdigit() for label in labels)
-        highest = values.max(initial=0.0)
         with self.hit_area.hold_sync(), self.bars.hold_sync(), self.x_axis.hold_sync():
             self.x_axis.tick_rotate = -30 if slanted else 0
             self.hit_area.x = labels
-            # Up to the top of the chart, or down to its bottom when no value is above 0.
-            self.hit_area.y = np.full(len(values), highest if highest > 0 else values.min(initial=0.0))
+            self.hit_area.y = np.ones(len(values))  # the chart's full height
             self.bars.x = labels
             self.bars.y = values
             self.bars.selected = None if selected is None else [int(selected)]
@@ -101,7 +101,8 @@ class ColorBar:
 
     The bar is a bqplot Image of the colormap's 256 colours on a linear y scale with
     an axis, so a new picture only sends two numbers; a new colormap sends a 256×1
-    PNG. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
+    PNG. The bar itself lies on a fixed 0..1 scale and only the axis on the values':
+    new bounds are one message and one redraw, not two. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
     a 320-px map it drew a 120-px bar.)
     """
 
@@ -114,7 +115,7 @@ class ColorBar:
             image=_colormap_column(colormap),
             x=(0.0, 1.0),
             y=(0.0, 1.0),
-            scales={"x": bqplot.LinearScale(min=0.0, max=1.0), "y": self.scale},
+            scales={"x": bqplot.LinearScale(min=0.0, max=1.0), "y": bqplot.LinearScale(min=0.0, max=1.0)},
         )
         self.axis = bqplot.Axis(
             scale=self.scale, orientation="vertical", side="right", label=label, tick_format=".3~g", label_offset="42px"
@@ -136,9 +137,8 @@ class ColorBar:
             self.gradient.image = _colormap_column(colormap)
             for part in owned_widgets(old):  # the image and its layout
                 part.close()
-        with self.scale.hold_sync(), self.gradient.hold_sync():
+        with self.scale.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
-            self.gradient.y = (float(low), float(high))
         if label is not None:
             self.axis.label = label
 

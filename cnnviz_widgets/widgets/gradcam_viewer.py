@@ -23,7 +23,7 @@ from ..core.errors import InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.map_checks import MapChecks, MapSettings
-from ._base import Choice, VisualizerWidget, checks, image_view, show
+from ._base import Choice, VisualizerWidget, checks, image_view, pixelated_style, show
 from ._charts import BarChart, ColorBar
 from ._closing import stop_and_join
 from ._map_job import MapJobLine
@@ -32,7 +32,7 @@ from ._trust_panel import TrustPanel
 
 HEATMAP_COLORMAP = "jet"
 TOP_CHANNELS = 32
-DISPLAY_SIZE = 256  # small pictures are enlarged with whole pixels, so the browser does not blur them
+DISPLAY_SIZE = 256  # the pictures' widest: sent at the image's size, the browser enlarges them with whole pixels
 MIN_PANEL_PX = 140  # three pictures and the colour bar side by side in a 560-px output (1000-px Lab with its side bar)
 COLOR_BAR_ROOM_PX = 90
 EVIDENCE_LABELS = {"for": "for the class", "against": "against the class"}
@@ -107,8 +107,8 @@ class GradCamViewer(VisualizerWidget):
         self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._heatmap_settings, self.heatmap), HEATMAP_COLORMAP)
 
         # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
-        self._image_view, self._overlay_view = image_view("100%"), image_view("100%")
-        self._heatmap_view = image_view("auto")  # beside the colour bar, it takes what the bar leaves
+        self._image_view, self._overlay_view = image_view("100%", pixelated=True), image_view("100%", pixelated=True)
+        self._heatmap_view = image_view("auto", pixelated=True)  # beside the colour bar, it takes what the bar leaves
         self._heatmap_view.layout.flex, self._heatmap_view.layout.min_width = "1 1 0", "0"
         self._heatmap_view.layout.align_self = "flex-start"  # square, not stretched to the bar's height
         self._class_label = widgets.HTML()
@@ -158,7 +158,7 @@ class GradCamViewer(VisualizerWidget):
             self._bind(control, name)
         widgets.dlink((self, "method"), (self.layer_menu, "disabled"), lambda method: not method_uses_layer(method))
         widgets.dlink((self, "method"), (self.evidence_buttons, "disabled"), lambda method: not method_has_counterfactual(method))
-        show(self._image_view, imaging.upscale_to(self._picture, DISPLAY_SIZE))
+        show(self._image_view, self._picture)
         heatmap_panel = widgets.VBox(
             [self._heatmap_caption, widgets.HBox([self._heatmap_view, self.heat_scale.figure]), self.heatmap_note, self.evidence_offer],
             layout=_panel_layout(COLOR_BAR_ROOM_PX),
@@ -176,6 +176,7 @@ class GradCamViewer(VisualizerWidget):
             widgets.HBox([self.prediction_chart.figure, self.contribution_chart.figure], layout=_row_layout()),
             self.trust_panel.box,
             self._error_line,
+            pixelated_style(),
         ]
 
     # -- validation --------------------------------------------------------------
@@ -218,6 +219,9 @@ class GradCamViewer(VisualizerWidget):
             return
         explanation = self._explain_by(self.method)
         self.heatmap, self._heatmap_settings = explanation.heatmap, self._map_settings()
+        # The pictures first: the page applies the messages in turn, each chart redraw before the next.
+        show(self._heatmap_view, imaging.colormap(self.heatmap, HEATMAP_COLORMAP))
+        self._blend()
         top = self._top_classes
         self.prediction_chart.bars.selected = [top.index(self.class_index)] if self.class_index in top else None
         name = self.class_names[self.class_index]
@@ -237,8 +241,6 @@ class GradCamViewer(VisualizerWidget):
             f"<b>{method}: {self.evidence} '{html.escape(name)}'</b><br><small>normalised to its peak (1)</small>"
         )
         self._explain_no_heat(explanation, name)
-        show(self._heatmap_view, imaging.upscale_to(imaging.colormap(self.heatmap, HEATMAP_COLORMAP), DISPLAY_SIZE))
-        self._blend()
         self._show_comparison()
         self.trust_panel.show_for(self._heatmap_settings)
 
@@ -290,7 +292,7 @@ class GradCamViewer(VisualizerWidget):
         # notified before the layer and class has no heatmap yet: _explain blends then.
         if self.heatmap is None:
             return
-        show(self._overlay_view, imaging.upscale_to(self._overlay(), DISPLAY_SIZE))
+        show(self._overlay_view, self._overlay())
 
     def _select_prediction(self, position: int):
         self.class_index = self._top_classes[position]

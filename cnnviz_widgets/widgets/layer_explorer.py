@@ -237,12 +237,12 @@ class LayerExplorer(VisualizerWidget):
     def _layer_changed(self, change):
         self._probe = None
         self._say_busy(f"computing layer {self.layer}…")
-        self._show_channel_means()
         channel = min(self.channel, self.activation.shape[-1] - 1)
         if channel != self.channel:
             self.channel = channel  # its observer draws
         else:
             self._draw()
+        self._show_channel_means()  # after the map: the page applies the messages in turn
 
     @observe("image_index")
     def _image_changed(self, change):
@@ -273,13 +273,7 @@ class LayerExplorer(VisualizerWidget):
         self.means_chart.show(_index_labels(len(means)), means, selected=min(self.channel, len(means) - 1))
 
     def _draw(self):
-        """Redraw what depends on the channel and the view settings."""
-        slider = self.channel_slider
-        with slider.hold_sync(), slider.hold_trait_notifications():
-            slider.max = self.activation.shape[-1] - 1
-            slider.value = self.channel
-            slider.description = self._channel_noun()
-        self.means_chart.bars.selected = [self.channel]
+        """Redraw what depends on the channel and the view settings, the map first."""
         settings = self._settings()
         key = layer_views.content_key(settings, self.activation)
         if key != self._content_key:
@@ -291,6 +285,12 @@ class LayerExplorer(VisualizerWidget):
                 self._contents.popitem(last=False)
             self._content_key = key
             self._show_content()
+        slider = self.channel_slider
+        with slider.hold_sync(), slider.hold_trait_notifications():
+            slider.max = self.activation.shape[-1] - 1
+            slider.value = self.channel
+            slider.description = self._channel_noun()
+        self.means_chart.bars.selected = [self.channel]
         self._show_readout()
 
     def _show_content(self):
