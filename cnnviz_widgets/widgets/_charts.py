@@ -16,6 +16,13 @@ import numpy as np
 from ..core import imaging
 from ._closing import owned_widgets
 
+TICK_SPACING_PX = 35  # about one labelled y tick per this much plot height: d3's default of ten crowds a small chart
+
+
+def tick_count(length_px: float) -> int:
+    """How many ticks an axis ``length_px`` long gets (bqplot's ``num_ticks``)."""
+    return max(2, int(length_px // TICK_SPACING_PX))
+
 
 class BarChart:
     """A bqplot bar chart whose bars can be clicked to select one.
@@ -27,12 +34,14 @@ class BarChart:
     would miss (a probability of 0.007 is under a pixel high). At most
     ``MAX_X_TICKS`` x labels show (bqplot's ``num_ticks`` thins an ordinal axis
     evenly); names, and thinned numbers, are slanted so that neighbours do not run together.
+    The y axis gets ``tick_count`` of the plot's height.
     """
 
     MAX_X_TICKS = 10
     SLANTED_MARGIN_PX = 70  # room under the axis for slanted names
 
-    def __init__(self, title: str = "", x_label: str = "", y_label: str = "", height: str = "220px"):
+    def __init__(self, title: str = "", x_label: str = "", y_label: str = "", height_px: int = 220):
+        self.height_px = height_px
         x_scale, y_scale = bqplot.OrdinalScale(), bqplot.LinearScale()
         self.hit_area = bqplot.Bars(
             x=[],
@@ -53,17 +62,17 @@ class BarChart:
             unselected_style={"opacity": 0.8},
         )
         self.x_axis = bqplot.Axis(scale=x_scale, label=x_label, label_offset="30px", num_ticks=self.MAX_X_TICKS)
-        axes = [
-            self.x_axis,
-            bqplot.Axis(scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px"),
-        ]
+        self.y_axis = bqplot.Axis(
+            scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px"
+        )
         self.figure = bqplot.Figure(
             marks=[self.hit_area, self.bars],
-            axes=axes,
+            axes=[self.x_axis, self.y_axis],
             title=title,
-            layout=widgets.Layout(height=height, width="100%"),
+            layout=widgets.Layout(height=f"{height_px}px", width="100%"),
             fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 10},
         )
+        self._fit_y_ticks()
 
     def show(self, labels, values, selected: int | None = None):
         labels = [str(label) for label in labels]
@@ -81,6 +90,11 @@ class BarChart:
         margin = self.SLANTED_MARGIN_PX if slanted else 40
         if self.figure.fig_margin["bottom"] != margin:
             self.figure.fig_margin = {**self.figure.fig_margin, "bottom": margin}
+            self._fit_y_ticks()
+
+    def _fit_y_ticks(self):
+        margin = self.figure.fig_margin
+        self.y_axis.num_ticks = tick_count(self.height_px - margin["top"] - margin["bottom"])
 
     def on_select(self, callback):
         def forward(change):
