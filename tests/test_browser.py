@@ -237,6 +237,7 @@ def _wait_for_change(page, element, before: str, what: str) -> str:
 WIDGET_CODE = re.compile(r"/(bqplot|@jupyter-widgets|jupyter-widgets|cnnviz)[/-]", re.IGNORECASE)
 WIDGET_WORDS = re.compile(r"widget|bqplot|\bcomm\b|<\w+> attribute|uncaught|typeerror|referenceerror", re.IGNORECASE)
 WIDTHS = (1400, 1000)  # a wide screen and a laptop's browser window
+SCREENSHOT_HEIGHT = 2000  # the whole widget on screen: Lab scrolls its notebook panel, and a shot clips at its edge
 # The cell of each widget in the quick start, by a piece of its code.
 QUICKSTART_WIDGETS = {
     "layer_explorer": "LayerExplorer(model, images[:16])",
@@ -429,7 +430,7 @@ def _check_every_widget(page, outputs: dict, front_end: str):
         assert "Error displaying widget" not in output.inner_text(), f"{name}: {output.inner_text()[:500]}"
     assert page.get_by_text("Error displaying widget").count() == 0
     for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 1000})
+        page.set_viewport_size({"width": width, "height": SCREENSHOT_HEIGHT})
         for name, output in outputs.items():
             output.scroll_into_view_if_needed()
             page.wait_for_timeout(500)  # let bqplot finish drawing (and relayout) before the picture is taken
@@ -524,11 +525,11 @@ def test_conv_arithmetic_explains_a_clicked_position_in_jupyterlab(server, brows
         )
         assert "✓ the same" in equation.inner_text()
         for width in WIDTHS:
-            page.set_viewport_size({"width": width, "height": 1600})  # the whole widget on screen
+            page.set_viewport_size({"width": width, "height": SCREENSHOT_HEIGHT})
             output.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             output.screenshot(path=str(ARTIFACTS / f"jupyterlab-conv_arithmetic-{width}.png"))
-        page.set_viewport_size({"width": WIDTHS[0], "height": 1600})
+        page.set_viewport_size({"width": WIDTHS[0], "height": SCREENSHOT_HEIGHT})
         output.locator("select").first.select_option("conv2")  # 16 input channels: their sums as a chart
         output.locator(".bqplot").filter(has_text="Sum per input channel").locator("rect.bar").first.wait_for(timeout=UPDATE_S * 1000)
         page.wait_for_timeout(500)
@@ -563,7 +564,7 @@ def test_channel_card_follows_a_click_on_a_contribution_bar(server, browser):
         )
         assert "channel" in summary.inner_text()
         for width in WIDTHS:
-            page.set_viewport_size({"width": width, "height": 1000})
+            page.set_viewport_size({"width": width, "height": SCREENSHOT_HEIGHT})
             for name, output in outputs.items():
                 output.scroll_into_view_if_needed()
                 page.wait_for_timeout(1000)  # bqplot's drawing, and the card's feature visualisation
@@ -615,7 +616,7 @@ def test_method_menu_compare_and_trust_panel_in_jupyterlab(server, browser):
             menu.select_option(index=1)
             _wait_for_change(page, heatmap, before, "the heatmap after picking another method")
         for width in WIDTHS:
-            page.set_viewport_size({"width": width, "height": 1000})
+            page.set_viewport_size({"width": width, "height": SCREENSHOT_HEIGHT})
             viewer.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             viewer.screenshot(path=str(ARTIFACTS / f"jupyterlab-trust_panel-{width}.png"))

@@ -1,11 +1,15 @@
-"""The bar chart's axes: as many y ticks as its height holds, x labels that do not run together."""
+"""The bar chart's y axis: round ticks, as many as its height has room for."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
 from cnnviz_widgets.widgets._charts import BarChart
+
+MIN_TICK_SPACING_PX = 30
 
 
 def _plot_height_px(chart: BarChart) -> int:
@@ -13,24 +17,57 @@ def _plot_height_px(chart: BarChart) -> int:
     return int(chart.figure.layout.height.removesuffix("px")) - margin["top"] - margin["bottom"]
 
 
+def _is_round(step: float) -> bool:
+    mantissa = step / 10.0 ** math.floor(math.log10(step))
+    return any(math.isclose(mantissa, round_one, rel_tol=1e-6) for round_one in (1, 2, 2.5, 5))
+
+
 @pytest.mark.parametrize("height_px", [220, 260, 480])
-def test_y_ticks_are_at_least_30_px_apart_at_any_height(height_px):
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3], [f"class {index}" for index in range(5)]], ids=["level", "slanted"])
+@pytest.mark.parametrize("values", [(0.0, 0.516), (-0.0132, 0.516), (-3.0, 40.0), (0.0, 0.007)])
+def test_y_ticks_are_round_inside_the_bars_range_and_at_least_30_px_apart(height_px, labels, values):
     chart = BarChart(y_label="mean", height_px=height_px)
-    for labels in ([0, 1, 2], [f"class {index}" for index in range(5)]):  # level, then slanted x labels
-        chart.show(labels, np.linspace(0.0, 0.35, len(labels)))
-        ticks = chart.y_axis.num_ticks
-        assert ticks is not None, "unset, the front end draws about ten ticks whatever the height"
-        assert ticks >= 2
-        assert _plot_height_px(chart) / ticks >= 30
+    shown = np.linspace(*values, len(labels))
+    chart.show(labels, shown)
+    ticks = np.asarray(chart.y_axis.tick_values, dtype=float)
+    low, high = min(shown.min(), 0.0), max(shown.max(), 0.0)  # bars stand on 0
+    assert len(ticks) >= 2
+    assert low - 1e-12 <= ticks.min() and ticks.max() <= high + 1e-12
+    steps = np.diff(ticks)
+    assert np.allclose(steps, steps[0]) and _is_round(steps[0])
+    assert np.allclose(ticks / steps[0], np.round(ticks / steps[0]), atol=1e-6)  # multiples of the step: 0 is a tick
+    assert _plot_height_px(chart) * steps[0] / (high - low) >= MIN_TICK_SPACING_PX
 
 
-def test_a_taller_chart_gets_more_y_ticks_and_slanted_names_leave_fewer():
+def test_a_taller_chart_has_more_y_ticks_and_slanted_names_no_more():
     small, tall = BarChart(height_px=220), BarChart(height_px=480)
     for chart in (small, tall):
-        chart.show(range(4), [0.1, 0.2, 0.3, 0.4])
-    assert tall.y_axis.num_ticks > small.y_axis.num_ticks
-    level = small.y_axis.num_ticks
-    small.show([f"a long class name {index}" for index in range(4)], [0.1, 0.2, 0.3, 0.4])  # slanted: a deeper margin
+        chart.show(range(4), [0.1, 0.2, 0.3, 0.45])
+    assert len(tall.y_axis.tick_values) > len(small.y_axis.tick_values)
+    level = len(small.y_axis.tick_values)
+    small.show([f"a long class name {index}" for index in range(4)], [0.1, 0.2, 0.3, 0.45])  # a deeper bottom margin
     assert small.figure.fig_margin["bottom"] > 40
-    assert small.y_axis.num_ticks <= level
-    assert _plot_height_px(small) / small.y_axis.num_ticks >= 30
+    assert 2 <= len(small.y_axis.tick_values) <= level
+
+
+def test_deletion_curve_axes_have_round_ticks_at_least_30_px_apart():
+    from cnnviz_widgets.widgets._trust_panel import CurveChart
+
+    chart = CurveChart("deletion")
+    margin = chart.figure.fig_margin
+    width, height = (int(getattr(chart.figure.layout, side).removesuffix("px")) for side in ("width", "height"))
+    lengths = {"horizontal": width - margin["left"] - margin["right"], "vertical": height - margin["top"] - margin["bottom"]}
+    for axis in chart.figure.axes:
+        ticks = np.asarray(axis.tick_values, dtype=float)
+        assert ticks[0] == pytest.approx(0.0) and ticks[-1] == pytest.approx(1.0)  # the whole 0..1 range is labelled
+        steps = np.diff(ticks)
+        assert np.allclose(steps, steps[0]) and _is_round(steps[0])
+        assert lengths[axis.orientation] * steps[0] >= MIN_TICK_SPACING_PX
+
+
+def test_slanted_x_labels_end_at_their_ticks():
+    chart = BarChart()
+    chart.show(["cross", "star", "square"], [0.9, 0.05, 0.05])
+    assert chart.x_axis.tick_rotate != 0 and chart.x_axis.tick_style.get("text-anchor") == "end"
+    chart.show([0, 1, 2], [0.9, 0.05, 0.05])
+    assert chart.x_axis.tick_rotate == 0 and chart.x_axis.tick_style.get("text-anchor", "middle") == "middle"

@@ -16,11 +16,11 @@ import numpy as np
 from ..core import imaging
 from ._closing import owned_widgets
 
-TICK_SPACING_PX = 35  # about one labelled y tick per this much plot height: d3's default of ten crowds a small chart
+TICK_SPACING_PX = 35  # at most one labelled y tick per this much plot height: d3's default of ten crowds a small chart
 
 
 def tick_count(length_px: float) -> int:
-    """How many ticks an axis ``length_px`` long gets (bqplot's ``num_ticks``)."""
+    """How many round ticks (``imaging.nice_ticks``) an axis ``length_px`` long has room for."""
     return max(2, int(length_px // TICK_SPACING_PX))
 
 
@@ -34,7 +34,8 @@ class BarChart:
     would miss (a probability of 0.007 is under a pixel high). At most
     ``MAX_X_TICKS`` x labels show (bqplot's ``num_ticks`` thins an ordinal axis
     evenly); names, and thinned numbers, are slanted so that neighbours do not run together.
-    The y axis gets ``tick_count`` of the plot's height.
+    The y axis gets round ``tick_values`` as many as the plot's height has room for (bqplot's
+    ``num_ticks`` alone spaces ticks evenly from the lowest to the highest value: 0.516, 0.251, -0.0132).
     """
 
     MAX_X_TICKS = 10
@@ -72,29 +73,28 @@ class BarChart:
             layout=widgets.Layout(height=f"{height_px}px", width="100%"),
             fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 10},
         )
-        self._fit_y_ticks()
 
     def show(self, labels, values, selected: int | None = None):
         labels = [str(label) for label in labels]
         values = np.asarray(values, dtype=float)
         slanted = len(labels) > self.MAX_X_TICKS or any(not label.lstrip("-").isdigit() for label in labels)
-        highest = values.max(initial=0.0)
-        with self.hit_area.hold_sync(), self.bars.hold_sync(), self.x_axis.hold_sync():
+        highest, lowest = values.max(initial=0.0), values.min(initial=0.0)
+        margin = self.SLANTED_MARGIN_PX if slanted else 40
+        plot_height_px = self.height_px - self.figure.fig_margin["top"] - margin
+        with self.hit_area.hold_sync(), self.bars.hold_sync(), self.x_axis.hold_sync(), self.y_axis.hold_sync():
             self.x_axis.tick_rotate = -30 if slanted else 0
+            # A slanted label ends at its tick: centred, its first half rose over the axis line.
+            self.x_axis.tick_style = {"text-anchor": "end"} if slanted else {}
             self.hit_area.x = labels
             # Up to the top of the chart, or down to its bottom when no value is above 0.
-            self.hit_area.y = np.full(len(values), highest if highest > 0 else values.min(initial=0.0))
+            self.hit_area.y = np.full(len(values), highest if highest > 0 else lowest)
+            # The y scale spans the values and the bars' base: 0, the extremes' initial value.
+            self.y_axis.tick_values = imaging.nice_ticks(lowest, highest, tick_count(plot_height_px))
             self.bars.x = labels
             self.bars.y = values
             self.bars.selected = None if selected is None else [int(selected)]
-        margin = self.SLANTED_MARGIN_PX if slanted else 40
         if self.figure.fig_margin["bottom"] != margin:
             self.figure.fig_margin = {**self.figure.fig_margin, "bottom": margin}
-            self._fit_y_ticks()
-
-    def _fit_y_ticks(self):
-        margin = self.figure.fig_margin
-        self.y_axis.num_ticks = tick_count(self.height_px - margin["top"] - margin["bottom"])
 
     def on_select(self, callback):
         def forward(change):
