@@ -1,4 +1,4 @@
-"""The bar chart's y axis: round ticks, as many as its height has room for."""
+"""The charts' axes: round ticks, as many as the chart's size has room for; no toolbar over a picture."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from cnnviz_widgets.widgets._charts import BarChart
+from cnnviz_widgets.widgets._charts import BarChart, ColorBar, PictureFigure
 
-MIN_TICK_SPACING_PX = 30
+MIN_TICK_SPACING_PX = 25
 
 
 def _plot_height_px(chart: BarChart) -> int:
@@ -25,7 +25,7 @@ def _is_round(step: float) -> bool:
 @pytest.mark.parametrize("height_px", [220, 260, 480])
 @pytest.mark.parametrize("labels", [[0, 1, 2, 3], [f"class {index}" for index in range(5)]], ids=["level", "slanted"])
 @pytest.mark.parametrize("values", [(0.0, 0.516), (-0.0132, 0.516), (-3.0, 40.0), (0.0, 0.007)])
-def test_y_ticks_are_round_inside_the_bars_range_and_at_least_30_px_apart(height_px, labels, values):
+def test_y_ticks_are_round_inside_the_bars_range_and_at_least_25_px_apart(height_px, labels, values):
     chart = BarChart(y_label="mean", height_px=height_px)
     shown = np.linspace(*values, len(labels))
     chart.show(labels, shown)
@@ -50,7 +50,7 @@ def test_a_taller_chart_has_more_y_ticks_and_slanted_names_no_more():
     assert 2 <= len(small.y_axis.tick_values) <= level
 
 
-def test_deletion_curve_axes_have_round_ticks_at_least_30_px_apart():
+def test_deletion_curve_axes_have_round_ticks_at_least_25_px_apart():
     from cnnviz_widgets.widgets._trust_panel import CurveChart
 
     chart = CurveChart("deletion")
@@ -71,3 +71,22 @@ def test_slanted_x_labels_end_at_their_ticks():
     assert chart.x_axis.tick_rotate != 0 and chart.x_axis.tick_style.get("text-anchor") == "end"
     chart.show([0, 1, 2], [0.9, 0.05, 0.05])
     assert chart.x_axis.tick_rotate == 0 and chart.x_axis.tick_style.get("text-anchor", "middle") == "middle"
+
+
+@pytest.mark.parametrize("height_px", [160, 320])
+@pytest.mark.parametrize("low, high", [(0.0, 1.35), (-0.42, 0.42), (0.0, 0.0005)])
+def test_colour_bar_ticks_are_round_inside_its_bounds_and_at_least_25_px_apart(height_px, low, high):
+    bar = ColorBar(height_px=height_px)
+    bar.show(low, high)
+    ticks = np.asarray(bar.axis.tick_values, dtype=float)
+    assert len(ticks) >= 2
+    assert low - 1e-12 <= ticks.min() and ticks.max() <= high + 1e-12
+    steps = np.diff(ticks)
+    assert np.allclose(steps, steps[0]) and _is_round(steps[0])
+    margin = bar.figure.fig_margin
+    assert (height_px - margin["top"] - margin["bottom"]) * steps[0] / (high - low) >= MIN_TICK_SPACING_PX
+
+
+def test_no_toolbar_covers_a_picture_a_colour_bar_or_the_bars():
+    figures = (PictureFigure(64).figure, ColorBar().figure, BarChart().figure)
+    assert not any(figure.display_toolbar for figure in figures)

@@ -16,12 +16,16 @@ import numpy as np
 from ..core import imaging
 from ._closing import owned_widgets
 
-TICK_SPACING_PX = 35  # at most one labelled y tick per this much plot height: d3's default of ten crowds a small chart
+TICK_SPACING_PX = 35  # about this much axis per labelled tick: d3's default of ten ticks crowds a small chart
 
 
 def tick_count(length_px: float) -> int:
-    """How many round ticks (``imaging.nice_ticks``) an axis ``length_px`` long has room for."""
-    return max(2, int(length_px // TICK_SPACING_PX))
+    """How many round ticks (``imaging.nice_ticks``) an axis ``length_px`` long has room for.
+
+    One more than the spaces: ``nice_ticks`` keeps its ticks inside the range, so they land
+    more than 25 px apart on any axis of 100 px or more.
+    """
+    return max(2, int(length_px // TICK_SPACING_PX) + 1)
 
 
 class BarChart:
@@ -72,6 +76,7 @@ class BarChart:
             title=title,
             layout=widgets.Layout(height=f"{height_px}px", width="100%"),
             fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 10},
+            display_toolbar=False,  # its pan/zoom/save box covers the top bars on hover
         )
 
     def show(self, labels, values, selected: int | None = None):
@@ -116,12 +121,15 @@ class ColorBar:
     The bar is a bqplot Image of the colormap's 256 colours on a linear y scale with
     an axis, so a new picture only sends two numbers; a new colormap sends a 256×1
     PNG. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
-    a 320-px map it drew a 120-px bar.)
+    a 320-px map it drew a 120-px bar.) Its ticks are round values, as many as ``height_px``
+    has room for.
     """
 
     WIDTH_PX = 80  # the bar and its tick labels
+    MARGIN_PX = 6  # above and below the bar: room for half a tick label
 
     def __init__(self, colormap: str = "viridis", label: str = "", height_px: int = 320):
+        self.tick_count = tick_count(height_px - 2 * self.MARGIN_PX)
         self.scale = bqplot.LinearScale(min=0.0, max=1.0)
         self.colormap = colormap
         self.gradient = bqplot.Image(
@@ -138,7 +146,8 @@ class ColorBar:
             axes=[self.axis],
             padding_x=0,
             padding_y=0,
-            fig_margin={"top": 6, "bottom": 6, "left": 0, "right": self.WIDTH_PX - 16},
+            fig_margin={"top": self.MARGIN_PX, "bottom": self.MARGIN_PX, "left": 0, "right": self.WIDTH_PX - 16},
+            display_toolbar=False,
             layout=widgets.Layout(width=f"{self.WIDTH_PX}px", height=f"{height_px}px", flex="0 0 auto"),
         )
 
@@ -150,9 +159,10 @@ class ColorBar:
             self.gradient.image = _colormap_column(colormap)
             for part in owned_widgets(old):  # the image and its layout
                 part.close()
-        with self.scale.hold_sync(), self.gradient.hold_sync():
+        with self.scale.hold_sync(), self.gradient.hold_sync(), self.axis.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
             self.gradient.y = (float(low), float(high))
+            self.axis.tick_values = imaging.nice_ticks(float(low), float(high), self.tick_count)
         if label is not None:
             self.axis.label = label
 
@@ -189,6 +199,7 @@ class PictureFigure:
             padding_y=0,
             fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
             layout=widgets.Layout(width=f"{box_px}px", height=f"{box_px}px"),
+            display_toolbar=False,  # on hover, its pan/zoom/save box covered the picture's top right
         )
 
     def show(self, picture: np.ndarray, palette: np.ndarray | None = None, box_px: int | None = None, fill_width=False):

@@ -141,9 +141,9 @@ class CurveChart:
         self.figure = bqplot.Figure(
             marks=[self.lines],
             axes=[
-                bqplot.Axis(scale=x_scale, label=f"fraction of pixels {removed}", tick_format=".1f", tick_values=x_ticks),
+                bqplot.Axis(scale=x_scale, label=f"fraction of pixels {removed}", tick_format=".2~f", tick_values=x_ticks),
                 bqplot.Axis(
-                    scale=y_scale, orientation="vertical", label="probability", tick_format=".1f", tick_values=y_ticks
+                    scale=y_scale, orientation="vertical", label="probability", tick_format=".2~f", tick_values=y_ticks
                 ),
             ],
             title=metric,
