@@ -87,6 +87,17 @@ def test_colour_bar_ticks_are_round_inside_its_bounds_and_at_least_25_px_apart(h
     assert (height_px - margin["top"] - margin["bottom"]) * steps[0] / (high - low) >= MIN_TICK_SPACING_PX
 
 
+def test_a_colour_bar_given_a_shorter_layout_by_its_widget_has_fewer_ticks():
+    bar = ColorBar(height_px=320)  # LayerExplorer's, then sized to a 160-px grid
+    bar.show(-2.0, 2.0)
+    tall = len(bar.axis.tick_values)
+    bar.figure.layout.height = "160px"
+    bar.show(-2.0, 2.0)
+    ticks = np.asarray(bar.axis.tick_values, dtype=float)
+    assert len(ticks) < tall
+    assert (160 - 2 * ColorBar.MARGIN_PX) * (ticks[1] - ticks[0]) / 4.0 >= MIN_TICK_SPACING_PX
+
+
 def test_no_toolbar_covers_a_picture_a_colour_bar_or_the_bars():
     figures = (PictureFigure(64).figure, ColorBar().figure, BarChart().figure)
     assert not any(figure.display_toolbar for figure in figures)

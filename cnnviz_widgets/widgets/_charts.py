@@ -121,15 +121,15 @@ class ColorBar:
     The bar is a bqplot Image of the colormap's 256 colours on a linear y scale with
     an axis, so a new picture only sends two numbers; a new colormap sends a 256×1
     PNG. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
-    a 320-px map it drew a 120-px bar.) Its ticks are round values, as many as ``height_px``
-    has room for.
+    a 320-px map it drew a 120-px bar.) Its ticks are round values, as many as its height
+    has room for: the layout's, where a widget sets it in px to follow a picture, else ``height_px``.
     """
 
     WIDTH_PX = 80  # the bar and its tick labels
     MARGIN_PX = 6  # above and below the bar: room for half a tick label
 
     def __init__(self, colormap: str = "viridis", label: str = "", height_px: int = 320):
-        self.tick_count = tick_count(height_px - 2 * self.MARGIN_PX)
+        self.height_px = height_px
         self.scale = bqplot.LinearScale(min=0.0, max=1.0)
         self.colormap = colormap
         self.gradient = bqplot.Image(
@@ -162,9 +162,13 @@ class ColorBar:
         with self.scale.hold_sync(), self.gradient.hold_sync(), self.axis.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
             self.gradient.y = (float(low), float(high))
-            self.axis.tick_values = imaging.nice_ticks(float(low), float(high), self.tick_count)
+            self.axis.tick_values = imaging.nice_ticks(float(low), float(high), tick_count(self._bar_length_px()))
         if label is not None:
             self.axis.label = label
+
+    def _bar_length_px(self) -> float:
+        height = self.figure.layout.height or ""
+        return (float(height.removesuffix("px")) if height.endswith("px") else self.height_px) - 2 * self.MARGIN_PX
 
 
 def _colormap_column(colormap: str) -> widgets.Image:
