@@ -23,7 +23,7 @@ from ._charts import tick_count
 
 CURVE_COLOURS = {"map": "#d62728", "random": "#7f7f7f", "centre": "#1f77b4"}
 CURVE_CHART_PX = (340, 240)  # width, height
-CURVE_CHART_MARGIN = {"top": 40, "bottom": 45, "left": 55, "right": 15}
+CURVE_CHART_MARGIN = {"top": 40, "bottom": 45, "left": 65, "right": 15}  # left: the y title clear of "0.75"
 CASCADE_PICTURE_PX = 96
 CHECK_LABELS = {"curves": "Deletion / insertion", "cascade": "Sanity check"}
 
@@ -143,7 +143,12 @@ class CurveChart:
             axes=[
                 bqplot.Axis(scale=x_scale, label=f"fraction of pixels {removed}", tick_format=".2~f", tick_values=x_ticks),
                 bqplot.Axis(
-                    scale=y_scale, orientation="vertical", label="probability", tick_format=".2~f", tick_values=y_ticks
+                    scale=y_scale,
+                    orientation="vertical",
+                    label="probability",
+                    tick_format=".2~f",
+                    tick_values=y_ticks,
+                    label_offset="45px",
                 ),
             ],
             title=metric,
