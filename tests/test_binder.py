@@ -97,3 +97,22 @@ def test_readme_leads_with_what_it_is_and_a_screenshot():
     assert screenshot and readme.index(screenshot.group(0)) < readme.index("```bash")
     path = ROOT / screenshot.group(1)
     assert path.is_file() and path.stat().st_size < 300_000
+
+
+def test_overrides_disable_the_installed_arrow_key_bindings_and_keep_them_off_widgets():
+    """A disabled entry that no longer matches a default binding would leave Notebook 7's slider keyless."""
+    import json
+    import sys
+
+    schema = Path(sys.prefix) / "share/jupyter/lab/schemas/@jupyterlab/notebook-extension/tracker.json"
+    if not schema.exists():
+        pytest.skip(f"no JupyterLab schemas under {schema.parent}")
+    defaults = json.loads(schema.read_text())["jupyter.lab.shortcuts"]
+    plain_arrows = (["ArrowUp"], ["ArrowDown"], ["ArrowLeft"], ["ArrowRight"])
+    command_mode = {(s["command"], tuple(s["keys"]), s["selector"]) for s in defaults if s["keys"] in plain_arrows}
+    shortcuts = json.loads((BINDER / "overrides.json").read_text())["@jupyterlab/shortcuts-extension:shortcuts"]["shortcuts"]
+    disabled = [(s["command"], tuple(s["keys"]), s["selector"]) for s in shortcuts if s.get("disabled")]
+    assert len(command_mode) == 4 and set(disabled) == command_mode
+    readded = {(s["command"], tuple(s["keys"]), s["selector"]) for s in shortcuts if not s.get("disabled")}
+    assert readded == {(command, keys, f"{selector}:not(.jupyter-widgets *)") for command, keys, selector in disabled}
+    assert "cp binder/overrides.json" in (BINDER / "postBuild").read_text()

@@ -192,6 +192,13 @@ def test_histogram_is_numpys_of_the_layer_and_of_the_selected_filter(model):
     np.testing.assert_allclose(steps, steps[0])
     mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
     assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5)) < 1e-9
+    # Shares: round ones up to the higher of the bars and the line, at least 25 px apart on the plot.
+    shares = np.asarray(fg._histogram.axes[1].tick_values)
+    highest = max(counts.max() / kernel.size, own.max() / kernel[..., 7].size)
+    assert len(shares) >= 2 and shares[0] == 0 and shares[-1] <= highest + 1e-12
+    margin = fg._histogram.fig_margin
+    plot_height_px = int(fg._histogram.layout.height.removesuffix("px")) - margin["top"] - margin["bottom"]
+    assert plot_height_px * (shares[1] - shares[0]) / highest >= 25
 
 
 @pytest.mark.parametrize("frozen_dense", [False, True])

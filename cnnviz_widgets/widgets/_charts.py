@@ -16,6 +16,17 @@ import numpy as np
 from ..core import imaging
 from ._closing import owned_widgets
 
+TICK_SPACING_PX = 35  # about this much axis per labelled tick: d3's default of ten ticks crowds a small chart
+
+
+def tick_count(length_px: float) -> int:
+    """How many round ticks (``imaging.nice_ticks``) an axis ``length_px`` long has room for.
+
+    One more than the spaces: ``nice_ticks`` keeps its ticks inside the range, so they land
+    more than 25 px apart on any axis of 100 px or more.
+    """
+    return max(2, int(length_px // TICK_SPACING_PX) + 1)
+
 
 class BarChart:
     """A bqplot bar chart whose bars can be clicked to select one.
@@ -29,12 +40,15 @@ class BarChart:
     chart once, not once for each mark sharing a scale whose domain changed. At most
     ``MAX_X_TICKS`` x labels show (bqplot's ``num_ticks`` thins an ordinal axis
     evenly); names, and thinned numbers, are slanted so that neighbours do not run together.
+    The y axis gets round ``tick_values`` as many as the plot's height has room for (bqplot's
+    ``num_ticks`` alone spaces ticks evenly from the lowest to the highest value: 0.516, 0.251, -0.0132).
     """
 
     MAX_X_TICKS = 10
     SLANTED_MARGIN_PX = 70  # room under the axis for slanted names
 
-    def __init__(self, title: str = "", x_label: str = "", y_label: str = "", height: str = "220px"):
+    def __init__(self, title: str = "", x_label: str = "", y_label: str = "", height_px: int = 220):
+        self.height_px = height_px
         x_scale, y_scale = bqplot.OrdinalScale(), bqplot.LinearScale()
         self.hit_area = bqplot.Bars(
             x=[],
@@ -55,30 +69,36 @@ class BarChart:
             unselected_style={"opacity": 0.8},
         )
         self.x_axis = bqplot.Axis(scale=x_scale, label=x_label, label_offset="30px", num_ticks=self.MAX_X_TICKS)
-        axes = [
-            self.x_axis,
-            bqplot.Axis(scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px"),
-        ]
+        self.y_axis = bqplot.Axis(
+            scale=y_scale, orientation="vertical", label=y_label, tick_format=".3~g", label_offset="50px"
+        )
         self.figure = bqplot.Figure(
             marks=[self.hit_area, self.bars],
-            axes=axes,
+            axes=[self.x_axis, self.y_axis],
             title=title,
-            layout=widgets.Layout(height=height, width="100%"),
+            layout=widgets.Layout(height=f"{height_px}px", width="100%"),
             fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 10},
+            display_toolbar=False,  # its pan/zoom/save box covers the top bars on hover
         )
 
     def show(self, labels, values, selected: int | None = None):
         labels = [str(label) for label in labels]
         values = np.asarray(values, dtype=float)
         slanted = len(labels) > self.MAX_X_TICKS or any(not label.lstrip("-").isdigit() for label in labels)
-        with self.hit_area.hold_sync(), self.bars.hold_sync(), self.x_axis.hold_sync():
+        highest, lowest = values.max(initial=0.0), values.min(initial=0.0)
+        margin = self.SLANTED_MARGIN_PX if slanted else 40
+        plot_height_px = self.height_px - self.figure.fig_margin["top"] - margin
+        with self.hit_area.hold_sync(), self.bars.hold_sync(), self.x_axis.hold_sync(), self.y_axis.hold_sync():
             self.x_axis.tick_rotate = -30 if slanted else 0
+            # A slanted label ends at its tick: centred, its first half rose over the axis line.
+            self.x_axis.tick_style = {"text-anchor": "end"} if slanted else {}
             self.hit_area.x = labels
             self.hit_area.y = np.ones(len(values))  # the chart's full height
+            # The y scale spans the values and the bars' base: 0, the extremes' initial value.
+            self.y_axis.tick_values = imaging.nice_ticks(lowest, highest, tick_count(plot_height_px))
             self.bars.x = labels
             self.bars.y = values
             self.bars.selected = None if selected is None else [int(selected)]
-        margin = self.SLANTED_MARGIN_PX if slanted else 40
         if self.figure.fig_margin["bottom"] != margin:
             self.figure.fig_margin = {**self.figure.fig_margin, "bottom": margin}
 
@@ -103,12 +123,15 @@ class ColorBar:
     an axis, so a new picture only sends two numbers; a new colormap sends a 256×1
     PNG. The bar itself lies on a fixed 0..1 scale and only the axis on the values':
     new bounds are one message and one redraw, not two. (bqplot's own ColorAxis keeps 100 px free at both ends of its bar: beside
-    a 320-px map it drew a 120-px bar.)
+    a 320-px map it drew a 120-px bar.) Its ticks are round values, as many as its height
+    has room for: the layout's, where a widget sets it in px to follow a picture, else ``height_px``.
     """
 
     WIDTH_PX = 80  # the bar and its tick labels
+    MARGIN_PX = 6  # above and below the bar: room for half a tick label
 
     def __init__(self, colormap: str = "viridis", label: str = "", height_px: int = 320):
+        self.height_px = height_px
         self.scale = bqplot.LinearScale(min=0.0, max=1.0)
         self.colormap = colormap
         self.gradient = bqplot.Image(
@@ -125,7 +148,8 @@ class ColorBar:
             axes=[self.axis],
             padding_x=0,
             padding_y=0,
-            fig_margin={"top": 6, "bottom": 6, "left": 0, "right": self.WIDTH_PX - 16},
+            fig_margin={"top": self.MARGIN_PX, "bottom": self.MARGIN_PX, "left": 0, "right": self.WIDTH_PX - 16},
+            display_toolbar=False,
             layout=widgets.Layout(width=f"{self.WIDTH_PX}px", height=f"{height_px}px", flex="0 0 auto"),
         )
 
@@ -137,10 +161,15 @@ class ColorBar:
             self.gradient.image = _colormap_column(colormap)
             for part in owned_widgets(old):  # the image and its layout
                 part.close()
-        with self.scale.hold_sync():
+        with self.scale.hold_sync(), self.axis.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
+            self.axis.tick_values = imaging.nice_ticks(float(low), float(high), tick_count(self._bar_length_px()))
         if label is not None:
             self.axis.label = label
+
+    def _bar_length_px(self) -> float:
+        height = self.figure.layout.height or ""
+        return (float(height.removesuffix("px")) if height.endswith("px") else self.height_px) - 2 * self.MARGIN_PX
 
 
 def _colormap_column(colormap: str) -> widgets.Image:
@@ -175,6 +204,7 @@ class PictureFigure:
             padding_y=0,
             fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
             layout=widgets.Layout(width=f"{box_px}px", height=f"{box_px}px"),
+            display_toolbar=False,  # on hover, its pan/zoom/save box covered the picture's top right
         )
 
     def show(self, picture: np.ndarray, palette: np.ndarray | None = None, box_px: int | None = None, fill_width=False):

@@ -17,11 +17,13 @@ import numpy as np
 from ..core import imaging
 from ..core.weights import WeightHistogram, bias, param_counts, weight_table
 from ._base import image_view, show
-from ._charts import ColorBar, PictureFigure
+from ._charts import ColorBar, PictureFigure, tick_count
 
 ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
 GRID_BOX_PX = 420  # the grids are drawn to fit this box
 HISTOGRAM_BINS = 40
+HISTOGRAM_HEIGHT_PX = 260
+HISTOGRAM_MARGIN = {"top": 40, "bottom": 45, "left": 70, "right": 20}
 
 
 class TileGrid:
@@ -94,8 +96,8 @@ class WeightsView:
             axes=axes,
             title="Weights: layer (gray bars), filter (red line)",
             title_style={"font-size": "14px"},
-            layout=widgets.Layout(width=f"{GRID_BOX_PX}px", height="260px"),
-            fig_margin={"top": 40, "bottom": 45, "left": 70, "right": 20},
+            layout=widgets.Layout(width=f"{GRID_BOX_PX}px", height=f"{HISTOGRAM_HEIGHT_PX}px"),
+            fig_margin=HISTOGRAM_MARGIN,
         )
 
     def _show_layer_weights(self):
@@ -120,6 +122,10 @@ class WeightsView:
         with self._filter_line.hold_sync():
             self._filter_line.x = self._layer_bars.x
             self._filter_line.y = own.fractions
+        # Round shares up to the higher of bars and line (the scale's top), not d3's tick every 1 %.
+        highest_share = max(self._layer_histogram.fractions.max(), own.fractions.max())
+        plot_height_px = HISTOGRAM_HEIGHT_PX - HISTOGRAM_MARGIN["top"] - HISTOGRAM_MARGIN["bottom"]
+        self._histogram.axes[1].tick_values = imaging.nice_ticks(0.0, highest_share, tick_count(plot_height_px))
         self._weights_caption.value = self._filter_caption(own, filters)
 
     def _show_kernel_scale(self, page):

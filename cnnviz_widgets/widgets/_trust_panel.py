@@ -19,8 +19,11 @@ from ..core import imaging
 from ..core.jobs import BackgroundJob
 from ..core.map_checks import METRICS, CascadeView, MapChecks, MapSettings
 from ._base import image_view, show
+from ._charts import tick_count
 
 CURVE_COLOURS = {"map": "#d62728", "random": "#7f7f7f", "centre": "#1f77b4"}
+CURVE_CHART_PX = (340, 240)  # width, height
+CURVE_CHART_MARGIN = {"top": 40, "bottom": 45, "left": 65, "right": 15}  # left: the y title clear of "0.75"
 CASCADE_PICTURE_PX = 96
 CHECK_LABELS = {"curves": "Deletion / insertion", "cascade": "Sanity check"}
 
@@ -131,15 +134,26 @@ class CurveChart:
             x=[], y=[], scales={"x": x_scale, "y": y_scale}, colors=list(CURVE_COLOURS.values())
         )
         removed = "removed" if metric == "deletion" else "revealed"
+        (width, height), margin = CURVE_CHART_PX, CURVE_CHART_MARGIN
+        # Both axes run 0 to 1: round ticks, as many as fit, not d3's eleven.
+        x_ticks = imaging.nice_ticks(0.0, 1.0, tick_count(width - margin["left"] - margin["right"]))
+        y_ticks = imaging.nice_ticks(0.0, 1.0, tick_count(height - margin["top"] - margin["bottom"]))
         self.figure = bqplot.Figure(
             marks=[self.lines],
             axes=[
-                bqplot.Axis(scale=x_scale, label=f"fraction of pixels {removed}", tick_format=".1f"),
-                bqplot.Axis(scale=y_scale, orientation="vertical", label="probability", tick_format=".1f"),
+                bqplot.Axis(scale=x_scale, label=f"fraction of pixels {removed}", tick_format=".2~f", tick_values=x_ticks),
+                bqplot.Axis(
+                    scale=y_scale,
+                    orientation="vertical",
+                    label="probability",
+                    tick_format=".2~f",
+                    tick_values=y_ticks,
+                    label_offset="45px",
+                ),
             ],
             title=metric,
-            layout=widgets.Layout(width="340px", height="240px"),
-            fig_margin={"top": 40, "bottom": 45, "left": 55, "right": 15},
+            layout=widgets.Layout(width=f"{width}px", height=f"{height}px"),
+            fig_margin=margin,
         )
         self.key = widgets.HTML(layout=widgets.Layout(max_width="400px"))  # wraps, so two charts stay side by side
         self.box = widgets.VBox([self.figure, self.key], layout=widgets.Layout(margin="0 12px 8px 0"))

@@ -94,7 +94,7 @@ class ConvArithmetic(VisualizerWidget):
             title="Sum per input channel (click a bar for its grids)",
             x_label="input channel",
             y_label="sum of its products",
-            height="260px",
+            height_px=260,
         )
         self.sums_chart.on_select(lambda index: setattr(self, "input_channel", index))
         self._sums_box = widgets.VBox(layout=widgets.Layout(width="100%"))
