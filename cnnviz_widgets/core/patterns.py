@@ -302,8 +302,8 @@ class PatternSearch:
         # 0 is "off", which positive_number would refuse.
         diversity = 0.0 if diversity == 0 else checks.positive_number("diversity", diversity, DIVERSITY_MEANING)
         preview_every = checks.count("preview_every", preview_every, PREVIEW_EVERY_MEANING, minimum=1)
-        previews = PreviewThrottle(checks.positive_number("preview_share", preview_share, PREVIEW_SHARE_MEANING))
-        if previews.share > 1:
+        throttle = PreviewThrottle(checks.positive_number("preview_share", preview_share, PREVIEW_SHARE_MEANING))
+        if throttle.share > 1:
             raise InputError(f"preview_share is {PREVIEW_SHARE_MEANING} and must be at most 1, got {preview_share!r}.")
         span = high - low
         if step_size is not None:
@@ -332,8 +332,8 @@ class PatternSearch:
                 loss = ascent.step(step, chunk_ids)
                 start_loss = loss.numpy() if start_loss is None else start_loss
                 due = on_preview is not None and (step + 1) % preview_every == 0 and step + 1 < steps
-                if due and previews.allowed():
-                    with previews.timed():
+                if due and throttle.allowed():
+                    with throttle.timed():
                         so_far = AscentResult(chunk, ascent.pixels().numpy(), start_loss, loss.numpy(), shown_range)
                         on_preview(step + 1, so_far)
             pixels = ascent.pixels()

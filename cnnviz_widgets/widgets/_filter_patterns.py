@@ -30,7 +30,7 @@ class PatternsView:
 
     _job: PatternJob | None = None  # the pattern run shown, if any
     _closing = False  # set by close(): no run starts after it
-    _stopped_jobs: list = []  # runs replaced and stopped, perhaps still in their last step (replaced, never mutated)
+    _stopped_jobs: list = []  # runs stopped but perhaps still in their last step (the list is replaced, never mutated)
 
     @property
     def patterns(self) -> dict[int, np.ndarray]:
