@@ -29,7 +29,7 @@ CASES = {
     "P1": (p1_activations, ("P1a", "P1b")),
     "P2": (p2_layer_explorer, ("P2a", "P2b")),
     "P3": (p3_gradcam, ("P3a", "P3b", "P3c", "P3d", "P3e", "P3f")),
-    "P4": (p4_patterns, ("P4a", "P4b", "P4c", "P4d", "P4e", "P4f")),
+    "P4": (p4_patterns, ("P4a", "P4b", "P4c", "P4d", "P4e", "P4f", "P4g")),
     "P5": (p5_memory, ("P5",)),
     "P6": (p6_browser, ("P6a", "P6b", "P6c", "P6d", "P6e", "P6f", "P6g")),
     "P7": (p7_cams, ("P7a", "P7b", "P7c", "P7d", "P7e", "P7f")),

@@ -10,7 +10,7 @@ import pytest
 from cnnviz_widgets.core.attribution import METHODS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-ROW_IDS = ("P1a", "P1b", "P2a", "P2b", "P3a", "P3b", "P3c", "P3d", "P3e", "P3f", "P4a", "P4b", "P4c", "P4d", "P4e", "P4f", "P5")
+ROW_IDS = ("P1a", "P1b", "P2a", "P2b", "P3a", "P3b", "P3c", "P3d", "P3e", "P3f", "P4a", "P4b", "P4c", "P4d", "P4e", "P4f", "P4g", "P5")
 ROW_IDS += ("P6a", "P6b", "P6c", "P6d", "P6e", "P6f", "P6g", "P7a", "P7b", "P7c", "P7d", "P7e", "P7f", "P8a", "P8b", "P8c")
 ROW_IDS += ("P9a", *(f"P9b {method}" for method in METHODS))  # a pointing-game row per attribution method
 ROW_IDS += ("P10a", "P10b")

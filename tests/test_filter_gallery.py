@@ -305,6 +305,26 @@ def test_bad_values_are_refused_and_change_nothing(model, name, value, words):
     assert fg.error == "" and fg._error_line.value == ""
 
 
+def test_a_layer_change_lands_on_its_strongest_filter_unless_a_channel_comes_with_it():
+    inputs = keras.Input((8, 8, 3))
+    first, second = keras.layers.Conv2D(2, 3, name="first"), keras.layers.Conv2D(6, 3, name="second")
+    model = keras.Model(inputs, second(first(inputs)))
+    kernel, biases = second.get_weights()
+    kernel[..., 0] = 0  # filter 0 dead, filter 5 the strongest: beyond the first layer's slider
+    kernel[..., 5] *= 10
+    second.set_weights([kernel, biases])
+    fg = FilterGallery(model, channel=0)
+    fg.layer_dropdown.value = "second"
+    assert (fg.layer, fg.channel, fg.channel_slider.max, fg.channel_slider.value) == ("second", 5, 5, 5)
+    assert "<b>filter 5</b>" in fg._weights_caption.value
+    np.testing.assert_array_equal(fg._weights_filter_picture, fg._weight_page.filter_picture(5, ENLARGED_SIZE))
+    with fg.hold_trait_notifications():  # a channel set with the layer is kept
+        fg.layer, fg.channel = "first", 1
+    assert (fg.layer, fg.channel, fg.channel_slider.value) == ("first", 1, 1)
+    assert "<b>filter 1</b>" in fg._weights_caption.value
+    assert FilterGallery(model, layer="second", channel=2).channel == 2
+
+
 def test_a_model_without_kernels_is_refused():
     inputs = keras.Input((8, 8, 3))
     with pytest.raises(WidgetValueError, match="no layer with a kernel"):
@@ -318,7 +338,8 @@ def test_controls_follow_the_traits_and_put_refused_values_back(model):
     fg.channel_slider.value = 11
     assert (fg.layer, fg.channel, fg.channel_slider.max) == ("conv2", 11, 11)
     fg.layer = "conv1"
-    assert (fg.channel, fg.channel_slider.max, fg.channel_slider.value) == (7, 7, 7)
+    strongest = weights.strongest_filter(model.get_layer("conv1").get_weights()[0])
+    assert (fg.channel, fg.channel_slider.max, fg.channel_slider.value) == (strongest, 7, strongest)
     fg.steps_box.value = 0
     assert (fg.steps, fg.steps_box.value) == (3, 3) and "int >= 1" in fg.error
     fg.view_buttons.value = "patterns"

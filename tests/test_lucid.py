@@ -15,7 +15,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets.core import lucid
 from cnnviz_widgets.core.errors import InputError
 from cnnviz_widgets.core.pattern_jobs import PatternCache, PatternJob, PatternSettings
-from cnnviz_widgets.core.patterns import PatternSearch
+from cnnviz_widgets.core.patterns import PatternSearch, PreviewThrottle
 from conftest import small_cnn
 
 
@@ -157,12 +157,49 @@ def test_previews_arrive_before_the_batch_ends_and_are_the_images_so_far(search,
         on_preview=lambda step, batch: events.append(("preview", step, batch.images.copy(), batch.patterns)),
         on_batch=lambda done, total, batch: events.append(("batch", done)),
         preview_every=3,
+        preview_share=1,  # every due preview, however long it takes
     )
     assert [event[:2] for event in events] == [("preview", 3), ("preview", 6), ("batch", 2)]
     for _, step, images, patterns in events[:2]:
         fewer = search.run([0, 3], steps=step, style=style)
         np.testing.assert_allclose(images, fewer.images, rtol=1e-4, atol=1e-2)
         assert patterns.dtype == np.uint8 and patterns.shape == result.patterns.shape
+
+
+@pytest.mark.parametrize("style", ["tutorial", "lucid"])
+def test_previewing_every_step_leaves_the_patterns_as_they_are(search, style):
+    steps = []
+    previewed = search.run([0, 3, 5], steps=6, style=style, seed=2, on_preview=lambda step, _: steps.append(step), preview_every=1, preview_share=1)
+    plain = search.run([0, 3, 5], steps=6, style=style, seed=2)
+    assert steps == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(previewed.images, plain.images, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(previewed.final_loss, plain.final_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_previews_beyond_their_share_of_the_time_are_skipped(search):
+    steps = []
+    search.run([0, 3], steps=12, on_preview=lambda step, _: steps.append(step), preview_every=1, preview_share=1e-9)
+    assert steps == [1]  # the first preview is always taken; any later one would pass a billionth of the time
+
+
+def test_the_preview_throttle_keeps_previews_within_their_share():
+    now = [0.0]
+    throttle = PreviewThrottle(0.1, clock=lambda: now[0])
+    taken = []
+    for step in range(1, 101):
+        now[0] += 1.0  # a step takes 1 s
+        if throttle.allowed():
+            with throttle.timed():
+                now[0] += 2.3  # a preview 2.3 s
+            taken.append(step)
+    assert taken[:3] == [1, 21, 42]  # the next preview waits until those before are a tenth of the time
+    assert 2.3 * len(taken) <= 0.1 * now[0] + 2.3  # within the share, give or take the last preview
+
+
+@pytest.mark.parametrize("share", [0, -0.1, 1.5, float("nan"), "some"])
+def test_a_bad_preview_share_is_refused(search, share):
+    with pytest.raises(InputError, match="preview_share is the largest share"):
+        search.run([0], steps=1, preview_share=share)
 
 
 def test_unknown_style_is_refused_with_one_clear_error(model):
@@ -202,7 +239,7 @@ def test_a_job_previews_and_stops_mid_batch(model):
         if len(previews) == 2:
             job.stop()
 
-    job = PatternJob(search, settings, [3, 7], cache, on_preview=stop_at_second_preview, preview_every=2)
+    job = PatternJob(search, settings, [3, 7], cache, on_preview=stop_at_second_preview, preview_every=2, preview_share=1)
     job.start().wait()
     assert job.outcome == "stopped" and job.computed == 0 and job.steps_done == 5
     assert [sorted(p) for p in previews] == [[3, 7], [3, 7]]

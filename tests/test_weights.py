@@ -380,3 +380,16 @@ def test_an_empty_range_has_one_tick():
     from cnnviz_widgets.core import imaging
 
     np.testing.assert_array_equal(imaging.nice_ticks(3.0, 3.0), [3.0])
+
+
+def test_a_displayed_kernel_is_a_read_only_snapshot_of_the_variable_not_a_copy():
+    dense = keras.layers.Dense(6, name="dense")
+    model = keras.Sequential([keras.Input((12,)), dense])
+    before = dense.get_weights()[0]
+    kernel, _ = weights.display_kernel(model, "dense")
+    assert not kernel.flags.writeable and not kernel.flags.owndata  # VGG16's fc1 would be 411 MB more
+    np.testing.assert_array_equal(kernel, before.reshape(3, 4, 1, 6))
+    dense.kernel.assign(np.ones((12, 6), np.float32))
+    np.testing.assert_array_equal(kernel, before.reshape(3, 4, 1, 6))  # TensorFlow copies on the assign
+    np.testing.assert_array_equal(weights.display_kernel(model, "dense")[0], np.ones((3, 4, 1, 6)))
+    assert weights.signed_weight_bound(kernel) == np.abs(before).max()

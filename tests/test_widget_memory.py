@@ -1,6 +1,7 @@
 """Re-running a widget cell must not leak: close() frees the widget, its parts and its model."""
 
 import gc
+import threading
 import time
 import weakref
 
@@ -89,6 +90,25 @@ def test_closing_stops_a_pattern_run(demo):
     gallery.close()
     assert not thread.is_alive()
     del gallery, thread
+    gc.collect()
+    assert gallery_ref() is None
+
+
+def test_closing_waits_for_the_pattern_runs_it_replaced_and_starts_none(demo):
+    gallery = FilterGallery(demo[0], steps=100_000)
+    release = threading.Event()
+    gallery._report = lambda job: release.wait(10)  # the first run stays in its first step until released
+    replaced = gallery.compute_patterns()
+    del gallery._report
+    gallery.seed = 1  # new settings stop that run; it still ends its step, holding the gallery
+    current = gallery.compute_patterns()
+    assert replaced.is_alive() and current.is_alive() and replaced is not current
+    threading.Timer(0.3, release.set).start()
+    gallery_ref = weakref.ref(gallery)
+    gallery.close()
+    assert not replaced.is_alive() and not current.is_alive()
+    assert gallery.compute_patterns() is None  # a closed gallery starts no run
+    del gallery, replaced, current
     gc.collect()
     assert gallery_ref() is None
 

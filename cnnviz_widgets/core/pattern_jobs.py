@@ -20,7 +20,7 @@ import numpy as np
 
 from . import imaging
 from .jobs import BackgroundJob
-from .patterns import PatternSearch
+from .patterns import PREVIEW_SHARE, PatternSearch
 
 CACHE_BUDGET_MB = 256  # patterns of settings not used lately are dropped beyond this
 
@@ -100,7 +100,8 @@ class PatternJob(BackgroundJob):
     ascent steps (``steps_done`` of ``total_steps``, its ``done`` of ``total``). The
     callbacks run in the job's thread: ``on_step(job)`` before each step,
     ``on_preview(job)`` every ``preview_every`` steps of a batch, when ``previews``
-    (filter → uint8 image) holds that batch's images so far,
+    (filter → uint8 image) holds that batch's images so far (skipped while previews
+    took more than ``preview_share`` of the run's time, their drawing included),
     ``on_batch(job)`` after a batch is in the cache, ``on_finish(job)`` at the end,
     whether it finished, was stopped (:meth:`stop`, after the current step; finished
     batches stay in the cache) or failed (``error``).
@@ -118,13 +119,14 @@ class PatternJob(BackgroundJob):
         on_step: Callable[["PatternJob"], None] | None = None,
         on_preview: Callable[["PatternJob"], None] | None = None,
         preview_every: int = 5,
+        preview_share: float = PREVIEW_SHARE,
         on_batch: Callable[["PatternJob"], None] | None = None,
         on_finish: Callable[["PatternJob"], None] | None = None,
     ):
         self.search, self.settings, self.filters, self.cache = search, settings, list(filters), cache
         self._step_size, self._memory_budget_mb = step_size, memory_budget_mb
         self._on_step, self._on_batch = on_step, on_batch
-        self._on_preview, self._preview_every = on_preview, preview_every
+        self._on_preview, self._preview_every, self._preview_share = on_preview, preview_every, preview_share
         self.previews: dict[int, np.ndarray] = {}  # of the batch under way; replaced, not mutated
         self.previewed_at = 0  # steps_done when ``previews`` were taken
         total_steps = math.ceil(len(self.filters) / search.batch_size(memory_budget_mb)) * settings.steps
@@ -178,5 +180,6 @@ class PatternJob(BackgroundJob):
             on_batch=on_batch,
             on_preview=on_preview if self._on_preview is not None else None,
             preview_every=self._preview_every,
+            preview_share=self._preview_share,
             should_stop=step_or_stop,
         )

@@ -22,7 +22,9 @@ budget, previews, progress and stop are the same for both styles.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import keras
@@ -47,6 +49,8 @@ MEMORY_BUDGET_MEANING = "the memory in MB that one batch of filters may use"
 PREPROCESS_MEANING = "differentiable, from pixels to what the model eats"
 DIVERSITY_MEANING = "the weight of the penalty on Gram-matrix similarity between images of the same filter"
 PREVIEW_EVERY_MEANING = "the number of ascent steps between two previews"
+PREVIEW_SHARE_MEANING = "the largest share of a search's time that its previews may take"
+PREVIEW_SHARE = 0.1  # previews are for watching the search, not for slowing it down
 STYLES = ("tutorial", "lucid")
 DEFAULT_SIZE = 64
 MAX_SIZE = 4096  # the search for the smallest size that a layer takes stops here
@@ -276,6 +280,7 @@ class PatternSearch:
         on_batch=None,
         on_preview=None,
         preview_every: int = 5,
+        preview_share: float = PREVIEW_SHARE,
         should_stop=None,
     ) -> AscentResult:
         """Ascend every filter in ``filters``; see :func:`filter_patterns`.
@@ -283,9 +288,11 @@ class PatternSearch:
         ``on_batch(done, total, batch_result)`` is called after each batch with that
         batch's filters only;
         ``on_preview(step, batch_result)`` every ``preview_every`` steps within a batch
-        (not after its last, which on_batch reports) with the batch's images so far;
+        (not after its last, which on_batch reports) with the batch's images so far,
+        unless the previews so far (their images and the call) took more than
+        ``preview_share`` of the run's time: a due preview is then skipped (1: never);
         ``should_stop()`` is checked before each step, and a stop keeps the filters
-        of the batches already finished.
+        of the batches already finished. Previews do not change the result.
         """
         filters = self._checked_filters(filters)
         steps = checks.count("steps", steps, STEPS_MEANING)
@@ -295,6 +302,9 @@ class PatternSearch:
         # 0 is "off", which positive_number would refuse.
         diversity = 0.0 if diversity == 0 else checks.positive_number("diversity", diversity, DIVERSITY_MEANING)
         preview_every = checks.count("preview_every", preview_every, PREVIEW_EVERY_MEANING, minimum=1)
+        throttle = PreviewThrottle(checks.positive_number("preview_share", preview_share, PREVIEW_SHARE_MEANING))
+        if throttle.share > 1:
+            raise InputError(f"preview_share is {PREVIEW_SHARE_MEANING} and must be at most 1, got {preview_share!r}.")
         span = high - low
         if step_size is not None:
             step_size = checks.positive_number("step_size", step_size, STEP_SIZE_MEANING)
@@ -321,8 +331,11 @@ class PatternSearch:
                     return _joined(batches)
                 loss = ascent.step(step, chunk_ids)
                 start_loss = loss.numpy() if start_loss is None else start_loss
-                if on_preview is not None and (step + 1) % preview_every == 0 and step + 1 < steps:
-                    on_preview(step + 1, AscentResult(chunk, ascent.pixels().numpy(), start_loss, loss.numpy(), shown_range))
+                due = on_preview is not None and (step + 1) % preview_every == 0 and step + 1 < steps
+                if due and throttle.allowed():
+                    with throttle.timed():
+                        so_far = AscentResult(chunk, ascent.pixels().numpy(), start_loss, loss.numpy(), shown_range)
+                        on_preview(step + 1, so_far)
             pixels = ascent.pixels()
             final_loss = self._loss(pixels, chunk_ids)
             start_loss = final_loss if start_loss is None else start_loss
@@ -370,6 +383,27 @@ class PatternSearch:
         the same per (seed, filter) whatever the batch."""
         noise = [np.random.default_rng([seed, int(f)]).random(self.image_shape) for f in filters]
         return (low + span * (np.stack(noise) * 20 + 128) / 255).astype(np.float32)
+
+
+class PreviewThrottle:
+    """Whether a due preview is taken: only while the previews so far took at most ``share``
+    of the time since the throttle was made (the first is always taken)."""
+
+    def __init__(self, share: float, clock=time.perf_counter):
+        self.share, self._clock = share, clock
+        self._start, self._spent = clock(), 0.0
+
+    def allowed(self) -> bool:
+        return self._spent <= self.share * (self._clock() - self._start)
+
+    @contextmanager
+    def timed(self):
+        """Count the time spent in the block as previewing."""
+        start = self._clock()
+        try:
+            yield
+        finally:
+            self._spent += self._clock() - start
 
 
 class _TutorialAscent:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from . import imaging
 from .errors import InputError, NoKernelError, listed
@@ -82,6 +83,14 @@ def bias(model, layer: str) -> np.ndarray | None:
 def _to_numpy(variable) -> np.ndarray:
     """A numpy copy of ``variable``: ``keras.ops.convert_to_numpy`` holds two copies at its peak."""
     return np.asarray(variable.value)
+
+
+def _read_only_view(variable) -> np.ndarray:
+    """The values of ``variable`` without a copy (VGG16's fc1 is 411 MB), read-only: what a view draws.
+
+    A read shares the variable's buffer, which TensorFlow copies on a later assign, so the
+    view keeps the values it was taken with."""
+    return np.asarray(memoryview(tf.convert_to_tensor(variable.value)))
 
 
 def weight_table(model, layer: str | None = None) -> list[dict]:
@@ -153,10 +162,11 @@ def display_kernel(model, layer: str) -> tuple[np.ndarray, bool]:
 
     Only a plain convolution over 3 input channels draws in colour. A Dense unit's
     weight vector is wrapped into rows, so an MLP on flattened 28×28 images shows
-    28×28 tiles and a Dense after Flatten shows (positions × channels).
+    28×28 tiles and a Dense after Flatten shows (positions × channels). Read-only: where
+    the layout allows, a view of the variable, not a copy.
     """
     found = _layer_with_kernel(model, layer)
-    kernel = _to_numpy(_kernel_variable(found))
+    kernel = _read_only_view(_kernel_variable(found))
     if kernel.ndim == 2:
         inputs, units = kernel.shape
         rows = max(d for d in range(1, math.isqrt(inputs) + 1) if inputs % d == 0)
@@ -217,7 +227,7 @@ def kernel_tiles(
 
 def signed_weight_bound(kernel) -> float:
     """The bound of a kernel's signed scale: its largest absolute weight (a zero kernel: 1, so all stays at 0.5)."""
-    return float(np.abs(kernel).max()) or 1.0
+    return float(max(-kernel.min(), kernel.max())) or 1.0  # np.abs would copy the kernel (fc1: 411 MB)
 
 
 def kernel_montage(
@@ -398,5 +408,5 @@ def default_kernel_layer(model) -> str:
 
 def strongest_filter(kernel) -> int:
     """The filter of a :func:`display_kernel` kernel with the largest L2 norm: a view opens on it, not on a dead one."""
-    kernel = np.asarray(kernel)
-    return int(np.argmax(np.square(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)))
+    flat = np.asarray(kernel).reshape(-1, np.shape(kernel)[-1])
+    return int(np.argmax(np.einsum("wf,wf->f", flat, flat)))  # np.square would copy the kernel (fc1: 411 MB)

@@ -19,6 +19,7 @@ from ..core.errors import CnnvizError
 from ..core.pattern_jobs import PatternCache, PatternJob, PatternSettings
 from ..core.patterns import PatternSearch
 from ._base import image_view, show
+from ._closing import stop_and_join
 from ._filter_weights import ENLARGED_SIZE, GRID_BOX_PX, TileGrid
 
 PATTERN_GAP = 5  # S1's margins between patterns
@@ -28,6 +29,8 @@ class PatternsView:
     """Patterns of the gallery's layer, computed on request in a PatternJob and drawn from its cache."""
 
     _job: PatternJob | None = None  # the pattern run shown, if any
+    _closing = False  # set by close(): no run starts after it
+    _stopped_jobs: list = []  # runs stopped but perhaps still in their last step (the list is replaced, never mutated)
 
     @property
     def patterns(self) -> dict[int, np.ndarray]:
@@ -135,11 +138,13 @@ class PatternsView:
     def compute_patterns(self, wait: bool = False) -> threading.Thread | None:
         """Compute the grid's missing patterns in a background thread, batch by batch.
 
-        Returns the thread, or None when every pattern on the grid is cached.
+        Returns the thread, or None when every pattern on the grid is cached (or the gallery is closed).
         ``wait=True`` joins it and re-raises what went wrong in it. A run under way
         that covers the grid is returned, not started twice; one for other filters
         is stopped (what it finished stays cached).
         """
+        if self._closing:
+            return None
         settings = self._pattern_settings()
         missing = self._pattern_cache.missing(settings, self._pattern_page())
         if not missing:
@@ -157,12 +162,11 @@ class PatternsView:
             self._job.stop()
 
     def close(self):
-        """Stop a pattern run first: its thread holds this widget and draws on it."""
-        job = self._job
-        if job is not None:
+        """Stop the pattern runs first, and wait for those stopped before: their threads hold this widget and draw on it."""
+        self._closing = True
+        if self._job is not None:  # a refused constructor built no controls to reset
             self._drop_job()
-            if job.thread is not threading.current_thread():
-                job.thread.join()
+        stop_and_join(*self._stopped_jobs)
         super().close()
 
     def _compute_from_button(self):
@@ -192,8 +196,12 @@ class PatternsView:
         return job.start()
 
     def _drop_job(self):
-        """Stop the current run and stop showing its progress; what it finished stays cached."""
-        self.stop_patterns()
+        """Stop the current run and stop showing its progress; what it finished stays cached.
+
+        It still ends its current step, which holds this widget: close() waits for it."""
+        if self._job is not None:
+            self._job.stop()
+            self._stopped_jobs = [*(kept for kept in self._stopped_jobs if not kept.finished), self._job]
         self._job = None
         self.compute_button.disabled, self.stop_button.disabled = False, True
         self.progress.value = 0

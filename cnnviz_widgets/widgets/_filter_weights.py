@@ -110,6 +110,7 @@ class WeightsView:
 
     def _show_filter_weights(self):
         pages, channel = self._pages, self.channel
+        self._drawn_channel = channel
         filters = pages.page_of(channel)
         if self._weight_page is None or self._weight_page.filters != filters:
             page = self._weight_page = pages.page(filters)

@@ -103,7 +103,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     channel = Int(
         0,
         help="The selected filter (output channel) in both views, 0 .. filter_count - 1; "
-        "the gallery opens on the filter with the largest weights.",
+        "the gallery, and a new layer, open on the filter with the largest weights.",
     )
 
     def __init__(
@@ -129,10 +129,9 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         self._kernel: np.ndarray | None = None  # the current layer's, as display_kernel gives it
         self._rgb = False
         self._pages: KernelPages | None = None
+        self._drawn_channel = self.channel  # the filter the views show: a layer change tells a new channel from it
         self._build_views()
         self.set_traits_in_order({"layer": default_kernel_layer(model), **traits})
-        if "channel" not in traits:  # filter 0 may be dead: its pattern would be the start noise
-            self.channel = strongest_filter(self._kernel)
 
     # -- what it shows -----------------------------------------------------------
 
@@ -234,23 +233,31 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
     def _on_layer(self, _):
         self._kernel, self._rgb = display_kernel(self._model, self.layer)
         self._show_layer_weights()
-        self._on_tile_style(None)
+        # A new layer opens on its strongest filter, as the gallery does (filter 0 may be dead, its pattern
+        # the start noise), unless a channel was set with the layer (constructor, hold_trait_notifications).
+        channel_set_with_layer = self.channel != self._drawn_channel
+        self._show_kernel(self.channel if channel_set_with_layer else strongest_filter(self._kernel))
         self._on_pattern_settings_change(None)
 
     @observe("bgr", "scale")
     def _on_tile_style(self, _):
         """New kernel tiles from the kernel already read: bgr and scale change only how it is drawn."""
-        if self._kernel is None:
-            return  # still constructing: the layer is set last
+        if self._kernel is not None:  # else still constructing: the layer is set last
+            self._show_kernel(self.channel)
+
+    def _show_kernel(self, channel: int):
+        """Kernel pages of the current kernel and style, showing ``channel`` (clamped to the layer's filters)."""
         bgr = self._rgb and (is_bgr_kernel(self._model, self.layer) if self.bgr == "auto" else self.bgr)
         self._pages = KernelPages(self._kernel, self._rgb, bgr, self.scale)
         self._weight_page = None
-        channel = min(self.channel, self.filter_count - 1)
-        if channel != self.channel:
-            self.channel = channel  # _on_channel draws
-        else:
+        channel = min(channel, self.filter_count - 1)
+        drawn_by_slider = channel != self.channel  # the slider's binding sets the channel, and _on_channel draws
+        # Held: a new maximum alone would clamp the slider's value to the old one, and set that channel.
+        with self.channel_slider.hold_trait_notifications():
+            self.channel_slider.max = self.filter_count - 1
+            self.channel_slider.value = channel
+        if not drawn_by_slider:
             self._show_filter_weights()
-        self.channel_slider.max = self.filter_count - 1
 
     @observe("channel")
     def _on_channel(self, _):
