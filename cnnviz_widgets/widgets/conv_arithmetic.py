@@ -245,7 +245,8 @@ def _equation_html(number, grid_channels: list[int]) -> str:
     """The sum as a reader checks it by hand: grids per input channel, then the channel sums, bias and activation.
 
     Each input channel is a row that wraps (patch × kernel = products → sum), so a narrow cell
-    puts the products under the patch instead of cutting them off.
+    puts the products under the patch instead of cutting them off; "= products → sum" wraps as
+    one piece (in a 1000-px window the sum alone went under the grids).
     """
     shown = np.asarray(grid_channels)
     grids = {
@@ -263,8 +264,9 @@ def _equation_html(number, grid_channels: list[int]) -> str:
         )
         rows.append(
             f"<div style='{_LABEL}'>input channel {number.input_channels[index]}</div>"
-            f"<div style='{_ROW}'>{patch}<span style='{_SIGN}'>×</span>{kernel}<span style='{_SIGN}'>=</span>{products}"
-            f"<span style='{_SUM}'>→ sum <b>{_text(number.channel_sums[index])}</b></span></div>"
+            f"<div style='{_ROW}'>{patch}<span style='{_SIGN}'>×</span>{kernel}"
+            f"<div style='{_ROW};flex-wrap:nowrap'><span style='{_SIGN}'>=</span>{products}"
+            f"<span style='{_SUM}'>→ sum <b>{_text(number.channel_sums[index])}</b></span></div></div>"
         )
     sums = number.channel_sums
     if len(sums) <= ALL_INPUT_CHANNELS_UP_TO:
