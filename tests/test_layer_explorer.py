@@ -39,9 +39,9 @@ def click_map(explorer, row, column):
 
 
 def tiled(values, columns) -> np.ndarray:
-    """Maps of values in [0, 1] as viridis tiles with white gaps; the gaps take the
-    palette's last row, so the top colour shows as the one below it."""
-    return imaging.grid(imaging.colormap(np.minimum(values, 254 / 256), "viridis"), columns=columns, fill=255)
+    """Maps of values in [0, 1] as viridis tiles with white gaps; the gaps and a dead tile's
+    stripes take the palette's last three rows, so the top colours show as the one below them."""
+    return imaging.grid(imaging.colormap(np.minimum(values, 252 / 256), "viridis"), columns=columns, fill=255)
 
 
 def is_shown(widget, part) -> bool:
@@ -419,7 +419,10 @@ def test_a_dead_channel_shows_flat_without_nan(images):
     assert not is_shown(explorer, explorer.color_bar.figure)
     assert "dead (0 everywhere)" in explorer.readout.value
     explorer.view = "grid"
-    np.testing.assert_array_equal(shown_map(explorer)[:14, :14], imaging.colormap(np.zeros((14, 14))))
+    # Its tile is striped gray, not a colour that would read as a value, and the readout says why.
+    stripes = {tuple(pixel) for pixel in shown_map(explorer)[:14, :14].reshape(-1, 3)}
+    assert stripes == {tuple(colour) for colour in layer_views.HATCH_COLOURS}
+    assert "striped gray: dead (0 everywhere): channel 0" in explorer.readout.value
     assert "nan" not in explorer.readout.value.lower()
 
 

@@ -313,8 +313,8 @@ class LayerExplorer(VisualizerWidget):
 
     def _show_readout(self):
         text = layer_views.readout(self.activation, self.layer, self.channel, self._probe)
-        page_note = layer_views.grid_page_note(self.activation, self.channel) if self.view == "grid" else ""
-        self.readout.value = html.escape(text + page_note)
+        notes = (layer_views.grid_page_note, layer_views.grid_dead_note) if self.view == "grid" else ()
+        self.readout.value = html.escape(text + "".join(note(self.activation, self.channel) for note in notes))
 
     def _pick(self, pick: Pick | None):
         """A click on a value: remember where, then select the clicked channel or image."""
