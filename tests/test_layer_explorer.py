@@ -107,6 +107,9 @@ def test_demo_model():
     model = cw.demo.load_model()
     demo_images, _ = cw.demo.load_images()
     explorer = LayerExplorer(model, demo_images[:4])
+    first, explorer.layer = explorer.layer, "predictions"  # the demo model's class names, known offline, without class_names
+    assert list(explorer.signal_chart.bars.x) == cw.demo.class_names()
+    explorer.layer = first
     explorer.image_index = 3
     expected = cw.activations(model, demo_images[3:4], layers=explorer.layer)[explorer.layer][0]
     np.testing.assert_allclose(explorer.activation, expected, atol=1e-5)
@@ -370,6 +373,12 @@ def test_the_output_layers_bars_are_named_by_class(model, images):
     names = ["circle", "square", "triangle", "star", "cross"]
     explorer = LayerExplorer(model, images, class_names=names, layer="predictions")
     assert list(explorer.signal_chart.bars.x) == names
+    assert explorer.signal_chart.x_axis.label == "class"
+    unnamed = LayerExplorer(model, images, layer="predictions")  # no names known: numbers, said to be class indices
+    assert list(unnamed.signal_chart.bars.x) == [str(c) for c in range(5)]
+    assert unnamed.signal_chart.x_axis.label == "class index"
+    unnamed.view = "images"
+    assert unnamed.signal_chart.x_axis.label == "image"
     explorer.layer = "conv2"  # not the output: its channels keep their numbers
     assert list(explorer.means_chart.bars.x) == [str(c) for c in range(12)]
     with pytest.raises(InputError, match="class_names has 2 names"):

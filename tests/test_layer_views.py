@@ -171,11 +171,18 @@ def test_a_grid_shows_the_page_of_the_selected_channel():
     assert layer_views.grid_channels(activation[0], 140) == range(150)  # 1-D: one thin row per channel, all shown
 
 
-def test_the_output_layers_bars_take_the_class_names(cache):
+def test_the_output_layers_bars_take_the_class_names(model, cache):
     names = ["circle", "square", "triangle", "star", "cross"]
-    shown = layer_views.content(cache, settings(layer="predictions", channel=2), unit_names=names)
-    assert shown.labels == names
-    assert layer_views.content(cache, settings(layer="predictions", channel=2)).labels is None
+    classes = layer_views.class_output(model, cache.graph, names)
+    assert classes == layer_views.ClassOutput("predictions", names)
+    shown = layer_views.content(cache, settings(layer="predictions", channel=2), classes=classes)
+    assert (shown.labels, shown.x_label) == (names, "class")
+    # No names given nor known offline: the bars are numbered, and the axis says the numbers are class indices.
+    unnamed = layer_views.class_output(model, cache.graph)
+    assert unnamed == layer_views.ClassOutput("predictions", None)
+    shown = layer_views.content(cache, settings(layer="predictions", channel=2), classes=unnamed)
+    assert (shown.labels, shown.x_label) == (None, "class index")
+    assert layer_views.content(cache, settings(layer="predictions", channel=2)).x_label == "unit"
 
 
 def test_grid_page_note_names_the_page_only_when_the_layer_needs_several():

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import imaging
 from .activation_cache import ActivationCache
+from .class_names import class_names_for, known_class_names
 from .inputs import as_images, image_shape
 
 VIEWS = ("channel", "grid", "images")
@@ -109,6 +110,7 @@ class Signal:
     selected: int | None
     locate: Callable[[int], Pick]
     labels: list[str] | None = None  # of the bars; None: their indices
+    x_label: str = ""  # what a bar is
 
     def picture(self) -> np.ndarray:
         """A static stand-in for the chart, one bar per value."""
@@ -135,16 +137,36 @@ def content_key(settings: Settings, activation: np.ndarray) -> tuple:
     )
 
 
+@dataclass(frozen=True)
+class ClassOutput:
+    """The layer whose units are the model's classes, and their names (None: only their indices are known)."""
+
+    path: str
+    names: list[str] | None
+
+
+def class_output(model, graph, class_names=None) -> ClassOutput | None:
+    """The model's first output if it scores classes (one value per class), named by ``class_names``
+    or by the names known offline (a demo model's, ImageNet's for 1000 classes)."""
+    path = graph.output_path(0)
+    shape = graph.info(path).output_shape
+    if len(shape) != 2:
+        return None
+    if class_names is not None:
+        return ClassOutput(path, class_names_for(shape[-1], class_names))
+    return ClassOutput(path, known_class_names(model, shape[-1]))
+
+
 def content(
-    cache: ActivationCache, settings: Settings, probe: tuple[int, ...] | None = None, unit_names: list[str] | None = None
+    cache: ActivationCache, settings: Settings, probe: tuple[int, ...] | None = None, classes: ClassOutput | None = None
 ) -> Picture | Signal:
     """The picture or chart of the map area; ``probe`` is the last clicked step of a 1-D channel;
-    ``unit_names`` label the bars of a layer's units (class names, for an output layer)."""
+    ``classes`` says which layer's units are classes, and their names."""
     activation = cache.for_image(settings.image_index)[settings.layer]
     if activation.ndim == 1:
         if settings.view == "images":
             return _units_across_images(cache, settings)
-        return _units(activation, settings, unit_names)
+        return _units(activation, settings, classes)
     if settings.view == "images":
         return _channel_across_images(cache, settings, activation)
     if settings.view == "grid":
@@ -292,13 +314,17 @@ def layer_label(info) -> str:
 # -- the contents of the map area ----------------------------------------------------
 
 
-def _units(activation, settings: Settings, names: list[str] | None) -> Signal:
+def _units(activation, settings: Settings, classes: ClassOutput | None) -> Signal:
+    is_classes = classes is not None and classes.path == settings.layer
+    names = classes.names if is_classes else None
     return Signal(
         title=f"{settings.layer}: value of every unit",
         values=activation,
         selected=settings.channel,
         locate=lambda unit: Pick(None, channel=unit),
-        labels=names if names is not None and len(names) == len(activation) else None,
+        labels=names,
+        # Unnamed classes' bars are numbered: say that the numbers are class indices.
+        x_label=("class" if names else "class index") if is_classes else "unit",
     )
 
 
@@ -308,6 +334,7 @@ def _units_across_images(cache: ActivationCache, settings: Settings) -> Signal:
         values=cache.for_layer(settings.layer)[:, settings.channel],
         selected=settings.image_index,
         locate=lambda image: Pick(None, image=image),
+        x_label="image",
     )
 
 
@@ -317,6 +344,7 @@ def _channel_along_steps(activation, settings: Settings, probe) -> Signal:
         values=activation[:, settings.channel],
         selected=None if probe is None else probe[0],
         locate=lambda step: Pick((step,)),
+        x_label="step",
     )
 
 
