@@ -10,7 +10,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
 from cnnviz_widgets.core import imaging, layer_views
 from cnnviz_widgets.core.errors import InputError, InputTypeError
-from cnnviz_widgets.widgets._base import WidgetValueError
+from cnnviz_widgets.widgets._base import PIXELATED, WidgetValueError
 from conftest import nested_cnn, small_cnn
 
 DEMO_MODEL = Path(cw.__file__).parent / "demo" / "data" / "shapes.keras"
@@ -136,8 +136,10 @@ def test_input_image_is_the_raw_image(model, images):
     explorer.image_index = 2
     raw = imaging.to_uint8_image(images[2])
     np.testing.assert_array_equal(explorer.panels()[0], raw)
-    factor = 256 // 16
-    np.testing.assert_array_equal(imaging.from_png(explorer.input_view.value), imaging.upscale(raw, factor))
+    # Sent at its own size; the browser enlarges it with whole pixels.
+    np.testing.assert_array_equal(imaging.from_png(explorer.input_view.value), raw)
+    assert PIXELATED in explorer.input_view._dom_classes and explorer.input_view.layout.width == "256px"
+    assert any(f".{PIXELATED} {{ image-rendering: pixelated; }}" in getattr(child, "value", "") for child in explorer.children)
 
 
 def test_shows_raw_images_and_feeds_preprocessed_ones(model, images):

@@ -23,7 +23,7 @@ from ..core import imaging, layer_views
 from ..core.activation_cache import ActivationCache
 from ..core.errors import InputError, UnknownLayerError
 from ..core.layer_views import NORMALIZATIONS, VIEWS, Pick, Picture, Settings, Signal
-from ._base import Choice, VisualizerWidget, checks, image_view, show
+from ._base import Choice, VisualizerWidget, checks, image_view, pixelated_style, show
 from ._charts import BarChart, ColorBar, PictureFigure
 
 COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
@@ -33,7 +33,7 @@ MAP_BOX_PX = 320
 # figure's height: wider boxes left a blank band under the grid in a 560-px cell.
 GRID_BOX_PX = 640
 CONTENTS_KEPT = 32  # pictures kept for instant revisits: a grid page is ~0.3 MB
-INPUT_BOX_PX = 256
+INPUT_BOX_PX = 256  # the input's width on the page; the browser enlarges the image's own pixels
 
 
 class LayerExplorer(VisualizerWidget):
@@ -97,7 +97,7 @@ class LayerExplorer(VisualizerWidget):
         self._picture_row = widgets.HBox(
             [self.input_view], layout=widgets.Layout(align_items="flex-start", **wrapping)
         )
-        self.children = [*self._controls, self._picture_row, self.readout]
+        self.children = [*self._controls, self._picture_row, self.readout, pixelated_style()]
         self._show_input()
         spatial = self.cache.graph.spatial_paths(4)
         self.set_traits_in_order({"layer": spatial[0] if spatial else self.layer_names[0], **traits})
@@ -146,7 +146,7 @@ class LayerExplorer(VisualizerWidget):
             self._bind(control, name)
 
     def _build_views(self):
-        self.input_view = image_view(f"{INPUT_BOX_PX}px")
+        self.input_view = image_view(f"{INPUT_BOX_PX}px", pixelated=True)
         self.map_figure = PictureFigure(MAP_BOX_PX)
         self.map_figure.figure.layout.flex = "0 1 auto"  # a grid gives way to its colour bar
         self.map_figure.on_click(lambda row, column: self._pick(self._content.locate(row, column)))
@@ -253,7 +253,7 @@ class LayerExplorer(VisualizerWidget):
         self.readout.value = f"<b>{self._busy_sign}{html.escape(what)}</b>"
 
     def _show_input(self):
-        show(self.input_view, imaging.upscale_to(layer_views.input_picture(self.cache, self.image_index), INPUT_BOX_PX))
+        show(self.input_view, layer_views.input_picture(self.cache, self.image_index))
 
     def _show_channel_means(self):
         activation = self.activation
