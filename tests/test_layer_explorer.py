@@ -375,7 +375,7 @@ def test_the_output_layers_bars_are_named_by_class(model, images):
     names = ["circle", "square", "triangle", "star", "cross"]
     explorer = LayerExplorer(model, images, class_names=names, layer="predictions")
     assert list(explorer.signal_chart.bars.x) == names
-    assert explorer.signal_chart.x_axis.label == "class"
+    assert explorer.signal_chart.x_axis.label == ""  # the names say what the bars are
     unnamed = LayerExplorer(model, images, layer="predictions")  # no names known: numbers, said to be class indices
     assert list(unnamed.signal_chart.bars.x) == [str(c) for c in range(5)]
     assert unnamed.signal_chart.x_axis.label == "class index"

@@ -176,7 +176,7 @@ def test_the_output_layers_bars_take_the_class_names(model, cache):
     classes = layer_views.class_output(model, cache.graph, names)
     assert classes == layer_views.ClassOutput("predictions", names)
     shown = layer_views.content(cache, settings(layer="predictions", channel=2), classes=classes)
-    assert (shown.labels, shown.x_label) == (names, "class")
+    assert (shown.labels, shown.x_label) == (names, "")
     # No names given nor known offline: the bars are numbered, and the axis says the numbers are class indices.
     unnamed = layer_views.class_output(model, cache.graph)
     assert unnamed == layer_views.ClassOutput("predictions", None)

@@ -323,8 +323,9 @@ def _units(activation, settings: Settings, classes: ClassOutput | None) -> Signa
         selected=settings.channel,
         locate=lambda unit: Pick(None, channel=unit),
         labels=names,
-        # Unnamed classes' bars are numbered: say that the numbers are class indices.
-        x_label=("class" if names else "class index") if is_classes else "unit",
+        # Unnamed classes' bars are numbered: say that the numbers are class indices (names need no
+        # title, which their slanted labels would run into).
+        x_label=("" if names else "class index") if is_classes else "unit",
     )
 
 
