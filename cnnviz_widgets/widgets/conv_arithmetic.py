@@ -305,7 +305,7 @@ def _captioned_grid(caption: str, grid: str) -> str:
 
 
 def _grid_html(values, bound: float, padded, numbers: bool) -> str:
-    side = 50 if numbers else 14
+    side = 44 if numbers else 14  # three 3×3 grids of numbers, the signs and the sum in one row of a 560-px cell
     cells = signed_cells(values, bound)
     rows = []
     for i, row in enumerate(values):
@@ -316,7 +316,7 @@ def _grid_html(values, bound: float, padded, numbers: bool) -> str:
             tip = "zero padding (outside the input)" if is_padding else _text(value, digits=6)
             tds.append(
                 f"<td title='{tip}' style='background:{background};color:{text};width:{side}px;min-width:{side}px;"
-                f"height:{22 if numbers else side}px;text-align:center;font:12px monospace;padding:0'>"
+                f"height:{22 if numbers else side}px;text-align:center;font:11px monospace;padding:0'>"
                 f"{_text(value) if numbers else ''}</td>"
             )
         rows.append(f"<tr>{''.join(tds)}</tr>")
