@@ -167,7 +167,7 @@ def test_refused_methods_keep_the_state_and_say_why(methods, model, image):
         assert (viewer.method, viewer.compare, viewer.evidence) == state[:3]
         np.testing.assert_array_equal(viewer.heatmap, state[3])
         assert viewer.to_png() == state[4]
-        assert viewer.method_menu.value == state[0] and viewer.compare_box.value == state[1]
+        assert viewer.method_menu.value == state[0] and viewer.compare_box.value == ["Grad-CAM", "Elementwise CAM"]
     viewer.evidence = "against"
     with pytest.raises(WidgetValueError, match=r"pixels has no map of what speaks against a class; set evidence to 'for'"):
         viewer.method = "pixels"
@@ -183,7 +183,8 @@ def test_refused_methods_keep_the_state_and_say_why(methods, model, image):
 def test_compare_shows_each_methods_map_side_by_side_under_one_colour_bar(methods, model, image):
     viewer = GradCamViewer(model, image, top_k=2)
     assert viewer._comparison.box.layout.display == "none"
-    viewer.compare_box.value = ["elementwise", "gradcam", "pixels"]  # as a user types the tags
+    assert "Grad-CAM" in viewer.compare_box.allowed_tags and "gradcam" not in viewer.compare_box.allowed_tags
+    viewer.compare_box.value = ["Elementwise CAM", "Grad-CAM", "pixels"]  # as a user picks the tags: by name
     assert viewer.compare == ["elementwise", "gradcam", "pixels"]
     assert viewer._comparison.box.layout.display is None
     for shown, method in zip(viewer._comparison.maps, viewer.compare):
@@ -198,6 +199,7 @@ def test_compare_shows_each_methods_map_side_by_side_under_one_colour_bar(method
     for shown, method in zip(viewer._comparison.maps, viewer.compare):
         np.testing.assert_allclose(shown, attributed(model, image, viewer, method), atol=1e-5)
     viewer.compare = ["gradcam"]
+    assert viewer.compare_box.value == ["Grad-CAM"]  # the trait's ids show as names
     assert "add a method to compare" in viewer._comparison.note.value
     viewer.compare = []
     assert viewer._comparison.box.layout.display == "none" and len(viewer.panels()) == 3

@@ -1,6 +1,8 @@
+import keras
 import pytest
 
-from cnnviz_widgets.core.class_names import class_names_for, imagenet_class_names
+import cnnviz_widgets as cw
+from cnnviz_widgets.core.class_names import class_names_for, imagenet_class_names, known_class_names
 from cnnviz_widgets.core.errors import InputError
 
 
@@ -19,3 +21,15 @@ def test_names_for_a_model():
     assert class_names_for(2, ["cat", "dog"]) == ["cat", "dog"]
     with pytest.raises(InputError, match="one name per model output"):
         class_names_for(3, ["cat", "dog"])
+
+
+def test_names_known_offline_are_the_demo_models_and_imagenets_else_none():
+    assert known_class_names(cw.demo.load_model(), 5) == ["circle", "square", "triangle", "cross", "star"]
+    assert known_class_names(cw.demo.load_model("digits"), 10) == [str(digit) for digit in range(10)]
+    inputs = keras.Input((4,))
+    unnamed = keras.Model(inputs, keras.layers.Dense(5)(inputs))
+    assert known_class_names(unnamed, 5) is None
+    imagenet_sized = keras.Model(inputs, keras.layers.Dense(1000)(inputs))
+    assert known_class_names(imagenet_sized, 1000)[386] == "African elephant"
+    assert known_class_names(cw.demo.load_model(), 7) is None  # names of another output size do not apply
+    assert known_class_names(object(), 5) is None  # no model at all: nothing known, no error

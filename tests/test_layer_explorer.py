@@ -10,7 +10,7 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import LayerExplorer
 from cnnviz_widgets.core import imaging, layer_views
 from cnnviz_widgets.core.errors import InputError, InputTypeError
-from cnnviz_widgets.widgets._base import WidgetValueError
+from cnnviz_widgets.widgets._base import PIXELATED, WidgetValueError
 from conftest import nested_cnn, small_cnn
 
 DEMO_MODEL = Path(cw.__file__).parent / "demo" / "data" / "shapes.keras"
@@ -39,9 +39,9 @@ def click_map(explorer, row, column):
 
 
 def tiled(values, columns) -> np.ndarray:
-    """Maps of values in [0, 1] as viridis tiles with white gaps; the gaps take the
-    palette's last row, so the top colour shows as the one below it."""
-    return imaging.grid(imaging.colormap(np.minimum(values, 254 / 256), "viridis"), columns=columns, fill=255)
+    """Maps of values in [0, 1] as viridis tiles with white gaps; the gaps and a dead tile's
+    stripes take the palette's last three rows, so the top colours show as the one below them."""
+    return imaging.grid(imaging.colormap(np.minimum(values, 252 / 256), "viridis"), columns=columns, fill=255)
 
 
 def is_shown(widget, part) -> bool:
@@ -107,6 +107,9 @@ def test_demo_model():
     model = cw.demo.load_model()
     demo_images, _ = cw.demo.load_images()
     explorer = LayerExplorer(model, demo_images[:4])
+    first, explorer.layer = explorer.layer, "predictions"  # the demo model's class names, known offline, without class_names
+    assert list(explorer.signal_chart.bars.x) == cw.demo.class_names()
+    explorer.layer = first
     explorer.image_index = 3
     expected = cw.activations(model, demo_images[3:4], layers=explorer.layer)[explorer.layer][0]
     np.testing.assert_allclose(explorer.activation, expected, atol=1e-5)
@@ -133,8 +136,10 @@ def test_input_image_is_the_raw_image(model, images):
     explorer.image_index = 2
     raw = imaging.to_uint8_image(images[2])
     np.testing.assert_array_equal(explorer.panels()[0], raw)
-    factor = 256 // 16
-    np.testing.assert_array_equal(imaging.from_png(explorer.input_view.value), imaging.upscale(raw, factor))
+    # Sent at its own size; the browser enlarges it with whole pixels.
+    np.testing.assert_array_equal(imaging.from_png(explorer.input_view.value), raw)
+    assert PIXELATED in explorer.input_view._dom_classes and explorer.input_view.layout.width == "256px"
+    assert any(f".{PIXELATED} {{ image-rendering: pixelated; }}" in getattr(child, "value", "") for child in explorer.children)
 
 
 def test_shows_raw_images_and_feeds_preprocessed_ones(model, images):
@@ -370,6 +375,12 @@ def test_the_output_layers_bars_are_named_by_class(model, images):
     names = ["circle", "square", "triangle", "star", "cross"]
     explorer = LayerExplorer(model, images, class_names=names, layer="predictions")
     assert list(explorer.signal_chart.bars.x) == names
+    assert explorer.signal_chart.x_axis.label == ""  # the names say what the bars are
+    unnamed = LayerExplorer(model, images, layer="predictions")  # no names known: numbers, said to be class indices
+    assert list(unnamed.signal_chart.bars.x) == [str(c) for c in range(5)]
+    assert unnamed.signal_chart.x_axis.label == "class index"
+    unnamed.view = "images"
+    assert unnamed.signal_chart.x_axis.label == "image"
     explorer.layer = "conv2"  # not the output: its channels keep their numbers
     assert list(explorer.means_chart.bars.x) == [str(c) for c in range(12)]
     with pytest.raises(InputError, match="class_names has 2 names"):
@@ -419,7 +430,10 @@ def test_a_dead_channel_shows_flat_without_nan(images):
     assert not is_shown(explorer, explorer.color_bar.figure)
     assert "dead (0 everywhere)" in explorer.readout.value
     explorer.view = "grid"
-    np.testing.assert_array_equal(shown_map(explorer)[:14, :14], imaging.colormap(np.zeros((14, 14))))
+    # Its tile is striped gray, not a colour that would read as a value, and the readout says why.
+    stripes = {tuple(pixel) for pixel in shown_map(explorer)[:14, :14].reshape(-1, 3)}
+    assert stripes == {tuple(colour) for colour in layer_views.HATCH_COLOURS}
+    assert "striped gray: dead (0 everywhere): channel 0" in explorer.readout.value
     assert "nan" not in explorer.readout.value.lower()
 
 

@@ -52,7 +52,9 @@ def test_a_click_on_the_grid_names_the_channel_and_the_position_in_its_map(model
     assert shown.locate(2, 7 * tile + 4) == Pick((2, 4), channel=7)
     assert shown.locate(2, 7 * tile + 5) is None  # the white gap
     first = (conv2[..., 0] - conv2[..., 0].mean()) / conv2[..., 0].std() * 64 + 128
-    np.testing.assert_allclose(shown.picture()[:5, :5], imaging.colormap(np.clip(first, 0, 255) / 255), atol=3)
+    top = layer_views.HATCH_ROWS[0] - 1  # the palette's last rows are the stripes' grays and the gaps' white
+    expected = imaging.colormap(np.minimum(np.clip(first, 0, 255) / 255, top / 256))
+    np.testing.assert_allclose(shown.picture()[:5, :5], expected, atol=3)
 
 
 def test_a_click_on_the_images_view_names_the_image(model, images, cache):
@@ -111,7 +113,7 @@ def test_the_most_active_channel_has_the_largest_mean_absolute_value():
     assert layer_views.most_active_channel(np.array([0.1, -0.7, 0.3])) == 1  # units of a Dense layer
 
 
-def test_a_dead_channel_is_said_dead_and_drawn_in_the_bottom_colour(images):
+def test_a_dead_channel_is_said_dead_and_drawn_in_the_bottom_colour_striped_in_the_grid(images):
     inputs = keras.Input((16, 16, 3))
     conv = keras.layers.Conv2D(3, 3, activation="relu", name="conv")
     model = keras.Model(inputs, conv(inputs))
@@ -125,8 +127,25 @@ def test_a_dead_channel_is_said_dead_and_drawn_in_the_bottom_colour(images):
     shown = layer_views.content(cache, settings(layer="conv", channel=1, image_index=0))
     np.testing.assert_array_equal(shown.picture(), imaging.colormap(np.zeros((14, 14))))
     assert shown.scale is None  # no contrast: no colour scale to read
-    grid = layer_views.content(cache, settings(layer="conv", view="grid", image_index=0))
-    np.testing.assert_array_equal(grid.picture()[:14, 15:29], imaging.colormap(np.zeros((14, 14))))
+    # In the grid its tile is striped gray, in both normalizations: a colour would read as a value.
+    grays = {tuple(colour) for colour in layer_views.HATCH_COLOURS}
+    for normalization in ("channel", "layer"):
+        grid = layer_views.content(cache, settings(layer="conv", view="grid", image_index=0, normalization=normalization))
+        for index in range(3):
+            colours = {tuple(pixel) for pixel in grid.picture()[:14, index * 15 : index * 15 + 14].reshape(-1, 3)}
+            assert colours == grays if index == 1 else colours.isdisjoint(grays), (normalization, index)
+
+
+def test_dead_channels_are_the_channels_0_everywhere_within_the_tolerance():
+    activation = np.random.default_rng(5).uniform(1, 2, (4, 4, 5)).astype(np.float32)
+    activation[..., 1] = 0
+    activation[..., 3] = 1e-9  # a few ulps of a bias after a dead ReLU
+    activation[0, 0, 4] = 0  # one zero is not a dead channel
+    expected = [layer_views.is_dead(activation[..., c], activation) for c in range(5)]
+    assert expected == [False, True, False, True, False]
+    assert list(layer_views.dead_channels(activation)) == expected
+    assert layer_views.grid_dead_note(activation, 0) == " · striped gray: dead (0 everywhere): channels 1, 3"
+    assert layer_views.grid_dead_note(activation[..., [0, 2]], 0) == ""
 
 
 def test_every_picture_says_what_its_colours_mean(model, images, cache):
@@ -152,11 +171,18 @@ def test_a_grid_shows_the_page_of_the_selected_channel():
     assert layer_views.grid_channels(activation[0], 140) == range(150)  # 1-D: one thin row per channel, all shown
 
 
-def test_the_output_layers_bars_take_the_class_names(cache):
+def test_the_output_layers_bars_take_the_class_names(model, cache):
     names = ["circle", "square", "triangle", "star", "cross"]
-    shown = layer_views.content(cache, settings(layer="predictions", channel=2), unit_names=names)
-    assert shown.labels == names
-    assert layer_views.content(cache, settings(layer="predictions", channel=2)).labels is None
+    classes = layer_views.class_output(model, cache.graph, names)
+    assert classes == layer_views.ClassOutput("predictions", names)
+    shown = layer_views.content(cache, settings(layer="predictions", channel=2), classes=classes)
+    assert (shown.labels, shown.x_label) == (names, "")
+    # No names given nor known offline: the bars are numbered, and the axis says the numbers are class indices.
+    unnamed = layer_views.class_output(model, cache.graph)
+    assert unnamed == layer_views.ClassOutput("predictions", None)
+    shown = layer_views.content(cache, settings(layer="predictions", channel=2), classes=unnamed)
+    assert (shown.labels, shown.x_label) == (None, "class index")
+    assert layer_views.content(cache, settings(layer="predictions", channel=2)).x_label == "unit"
 
 
 def test_grid_page_note_names_the_page_only_when_the_layer_needs_several():

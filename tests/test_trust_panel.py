@@ -33,9 +33,11 @@ def test_the_curves_are_faithfulness_of_the_map_shown_next_to_its_baselines(mode
     viewer = GradCamViewer(model, image, top_k=2)
     panel = viewer.trust_panel
     assert all(chart.figure.title.endswith("not run yet") for chart in panel.curve_charts.values())
+    assert panel.status.value == "" and panel.progress.layout.display == "none"  # no empty bar before a run
     job = panel.run("curves")
     job.wait()
-    assert job.outcome == "done" and panel.status.value == "done"
+    assert job.outcome == "done" and panel.status.value == "Deletion / insertion: done"
+    assert panel.progress.layout.display == "none"
     assert (panel.progress.value, panel.progress.max) == (2, 2)
     for metric, chart in panel.curve_charts.items():
         expected = cw.faithfulness(model, image[None], viewer.class_index, viewer.heatmap[None], metric, 20)
@@ -47,6 +49,8 @@ def test_the_curves_are_faithfulness_of_the_map_shown_next_to_its_baselines(mode
         assert f"{metric} ({expected.better} area is better)" == chart.figure.title
         key = f"map {expected.auc[0]:.3f}</span> &nbsp; .*random {baselines['random'].auc[0]:.3f}</span> &nbsp; .*centre {baselines['centre'].auc[0]:.3f}"
         assert re.search(key, chart.key.value), chart.key.value
+    viewer.method = "hirescam"  # another map: its checks are not run, and the line no longer says "done"
+    assert panel.status.value == "" and panel.progress.layout.display == "none"
 
 
 def test_the_cascade_shows_each_randomised_map_with_its_rank_correlation(model, image):
@@ -72,9 +76,11 @@ def test_checks_are_kept_per_map_and_shown_again_without_a_job(model, image):
     first_class = viewer.class_index
     viewer.class_index = viewer.predictions[1][0]
     assert all(chart.figure.title.endswith("not run yet") for chart in panel.curve_charts.values())
+    assert panel.status.value == ""  # no "done" beside the cleared curves
     job = panel.job
     viewer.class_index = first_class
     assert panel.job is job  # nothing ran again
+    assert panel.status.value == "Deletion / insertion: done"
     assert [list(chart.lines.y[0]) for chart in panel.curve_charts.values()] == shown
     assert panel._checks.result("curves", MapSettings("gradcam", viewer.layer, first_class, False)) is not None
 
@@ -107,7 +113,7 @@ def test_a_failing_check_says_why_in_the_panel(model, image, monkeypatch):
     job = viewer.trust_panel.run("curves")
     with pytest.raises(cw.core.errors.CnnvizError):
         job.wait()
-    assert viewer.trust_panel.status.value.startswith('<span style="color:#b00020">failed: ')
+    assert viewer.trust_panel.status.value.startswith('<span style="color:#b00020">Deletion / insertion failed: ')
 
 
 def test_map_checks_keep_the_last_ones_used_and_name_the_checks(model, image, monkeypatch):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import weakref
 from pathlib import Path
 
 from .errors import InputError, InputTypeError
 
 IMAGENET_CLASSES = Path(__file__).resolve().parent.parent / "data" / "imagenet_classes.json"
+_REMEMBERED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its class names
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,3 +34,20 @@ def class_names_for(num_classes: int, class_names=None) -> list[str]:
     if num_classes == 1000:
         return [name.replace("_", " ") for name in imagenet_class_names()]
     return [f"class {i}" for i in range(num_classes)]
+
+
+def remember_class_names(model, names) -> None:
+    """Name ``model``'s classes for the views that label them by default (the demo loader does)."""
+    _REMEMBERED[model] = tuple(str(name) for name in names)
+
+
+def known_class_names(model, num_classes: int) -> list[str] | None:
+    """The names of ``model``'s ``num_classes`` classes known offline: remembered for it, or
+    ImageNet's for 1000 classes; None where only their indices are known."""
+    try:
+        remembered = _REMEMBERED.get(model)
+    except TypeError:  # a model not weakly referable: nothing was remembered for it
+        remembered = None
+    if remembered is not None and len(remembered) == num_classes:
+        return list(remembered)
+    return class_names_for(1000) if num_classes == 1000 else None

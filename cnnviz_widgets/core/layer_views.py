@@ -34,6 +34,7 @@ import numpy as np
 
 from . import imaging
 from .activation_cache import ActivationCache
+from .class_names import class_names_for, known_class_names
 from .inputs import as_images, image_shape
 
 VIEWS = ("channel", "grid", "images")
@@ -46,6 +47,8 @@ GRID_COLUMNS = 8
 GRID_MAX_WIDTH_PX = 775
 GRID_PAGE = 4 * GRID_COLUMNS  # channels a grid shows at once: 4 rows of tiles
 GAP_ROW = 255  # the palette row of the white gaps between tiles
+HATCH_ROWS = (GAP_ROW - 2, GAP_ROW - 1)  # the palette rows of a dead channel's gray stripes
+HATCH_COLOURS = ((200, 200, 200), (150, 150, 150))
 # A channel within this fraction of the layer's largest |value| of 0 everywhere is
 # dead: float rounding leaves dead ReLU outputs at 0 exactly, but a bias or a batch
 # norm after it can shift them by a few ulps.
@@ -107,6 +110,7 @@ class Signal:
     selected: int | None
     locate: Callable[[int], Pick]
     labels: list[str] | None = None  # of the bars; None: their indices
+    x_label: str = ""  # what a bar is
 
     def picture(self) -> np.ndarray:
         """A static stand-in for the chart, one bar per value."""
@@ -133,16 +137,36 @@ def content_key(settings: Settings, activation: np.ndarray) -> tuple:
     )
 
 
+@dataclass(frozen=True)
+class ClassOutput:
+    """The layer whose units are the model's classes, and their names (None: only their indices are known)."""
+
+    path: str
+    names: list[str] | None
+
+
+def class_output(model, graph, class_names=None) -> ClassOutput | None:
+    """The model's first output if it scores classes (one value per class), named by ``class_names``
+    or by the names known offline (a demo model's, ImageNet's for 1000 classes)."""
+    path = graph.output_path(0)
+    shape = graph.info(path).output_shape
+    if len(shape) != 2:
+        return None
+    if class_names is not None:
+        return ClassOutput(path, class_names_for(shape[-1], class_names))
+    return ClassOutput(path, known_class_names(model, shape[-1]))
+
+
 def content(
-    cache: ActivationCache, settings: Settings, probe: tuple[int, ...] | None = None, unit_names: list[str] | None = None
+    cache: ActivationCache, settings: Settings, probe: tuple[int, ...] | None = None, classes: ClassOutput | None = None
 ) -> Picture | Signal:
     """The picture or chart of the map area; ``probe`` is the last clicked step of a 1-D channel;
-    ``unit_names`` label the bars of a layer's units (class names, for an output layer)."""
+    ``classes`` says which layer's units are classes, and their names."""
     activation = cache.for_image(settings.image_index)[settings.layer]
     if activation.ndim == 1:
         if settings.view == "images":
             return _units_across_images(cache, settings)
-        return _units(activation, settings, unit_names)
+        return _units(activation, settings, classes)
     if settings.view == "images":
         return _channel_across_images(cache, settings, activation)
     if settings.view == "grid":
@@ -192,6 +216,22 @@ def is_dead(values: np.ndarray, activation: np.ndarray) -> bool:
     """Whether channel ``values`` of layer output ``activation`` is 0 everywhere, within DEAD_TOLERANCE."""
     peak = np.abs(values).max()
     return bool(peak == 0 or peak <= DEAD_TOLERANCE * layer_peak(activation))
+
+
+def dead_channels(activation: np.ndarray) -> np.ndarray:
+    """One bool a channel (unit) of one image's layer output: whether it is dead, as :func:`is_dead` says."""
+    flat = activation.reshape(-1, activation.shape[-1])
+    peaks = np.maximum(flat.max(axis=0), -flat.min(axis=0))
+    return (peaks == 0) | (peaks <= DEAD_TOLERANCE * layer_peak(activation))
+
+
+def grid_dead_note(activation: np.ndarray, channel: int) -> str:
+    """For a grid: which of its tiles are dead channels, drawn as gray stripes ("" when none is)."""
+    page = grid_channels(activation, channel)
+    dead = [str(page.start + index) for index in np.flatnonzero(dead_channels(activation)[page.start : page.stop])]
+    if activation.ndim < 3 or not dead:
+        return ""
+    return f" · striped gray: dead (0 everywhere): channel{'s' if len(dead) > 1 else ''} {', '.join(dead)}"
 
 
 _PEAKS: dict[int, float] = {}  # id of a live layer output -> its largest |value|
@@ -274,13 +314,18 @@ def layer_label(info) -> str:
 # -- the contents of the map area ----------------------------------------------------
 
 
-def _units(activation, settings: Settings, names: list[str] | None) -> Signal:
+def _units(activation, settings: Settings, classes: ClassOutput | None) -> Signal:
+    is_classes = classes is not None and classes.path == settings.layer
+    names = classes.names if is_classes else None
     return Signal(
         title=f"{settings.layer}: value of every unit",
         values=activation,
         selected=settings.channel,
         locate=lambda unit: Pick(None, channel=unit),
-        labels=names if names is not None and len(names) == len(activation) else None,
+        labels=names,
+        # Unnamed classes' bars are numbered: say that the numbers are class indices (names need no
+        # title, which their slanted labels would run into).
+        x_label=("" if names else "class index") if is_classes else "unit",
     )
 
 
@@ -290,6 +335,7 @@ def _units_across_images(cache: ActivationCache, settings: Settings) -> Signal:
         values=cache.for_layer(settings.layer)[:, settings.channel],
         selected=settings.image_index,
         locate=lambda image: Pick(None, image=image),
+        x_label="image",
     )
 
 
@@ -299,6 +345,7 @@ def _channel_along_steps(activation, settings: Settings, probe) -> Signal:
         values=activation[:, settings.channel],
         selected=None if probe is None else probe[0],
         locate=lambda step: Pick((step,)),
+        x_label="step",
     )
 
 
@@ -338,6 +385,7 @@ def _all_channels(activation, settings: Settings) -> Picture:
         settings.colormap,
         lambda tile, probe: Pick(probe, channel=page.start + tile),
         scale,
+        hatched=dead_channels(activation)[page.start : page.stop],
     )
 
 
@@ -379,16 +427,21 @@ def _coloured(values, colormap: str, locate, scale: ColourScale | None = None) -
     return Picture(imaging.colormap_index(values), imaging.colormap_table(colormap), locate, scale)
 
 
-def _tiled(values, columns: int, map_shape, colormap: str, pick, scale: ColourScale | None) -> Picture:
+def _tiled(values, columns: int, map_shape, colormap: str, pick, scale: ColourScale | None, hatched=None) -> Picture:
     """Tiles of values in [0, 1], coloured, as one grid picture with white gaps.
 
     The maps had ``map_shape`` (height, width) before they shrank to tiles; a click
     on a tile is ``pick(tile, (row, column))`` with the position in the full-size map.
-    The palette's last row is the gaps' white, so the colormap's top colour gives
-    way to the one just below it (one 256th of the range, not visible).
+    The tiles where ``hatched`` (one bool a tile) is true are gray stripes: dead
+    channels, which a colour would show as a value. The palette's last row is the
+    gaps' white and the two before it the stripes' grays, so the colormap's top colours
+    give way to the one just below them (three 256ths of the range, not visible).
     """
-    rows = np.minimum(imaging.colormap_index(values), GAP_ROW - 1)
-    palette = np.concatenate([imaging.colormap_table(colormap)[:GAP_ROW], [[imaging.WHITE] * 3]]).astype(np.uint8)
+    rows = np.minimum(imaging.colormap_index(values), HATCH_ROWS[0] - 1)
+    if hatched is not None and np.any(hatched):
+        rows[np.asarray(hatched)] = _stripes(rows.shape[1:])
+    colours = [imaging.colormap_table(colormap)[: HATCH_ROWS[0]], HATCH_COLOURS, [[imaging.WHITE] * 3]]
+    palette = np.concatenate(colours).astype(np.uint8)
     layout = imaging.GridLayout.for_tiles(len(rows), rows.shape[1:], columns)
     height, width = map_shape
 
@@ -400,6 +453,13 @@ def _tiled(values, columns: int, map_shape, colormap: str, pick, scale: ColourSc
         return pick(index, ((row - top) * height // layout.tile_height, (column - left) * width // layout.tile_width))
 
     return Picture(imaging.grid(rows, columns, fill=GAP_ROW), palette, locate, scale)
+
+
+def _stripes(shape) -> np.ndarray:
+    """Diagonal stripes of the two HATCH_ROWS over a tile of ``shape``, each about a 16th of the tile wide."""
+    rows, columns = np.indices(shape)
+    width = max(1, max(shape) // 16)
+    return np.where((rows + columns) // width % 2 == 0, *HATCH_ROWS).astype(np.uint8)
 
 
 def _tile_side(columns: int) -> int:

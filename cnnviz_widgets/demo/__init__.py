@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.class_names import remember_class_names
 from ..core.errors import CnnvizError
 from ..core.loading import load_model as _load_model_file
 from . import shapes
@@ -44,8 +45,10 @@ def _checked(name: str) -> str:
 
 
 def load_model(name: str = "shapes"):
-    """A trained ``keras.Model``, freshly loaded on every call so edits never leak."""
-    return _load_model_file(_DATA_DIR / f"{_checked(name)}.keras")
+    """A trained ``keras.Model``, freshly loaded on every call so edits never leak; views name its classes."""
+    model = _load_model_file(_DATA_DIR / f"{_checked(name)}.keras")
+    remember_class_names(model, class_names(name))
+    return model
 
 
 @functools.lru_cache(maxsize=None)

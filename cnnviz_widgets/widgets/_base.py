@@ -113,14 +113,15 @@ class VisualizerWidget(widgets.VBox):
         self.error = message
         raise WidgetValueError(message)
 
-    def _bind(self, control, name: str, shown=lambda value: value):
-        """Link a control to trait ``name``; a refused value is taken back out of the control."""
+    def _bind(self, control, name: str, shown=lambda value: value, taken=lambda value: value):
+        """Link a control to trait ``name``; a refused value is taken back out of the control.
+        The control shows ``shown(trait value)``; its own value sets the trait to ``taken(value)``."""
 
         def to_trait(change):
             if change["new"] == shown(getattr(self, name)):
                 return  # the control only caught up with the trait
             try:
-                setattr(self, name, change["new"])
+                setattr(self, name, taken(change["new"]))
             except WidgetValueError:  # refuse() has shown why
                 control.value = shown(getattr(self, name))
 

@@ -12,7 +12,8 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..core import imaging
-from ..core.attribution.explanation import MAX_COMPARED
+from ..core.attribution import METHODS
+from ..core.attribution.explanation import MAX_COMPARED, method_title
 from ._base import image_view, show
 from ._charts import ColorBar
 
@@ -68,3 +69,21 @@ class MethodComparison:
     def pictures(self) -> list[np.ndarray]:
         """The maps shown, colour-mapped uint8 RGB, left to right."""
         return [imaging.colormap(heatmap, self.colormap) for heatmap in self.maps]
+
+
+def method_tags(methods: list[str]) -> widgets.TagsInput:
+    """The compare box: TagsInput has no (label, value) pairs, so its tags are the methods' titles
+    ("Grad-CAM", as the captions say), which :func:`method_titles` and :func:`method_ids` translate."""
+    return widgets.TagsInput(
+        value=method_titles(methods), allowed_tags=method_titles(METHODS), placeholder="compare methods"
+    )
+
+
+def method_titles(methods) -> list[str]:
+    return [method_title(method) for method in methods]
+
+
+def method_ids(titles) -> list[str]:
+    """The methods of ``titles``; a title of no method stays as it is, for the viewer to refuse."""
+    ids = {method_title(method): method for method in METHODS}
+    return [ids.get(title, title) for title in titles]

@@ -47,8 +47,10 @@ class TrustPanel:
             button.on_click(lambda _, check=check: self.run(check))
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.stop_button.on_click(lambda _: self.job.stop() if self.job is not None else None)
-        self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="160px"))
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="160px", display="none"))
         self.status = widgets.HTML()
+        self._check = ""  # of self.job
+        self._line: tuple[MapSettings, str] | None = None  # the last check's map, and what the line says of it
         self.curve_charts = {metric: CurveChart(metric) for metric in METRICS}
         self.cascade_row = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", overflow="visible"))
         self.cascade_caption = widgets.HTML()
@@ -71,9 +73,10 @@ class TrustPanel:
             self.job.stop()
         settings, heatmap = self._current()
         self.progress.value, self.progress.max = 0, 1
-        self.status.value = f"{CHECK_LABELS[check].lower()} running…"
         self.stop_button.disabled = False
         self.job = self._checks.job(check, settings, heatmap, on_progress=self._report, on_finish=self._on_finish)
+        self._check = check  # of self.job
+        self._say(settings, f"{CHECK_LABELS[check]}: running…")
         return self.job.start()
 
     def show_for(self, settings: MapSettings):
@@ -83,6 +86,7 @@ class TrustPanel:
             for metric, chart in self.curve_charts.items():
                 chart.show(None if curves is None else curves[metric])
             self._show_cascade(self._checks.result("cascade", settings))
+            self._show_line(settings)
 
     # The job's callbacks run in its thread; they draw only while the job is still this panel's.
 
@@ -95,13 +99,28 @@ class TrustPanel:
             if job is not self.job:
                 return
             self.stop_button.disabled = True
+            what = CHECK_LABELS[self._check]
             if job.outcome == "failed":
-                self.status.value = f'<span style="color:#b00020">failed: {html.escape(str(job.error))}</span>'
+                text = f'<span style="color:#b00020">{what} failed: {html.escape(str(job.error))}</span>'
             else:
-                self.status.value = job.outcome
+                text = f"{what}: {job.outcome}"
+            self._say(self._line[0], text)
             self.show_for(self._current()[0])
             if job.outcome == "stopped" and isinstance(job.result, CascadeView):  # a stopped cascade is shown, not kept
                 self._show_cascade(job.result)
+
+    def _say(self, settings: MapSettings, text: str):
+        """What the line says of the check of ``settings``' map; shown while that map is."""
+        self._line = (settings, text)
+        self._show_line(settings)
+
+    def _show_line(self, settings: MapSettings):
+        """The line of the last check, if it is of the map shown: a cleared check leaves no "done" beside it.
+        The bar shows only while that check runs: before any, it was an empty grey box."""
+        described = self._line is not None and self._line[0] == settings
+        self.status.value = self._line[1] if described else ""
+        running = described and self.job is not None and not self.job.finished
+        self.progress.layout.display = None if running else "none"
 
     def _show_cascade(self, cascade):
         if cascade is None:

@@ -236,13 +236,14 @@ class ChannelCard(VisualizerWidget):
                 settings = self._pattern_settings()
             except CnnvizError as error:
                 self._pattern_caption.value = f"<b>feature visualisation</b><br><i>{html.escape(str(error))}</i>"
+                self.progress.layout.display = "none"
                 return
             computed = self._pattern_cache.patterns(settings).get(self.channel)
             if computed is None:
                 self._pattern_caption.value = "<b>feature visualisation</b><br><small>computing…</small>"
                 self._start_job(settings)
                 return
-            self.progress.value = self.progress.max
+            self.progress.layout.display = "none"  # the caption says it is done: a full bar said nothing more
             self._pattern_caption.value = (
                 f"<b>feature visualisation</b><br><small>mean activation {computed.start_loss:.3g} → "
                 f"{computed.final_loss:.3g} in {PATTERN_STEPS} steps</small>"
@@ -256,6 +257,7 @@ class ChannelCard(VisualizerWidget):
         search = PatternSearch.shared(self._cards.model, self.layer, preprocess=self._preprocess)
         job = PatternJob(search, settings, [self.channel], self._pattern_cache, on_step=self._report, on_finish=self._finished)
         self.progress.value, self.progress.max = 0, job.total_steps
+        self.progress.layout.display = None
         self._job = job
         job.start()
 
@@ -285,6 +287,7 @@ class ChannelCard(VisualizerWidget):
             return
         if job.error is not None:
             self._pattern_caption.value = f"<b>feature visualisation</b><br><i>{html.escape(str(job.error))}</i>"
+            self.progress.layout.display = "none"
         elif job.settings == self._pattern_settings() and self.channel in job.filters:
             self._show_pattern()
 

@@ -245,7 +245,8 @@ def _equation_html(number, grid_channels: list[int]) -> str:
     """The sum as a reader checks it by hand: grids per input channel, then the channel sums, bias and activation.
 
     Each input channel is a row that wraps (patch × kernel = products → sum), so a narrow cell
-    puts the products under the patch instead of cutting them off.
+    puts the products under the patch instead of cutting them off; "= products → sum" wraps as
+    one piece (in a 1000-px window the sum alone went under the grids).
     """
     shown = np.asarray(grid_channels)
     grids = {
@@ -263,8 +264,9 @@ def _equation_html(number, grid_channels: list[int]) -> str:
         )
         rows.append(
             f"<div style='{_LABEL}'>input channel {number.input_channels[index]}</div>"
-            f"<div style='{_ROW}'>{patch}<span style='{_SIGN}'>×</span>{kernel}<span style='{_SIGN}'>=</span>{products}"
-            f"<span style='{_SUM}'>→ sum <b>{_text(number.channel_sums[index])}</b></span></div>"
+            f"<div style='{_ROW}'>{patch}<span style='{_SIGN}'>×</span>{kernel}"
+            f"<div style='{_ROW};flex-wrap:nowrap'><span style='{_SIGN}'>=</span>{products}"
+            f"<span style='{_SUM}'>→ sum <b>{_text(number.channel_sums[index])}</b></span></div></div>"
         )
     sums = number.channel_sums
     if len(sums) <= ALL_INPUT_CHANNELS_UP_TO:
@@ -303,7 +305,7 @@ def _captioned_grid(caption: str, grid: str) -> str:
 
 
 def _grid_html(values, bound: float, padded, numbers: bool) -> str:
-    side = 50 if numbers else 14
+    side = 44 if numbers else 14  # three 3×3 grids of numbers, the signs and the sum in one row of a 560-px cell
     cells = signed_cells(values, bound)
     rows = []
     for i, row in enumerate(values):
@@ -314,7 +316,7 @@ def _grid_html(values, bound: float, padded, numbers: bool) -> str:
             tip = "zero padding (outside the input)" if is_padding else _text(value, digits=6)
             tds.append(
                 f"<td title='{tip}' style='background:{background};color:{text};width:{side}px;min-width:{side}px;"
-                f"height:{22 if numbers else side}px;text-align:center;font:12px monospace;padding:0'>"
+                f"height:{22 if numbers else side}px;text-align:center;font:11px monospace;padding:0'>"
                 f"{_text(value) if numbers else ''}</td>"
             )
         rows.append(f"<tr>{''.join(tds)}</tr>")

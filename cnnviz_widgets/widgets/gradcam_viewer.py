@@ -27,7 +27,7 @@ from ._base import Choice, VisualizerWidget, checks, image_view, pixelated_style
 from ._charts import BarChart, ColorBar
 from ._closing import stop_and_join
 from ._map_job import MapJobLine
-from ._method_compare import MethodComparison
+from ._method_compare import MethodComparison, method_ids, method_tags, method_titles
 from ._trust_panel import TrustPanel
 
 HEATMAP_COLORMAP = "jet"
@@ -141,7 +141,7 @@ class GradCamViewer(VisualizerWidget):
         self.layer_menu = widgets.Dropdown(options=self.layer_names, value=self.layer, description="layer")
         self.alpha_slider = widgets.FloatSlider(value=self.alpha, min=0, max=1, step=0.05, description="alpha")
         self.method_menu = widgets.Dropdown(options=[(method_title(m), m) for m in METHODS], value=self.method, description="method")
-        self.compare_box = widgets.TagsInput(value=self.compare, allowed_tags=list(METHODS), placeholder="compare methods")
+        self.compare_box = method_tags(self.compare)
         self.evidence_buttons = widgets.ToggleButtons(
             options=[(label, value) for value, label in EVIDENCE_LABELS.items()],
             value=self.evidence,
@@ -153,9 +153,9 @@ class GradCamViewer(VisualizerWidget):
             (self.alpha_slider, "alpha"),
             (self.evidence_buttons, "evidence"),
             (self.method_menu, "method"),
-            (self.compare_box, "compare"),
         ):
             self._bind(control, name)
+        self._bind(self.compare_box, "compare", shown=method_titles, taken=method_ids)
         widgets.dlink((self, "method"), (self.layer_menu, "disabled"), lambda method: not method_uses_layer(method))
         widgets.dlink((self, "method"), (self.evidence_buttons, "disabled"), lambda method: not method_has_counterfactual(method))
         show(self._image_view, self._picture)

@@ -21,10 +21,9 @@ from traitlets import Int, Unicode, observe
 
 from ..core import imaging, layer_views
 from ..core.activation_cache import ActivationCache
-from ..core.class_names import class_names_for
 from ..core.errors import InputError, UnknownLayerError
 from ..core.layer_views import NORMALIZATIONS, VIEWS, Pick, Picture, Settings, Signal
-from ._base import Choice, VisualizerWidget, checks, image_view, show
+from ._base import Choice, VisualizerWidget, checks, image_view, pixelated_style, show
 from ._charts import BarChart, ColorBar, PictureFigure
 
 COMMON_COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "gray_r", "jet", "RdBu_r")
@@ -34,7 +33,7 @@ MAP_BOX_PX = 320
 # figure's height: wider boxes left a blank band under the grid in a 560-px cell.
 GRID_BOX_PX = 640
 CONTENTS_KEPT = 32  # pictures kept for instant revisits: a grid page is ~0.3 MB
-INPUT_BOX_PX = 256
+INPUT_BOX_PX = 256  # the input's width on the page; the browser enlarges the image's own pixels
 
 
 class LayerExplorer(VisualizerWidget):
@@ -43,9 +42,9 @@ class LayerExplorer(VisualizerWidget):
     ``LayerExplorer(model, images, *, preprocess=None, class_names=None, **traits)``:
     ``images`` are the raw pixels shown to the user, a batch (N, H, W, C) or one image;
     ``preprocess`` (called once on the whole batch) maps them to what the model takes;
-    ``class_names`` label the bars of the model's (first) output layer (a 1000-unit
-    output gets the ImageNet names without them); any trait below may be given as a
-    keyword. Set the traits from code or with the controls:
+    ``class_names`` label the bars of the model's (first) output layer (without them, a
+    demo model's or a 1000-unit output's known names, else "class index" numbers); any
+    trait below may be given as a keyword. Set the traits from code or with the controls:
 
     - ``layer``: one of ``layer_names``; the first layer with a 4-D output by default.
       Changing it keeps ``channel`` when the new layer has it, else the last channel.
@@ -75,7 +74,7 @@ class LayerExplorer(VisualizerWidget):
     def __init__(self, model, images, *, preprocess=None, class_names=None, **traits):
         self.cache = ActivationCache(model, images, preprocess)
         self.layer_names = list(self.cache.graph.paths)
-        self._unit_names = self._output_unit_names(class_names)
+        self._classes = layer_views.class_output(model, self.cache.graph, class_names)
         self._probe = None  # position of the last clicked value inside a channel map
         self._content = None
         self._content_key = None
@@ -98,21 +97,12 @@ class LayerExplorer(VisualizerWidget):
         self._picture_row = widgets.HBox(
             [self.input_view], layout=widgets.Layout(align_items="flex-start", **wrapping)
         )
-        self.children = [*self._controls, self._picture_row, self.readout]
+        self.children = [*self._controls, self._picture_row, self.readout, pixelated_style()]
         self._show_input()
         spatial = self.cache.graph.spatial_paths(4)
         self.set_traits_in_order({"layer": spatial[0] if spatial else self.layer_names[0], **traits})
         if "channel" not in traits:
             self.channel = layer_views.most_active_channel(self.activation)
-
-    def _output_unit_names(self, class_names) -> dict[str, list[str]]:
-        """The names of the bars of the model's first output, when given or known (ImageNet)."""
-        graph = self.cache.graph
-        path = graph.output_path(0)
-        shape = graph.info(path).output_shape
-        if len(shape) != 2 or (class_names is None and shape[-1] != 1000):
-            return {}
-        return {path: class_names_for(shape[-1], class_names)}
 
     def _build_controls(self):
         self.layer_dropdown = widgets.Dropdown(
@@ -156,7 +146,7 @@ class LayerExplorer(VisualizerWidget):
             self._bind(control, name)
 
     def _build_views(self):
-        self.input_view = image_view(f"{INPUT_BOX_PX}px")
+        self.input_view = image_view(f"{INPUT_BOX_PX}px", pixelated=True)
         self.map_figure = PictureFigure(MAP_BOX_PX)
         self.map_figure.figure.layout.flex = "0 1 auto"  # a grid gives way to its colour bar
         self.map_figure.on_click(lambda row, column: self._pick(self._content.locate(row, column)))
@@ -263,7 +253,7 @@ class LayerExplorer(VisualizerWidget):
         self.readout.value = f"<b>{self._busy_sign}{html.escape(what)}</b>"
 
     def _show_input(self):
-        show(self.input_view, imaging.upscale_to(layer_views.input_picture(self.cache, self.image_index), INPUT_BOX_PX))
+        show(self.input_view, layer_views.input_picture(self.cache, self.image_index))
 
     def _show_channel_means(self):
         activation = self.activation
@@ -278,7 +268,7 @@ class LayerExplorer(VisualizerWidget):
         key = layer_views.content_key(settings, self.activation)
         if key != self._content_key:
             self._content = self._contents.pop(key, None) or layer_views.content(
-                self.cache, settings, self._probe, self._unit_names.get(self.layer)
+                self.cache, settings, self._probe, self._classes
             )
             self._contents[key] = self._content
             while len(self._contents) > CONTENTS_KEPT:
@@ -307,14 +297,14 @@ class LayerExplorer(VisualizerWidget):
         if has_scale:
             self.color_bar.show(content.scale.low, content.scale.high, self.colormap, content.scale.unit)
         if not is_picture:
-            self.signal_chart.figure.title = content.title
+            self.signal_chart.figure.title, self.signal_chart.x_axis.label = content.title, content.x_label
             labels = content.labels or _index_labels(len(content.values))
             self.signal_chart.show(labels, content.values, content.selected)
 
     def _show_readout(self):
         text = layer_views.readout(self.activation, self.layer, self.channel, self._probe)
-        page_note = layer_views.grid_page_note(self.activation, self.channel) if self.view == "grid" else ""
-        self.readout.value = html.escape(text + page_note)
+        notes = (layer_views.grid_page_note, layer_views.grid_dead_note) if self.view == "grid" else ()
+        self.readout.value = html.escape(text + "".join(note(self.activation, self.channel) for note in notes))
 
     def _pick(self, pick: Pick | None):
         """A click on a value: remember where, then select the clicked channel or image."""
