@@ -14,7 +14,7 @@ from traitlets import TraitError
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import FilterGallery, GradCamViewer, LayerExplorer
-from cnnviz_widgets.core import imaging
+from cnnviz_widgets.core import imaging, layer_views
 from cnnviz_widgets.core.errors import InputError, InputTypeError, NoKernelError, UnknownLayerError, UnsupportedModelError
 from cnnviz_widgets.widgets._base import WidgetValueError
 from cnnviz_widgets.core.attribution.explanation import FLAT_MAP_NOTE
@@ -328,15 +328,25 @@ def test_a_value_of_the_wrong_type_is_shown_like_any_refusal(model, widget, name
 # -- dead channels and constant images: finite values, the colormap's bottom colour ----
 
 
+def assert_first_map_shows_no_value(explorer, view, height, width):
+    """The first map drawn is the colormap's bottom colour, or, for a dead channel's grid tile,
+    the gray stripes that say "dead" (a colour would read as a value)."""
+    tile = explorer.panels()[1][:height, :width]
+    first = layer_views.grid_channels(explorer.activation, explorer.channel).start
+    if view == "grid" and layer_views.dead_channels(explorer.activation)[first]:
+        assert {tuple(colour) for colour in tile.reshape(-1, 3)} <= set(layer_views.HATCH_COLOURS), f"{explorer.layer} {view}"
+    else:
+        np.testing.assert_array_equal(tile, imaging.colormap(np.zeros((height, width))), err_msg=f"{explorer.layer} {view}")
+
+
 def test_layer_explorer_shows_constant_maps_of_a_black_image_in_the_bottom_colour(model):
     explorer = LayerExplorer(model, np.zeros((2, 16, 16, 3), "float32"))
     for layer in ("conv1", "bn", "pool1", "conv2", "drop"):  # every map of a black image is flat
         explorer.layer = layer
         height, width = explorer.activation.shape[:2]
-        bottom = imaging.colormap(np.zeros((height, width)))  # not mid-scale, which reads as a value
         for view in ("channel", "grid", "images"):
             explorer.view = view
-            np.testing.assert_array_equal(explorer.panels()[1][:height, :width], bottom, err_msg=f"{layer} {view}")
+            assert_first_map_shows_no_value(explorer, view, height, width)
         assert "nan" not in explorer.readout.value.lower() and "everywhere" in explorer.readout.value
     for layer in ("gap", "predictions"):
         explorer.layer = layer
@@ -347,10 +357,10 @@ def test_layer_explorer_shows_constant_maps_of_a_black_image_in_the_bottom_colou
 @pytest.mark.parametrize("dead_channels", [[0], [0, 1, 2, 3]])
 def test_layer_explorer_shows_a_dead_channel_in_the_bottom_colour_in_every_view(dead_channels):
     explorer = LayerExplorer(dead_relu_model(dead_channels), IMAGES, channel=0)
-    dead = imaging.colormap(np.zeros((14, 14)))
     for view in ("channel", "images", "grid"):
         explorer.view = view
-        np.testing.assert_array_equal(explorer.panels()[1][:14, :14], dead, err_msg=view)
+        assert_first_map_shows_no_value(explorer, view, 14, 14)
+    assert layer_views.dead_channels(explorer.activation)[0]  # so the grid's first tile was the stripes
     assert explorer.means_chart.bars.y[0] == 0 and "nan" not in explorer.readout.value.lower()
     assert "dead (0 everywhere)" in explorer.readout.value
 
