@@ -33,3 +33,17 @@ def test_names_known_offline_are_the_demo_models_and_imagenets_else_none():
     assert known_class_names(imagenet_sized, 1000)[386] == "African elephant"
     assert known_class_names(cw.demo.load_model(), 7) is None  # names of another output size do not apply
     assert known_class_names(object(), 5) is None  # no model at all: nothing known, no error
+
+
+def test_every_view_names_a_demo_models_classes_by_default():
+    model = cw.demo.load_model()
+    images = cw.demo.load_images()[0][:4]
+    assert class_names_for(5, model=model) == cw.demo.CLASS_NAMES
+    assert class_names_for(5, ["a", "b", "c", "d", "e"], model) == ["a", "b", "c", "d", "e"]  # given names win
+    viewer = cw.GradCamViewer(model, images[0])
+    card = cw.ChannelCard(model, images, k=2)
+    try:
+        assert viewer.class_names == card._cards.class_names == cw.demo.CLASS_NAMES
+    finally:
+        viewer.close()
+        card.close()

@@ -115,7 +115,7 @@ class ChannelCards:
         self._layers: OrderedDict[str, tuple[np.ndarray, object]] = OrderedDict()
         self._layers_lock = threading.Lock()  # a LayerJob adds from its thread
         self._head = graph.head(0)
-        self.class_names = class_names_for(self._head.num_classes, class_names)
+        self.class_names = class_names_for(self._head.num_classes, class_names, model)
         self._contributions: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     @property

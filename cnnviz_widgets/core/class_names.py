@@ -19,8 +19,9 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(json.loads(IMAGENET_CLASSES.read_text()))
 
 
-def class_names_for(num_classes: int, class_names=None) -> list[str]:
-    """``class_names`` if given, the ImageNet names for 1000 classes, else "class i"."""
+def class_names_for(num_classes: int, class_names=None, model=None) -> list[str]:
+    """``class_names`` if given, else the names known offline for ``model`` (see
+    :func:`known_class_names`), else "class i"."""
     if class_names is not None:
         if isinstance(class_names, str) or not hasattr(class_names, "__iter__"):
             raise InputTypeError(f"class_names must be a list of names, one per model output; got {class_names!r}.")
@@ -31,9 +32,8 @@ def class_names_for(num_classes: int, class_names=None) -> list[str]:
                 "classes; pass one name per model output."
             )
         return names
-    if num_classes == 1000:
-        return [name.replace("_", " ") for name in imagenet_class_names()]
-    return [f"class {i}" for i in range(num_classes)]
+    known = known_class_names(model, num_classes)
+    return known if known is not None else [f"class {i}" for i in range(num_classes)]
 
 
 def remember_class_names(model, names) -> None:
@@ -50,4 +50,4 @@ def known_class_names(model, num_classes: int) -> list[str] | None:
         remembered = None
     if remembered is not None and len(remembered) == num_classes:
         return list(remembered)
-    return class_names_for(1000) if num_classes == 1000 else None
+    return [name.replace("_", " ") for name in imagenet_class_names()] if num_classes == 1000 else None

@@ -48,8 +48,8 @@ class GradCamViewer(VisualizerWidget):
     takes, e.g. ``keras.applications.vgg16.preprocess_input``.
 
     Keyword-only options, fixed for the widget's life: ``class_names``, one per class
-    (without them a 1000-class model gets the ImageNet names and any other model
-    "class i"); ``top_k``, how many classes to chart (5); ``output``, the model output
+    (without them a demo model gets its own, a 1000-class model the ImageNet names and
+    any other model "class i"); ``top_k``, how many classes to chart (5); ``output``, the model output
     explained, by index, dict key or layer name (0). Probabilities are shown as the
     model's head gives them (``core/heads.py``): its own softmax or sigmoid, or a
     softmax of its logits; a one-unit output has two classes, 0 = negative and 1 = positive.
@@ -91,7 +91,7 @@ class GradCamViewer(VisualizerWidget):
         self.image = as_images(graph, raw)[0]
         self._picture = imaging.raw_image_picture(self.image)
         self._head = graph.head(output)
-        predictions = predict(graph, model_input, self._head.index, class_names, top_k)
+        predictions = predict(graph, model_input, self._head.index, class_names, top_k, model=model)
         self.probabilities = predictions.probabilities
         self.num_classes = len(self.probabilities)
         self.class_names = predictions.class_names

@@ -57,11 +57,11 @@ class Predictions:
         return labels
 
 
-def predict(graph: LayerGraph, model_input: np.ndarray, output_index: int, class_names=None, top_k: int = 5) -> Predictions:
+def predict(graph: LayerGraph, model_input: np.ndarray, output_index: int, class_names=None, top_k: int = 5, *, model=None) -> Predictions:
     """The :class:`Predictions` of ``model_input``, one prepared image as a batch of one;
-    ``class_names`` as :func:`class_names_for` takes them."""
+    ``class_names`` (or the names known for ``model``) as :func:`class_names_for` takes them."""
     probabilities = graph.probabilities([model_input], output_index)[0].astype(np.float64)
-    names = class_names_for(len(probabilities), class_names)
+    names = class_names_for(len(probabilities), class_names, model)
     top_k = checks.count("top_k", top_k, "how many classes to chart", minimum=1)
     top_classes = np.argsort(-probabilities, kind="stable")[:top_k]
     return Predictions(probabilities, names, top_classes.tolist())
