@@ -167,3 +167,10 @@ def test_grid_page_note_names_the_page_only_when_the_layer_needs_several():
     )
     assert 40 in page and len(page) < 100
     assert layer_views.grid_page_note(np.zeros((4, 4, 3), np.float32), 1) == ""
+
+
+def test_channel_means_of_large_finite_activations_stay_finite():
+    # 16 values of 3e37 sum past float32's largest (3.4e38), their mean does not.
+    activation = np.full((4, 4, 2), 3e37, np.float32)
+    activation[..., 1] = -1.0
+    np.testing.assert_allclose(layer_views.channel_means(activation), [3e37, -1.0], rtol=1e-6)

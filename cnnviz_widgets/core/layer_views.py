@@ -221,7 +221,8 @@ def grid_channels(activation: np.ndarray, channel: int) -> range:
 
 def channel_means(activation: np.ndarray) -> np.ndarray:
     """The mean of every channel (every unit's value, for a Dense layer) of one image's layer output."""
-    return activation.reshape(-1, activation.shape[-1]).mean(axis=0)
+    # float64: a float32 sum of finite values can overflow to inf.
+    return activation.reshape(-1, activation.shape[-1]).mean(axis=0, dtype=np.float64)
 
 
 def input_picture(cache: ActivationCache, image_index: int) -> np.ndarray:
