@@ -537,3 +537,26 @@ def test_demo_models(name):
     fg.compute_patterns(wait=True)
     expected = cw.filter_patterns(demo_model, fg.layer, range(4), size=None, steps=3, value_range=(0, 1))
     np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), expected)
+
+
+def test_close_waits_for_a_replaced_run_still_in_its_finish_callback(model, monkeypatch):
+    """A run is `finished` before its on_finish runs: a run replaced twice in that window must still be joined."""
+    release, show_finish = threading.Event(), FilterGallery._on_finish
+
+    def first_run_finishes_slowly(self, job):
+        if 0 in job.filters:
+            release.wait()
+        show_finish(self, job)
+
+    monkeypatch.setattr(FilterGallery, "_on_finish", first_run_finishes_slowly)
+    fg = FilterGallery(model, layer="conv2", view="patterns", channel=0, **TINY)
+    first = fg.compute_patterns()
+    job = fg._job
+    while not job.finished:
+        first.join(timeout=0.01)
+    for channel in (4, 8):  # two more runs: the second replacement prunes the stopped list
+        fg.channel = channel
+        fg.compute_patterns()
+    threading.Timer(0.3, release.set).start()
+    fg.close()
+    assert not first.is_alive()

@@ -201,7 +201,8 @@ class PatternsView:
         It still ends its current step, which holds this widget: close() waits for it."""
         if self._job is not None:
             self._job.stop()
-            self._stopped_jobs = [*(kept for kept in self._stopped_jobs if not kept.finished), self._job]
+            # Alive, not finished: `finished` is set before on_finish runs, which close() must join.
+            self._stopped_jobs = [*(kept for kept in self._stopped_jobs if kept.running), self._job]
         self._job = None
         self.compute_button.disabled, self.stop_button.disabled = False, True
         self.progress.value = 0
