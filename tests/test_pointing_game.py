@@ -58,7 +58,7 @@ def test_plateaus_and_tolerances_agree_with_every_peak_to_region_distance(tolera
     masks = rng.random((200, 12, 12)) < rng.uniform(0.005, 0.2, (200, 1, 1))
     masks[:, 6, 6] = True  # no empty region
     maps[:, 6, 6] = 1.0  # one peak in the region, the only one in some maps
-    maps[::9] = rng.choice([0.0, 1.0])  # and flat maps, all zeros or all ones
+    maps[::9] = rng.choice([0.0, 1.0], size=(len(maps[::9]), 1, 1))  # and flat maps, all zeros or all ones
     expected = _brute_force_hits(maps, masks, tolerance)
     np.testing.assert_array_equal(cw.pointing_game(maps, masks, tolerance).hits, expected)
     assert 0 < expected.sum() < len(expected) or tolerance > 12  # the cases test both outcomes
