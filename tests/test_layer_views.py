@@ -174,3 +174,9 @@ def test_channel_means_of_large_finite_activations_stay_finite():
     activation = np.full((4, 4, 2), 3e37, np.float32)
     activation[..., 1] = -1.0
     np.testing.assert_allclose(layer_views.channel_means(activation), [3e37, -1.0], rtol=1e-6)
+
+
+def test_the_peak_of_a_value_that_cannot_be_weakly_referenced_is_not_kept():
+    value = np.float32(-3.0)
+    assert layer_views.layer_peak(value) == 3.0
+    assert id(value) not in layer_views._PEAKS  # its id is reused once it is gone

@@ -199,13 +199,18 @@ _PEAKS: dict[int, float] = {}  # id of a live layer output -> its largest |value
 
 def layer_peak(activation: np.ndarray) -> float:
     """The largest |value| of a layer output (NaN or inf where it has one), scanned once while
-    that array lives (a VGG16 block1 layer took 1.7 ms a channel move): the entry goes with the array."""
+    that array lives (a VGG16 block1 layer took 1.7 ms a channel move): the entry goes with the array,
+    which must not change meanwhile (layer outputs are not written to)."""
     key = id(activation)
-    if key not in _PEAKS:
-        # From its max and min: np.abs would copy the layer.
-        _PEAKS[key] = float(max(activation.max(), -activation.min()))
+    if key in _PEAKS:
+        return _PEAKS[key]
+    peak = float(max(activation.max(), -activation.min()))  # np.abs would copy the layer
+    try:
         weakref.finalize(activation, _PEAKS.pop, key, None)
-    return _PEAKS[key]
+    except TypeError:  # not weakly referenceable (a numpy scalar): never kept under an id that gets reused
+        return peak
+    _PEAKS[key] = peak
+    return peak
 
 
 def most_active_channel(activation: np.ndarray) -> int:
