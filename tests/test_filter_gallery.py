@@ -318,11 +318,15 @@ def test_a_layer_change_lands_on_its_strongest_filter_unless_a_channel_comes_wit
     assert (fg.layer, fg.channel, fg.channel_slider.max, fg.channel_slider.value) == ("second", 5, 5, 5)
     assert "<b>filter 5</b>" in fg._weights_caption.value
     np.testing.assert_array_equal(fg._weights_filter_picture, fg._weight_page.filter_picture(5, ENLARGED_SIZE))
-    with fg.hold_trait_notifications():  # a channel set with the layer is kept
-        fg.layer, fg.channel = "first", 1
+    fg.layer, fg.channel = "first", 1  # as cw.link sets them
     assert (fg.layer, fg.channel, fg.channel_slider.value) == ("first", 1, 1)
     assert "<b>filter 1</b>" in fg._weights_caption.value
     assert FilterGallery(model, layer="second", channel=2).channel == 2
+    assert FilterGallery(model, layer="second", channel=5).channel == 5  # the strongest, set again
+    with fg.hold_trait_notifications():  # a channel set with the layer is checked against it, and kept
+        fg.layer, fg.channel = "second", 4  # the first layer has 2 filters
+    assert (fg.layer, fg.channel, fg.channel_slider.value) == ("second", 4, 4)
+    assert "<b>filter 4</b>" in fg._weights_caption.value
 
 
 def test_a_model_without_kernels_is_refused():
