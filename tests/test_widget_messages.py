@@ -90,6 +90,16 @@ def test_a_class_change_sends_the_heatmap_and_overlay_first_and_not_the_image_ag
     assert len(style) == 1 and f".{PIXELATED}" in style[0].value
 
 
+@pytest.mark.parametrize("size, crisp", [(64, True), (70, True), (71, False), (224, False)])
+def test_pictures_are_pixelated_only_where_every_panel_enlarges_them_twice(size, crisp):
+    """Panels are 140 to 256 px wide: a 224-px photo is shrunk or barely enlarged, whole pixels would be jagged."""
+    viewer = GradCamViewer(small_cnn(size=size), np.zeros((size, size, 3), np.float32))
+    for view in (viewer._image_view, viewer._heatmap_view, viewer._overlay_view):
+        assert (PIXELATED in view._dom_classes) == crisp
+    assert decoded(viewer._overlay_view).shape == (size, size, 3)  # sent at the image's size either way
+    viewer.close()
+
+
 def test_a_layer_peak_is_scanned_once_per_layer_output_and_forgotten_with_it():
     class Counting(np.ndarray):
         scans = 0
