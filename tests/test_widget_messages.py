@@ -69,6 +69,17 @@ def test_a_layer_change_sends_the_map_before_the_slider_and_the_means_chart(mode
     np.testing.assert_allclose(explorer.means_chart.bars.y, explorer.activation.mean(axis=(0, 1)), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("change", [{"image_index": 1}, {"layer": "conv1"}])
+def test_an_image_or_layer_change_sends_the_map_first_and_the_means_chart_once(model, images, sent, change):
+    explorer = LayerExplorer(model, images, layer="conv2", channel=3)
+    sent.clear()
+    explorer.set_trait(*next(iter(change.items())))
+    shown = [widget for widget, _ in sent]
+    assert shown.index(explorer.map_figure.mark) < shown.index(explorer.means_chart.bars)
+    assert shown.count(explorer.means_chart.bars) == 1  # new bars with their selection: one message
+    assert list(explorer.means_chart.bars.selected) == [3]
+
+
 def test_a_class_change_sends_the_heatmap_and_overlay_first_and_not_the_image_again(model, sent):
     image = np.random.default_rng(5).uniform(0, 255, (16, 16, 3)).astype("float32")
     viewer = GradCamViewer(model, image)
