@@ -564,3 +564,18 @@ def test_close_waits_for_a_replaced_run_still_in_its_finish_callback(model, monk
     threading.Timer(0.3, release.set).start()
     fg.close()
     assert not first.is_alive()
+
+
+def test_the_enlarged_pattern_is_encoded_once_when_a_run_ends(model, monkeypatch):
+    """on_batch draws the finished pattern; on_finish, which draws the same, encodes nothing again."""
+    from cnnviz_widgets.widgets import _filter_patterns
+
+    fg = FilterGallery(model, view="patterns", channel=1, **TINY)
+    encoded, show = [], _filter_patterns.show
+    monkeypatch.setattr(_filter_patterns, "show", lambda view, picture: (encoded.append(view), show(view, picture)))
+    fg.compute_patterns(wait=True)
+    assert encoded.count(fg._pattern_view) == 1
+    np.testing.assert_array_equal(fg._pattern_picture, imaging.upscale_to(fg.patterns[1], ENLARGED_SIZE))
+    fg.channel = 2  # another filter of the page: drawn
+    assert encoded.count(fg._pattern_view) == 2
+    np.testing.assert_array_equal(fg._pattern_picture, imaging.upscale_to(fg.patterns[2], ENLARGED_SIZE))
