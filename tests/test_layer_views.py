@@ -174,6 +174,13 @@ def test_channel_means_of_large_finite_activations_stay_finite():
     activation = np.full((4, 4, 2), 3e37, np.float32)
     activation[..., 1] = -1.0
     np.testing.assert_allclose(layer_views.channel_means(activation), [3e37, -1.0], rtol=1e-6)
+    activation[0, 0, 0] = 1e37  # not constant: the readout gives min, max and mean
+    expected_mean = activation[..., 0].astype(np.float64).mean()
+    assert layer_views.readout(activation, "huge", 0, None).startswith(
+        f"huge · channel 0 of 2: min 1e+37, max 3e+37, mean {expected_mean:.4g}"
+    )
+    both = np.stack([np.full((4, 4), 2.5e37), np.full((4, 4), 3e37)], axis=-1).astype(np.float32)
+    assert layer_views.most_active_channel(both) == 1  # float32 sums both to inf, and argmax picks 0
 
 
 def test_the_peak_of_a_value_that_cannot_be_weakly_referenced_is_not_kept():

@@ -175,7 +175,7 @@ def readout(activation: np.ndarray, layer: str, channel: int, probe: tuple[int, 
     elif values.min() == values.max():
         text += f"constant ({values.min():.4g} everywhere)"
     else:
-        text += f"min {values.min():.4g}, max {values.max():.4g}, mean {values.mean():.4g}"
+        text += f"min {values.min():.4g}, max {values.max():.4g}, mean {values.mean(dtype=np.float64):.4g}"
     if probe is None:
         return text + " · click the map for a value"
     where = f"step {probe[0]}" if values.ndim == 1 else f"row {probe[0]}, column {probe[1]}"
@@ -215,7 +215,7 @@ def layer_peak(activation: np.ndarray) -> float:
 
 def most_active_channel(activation: np.ndarray) -> int:
     """The channel (unit) of one image's layer output with the largest mean |activation|: one worth showing first."""
-    return int(np.abs(activation).reshape(-1, activation.shape[-1]).mean(axis=0).argmax())
+    return int(np.abs(activation).reshape(-1, activation.shape[-1]).mean(axis=0, dtype=np.float64).argmax())
 
 
 def grid_channels(activation: np.ndarray, channel: int) -> range:
@@ -327,7 +327,7 @@ def _all_channels(activation, settings: Settings) -> Picture:
     if per_channel:
         scale = ColourScale(-2.0, 2.0, "σ from channel mean")
     else:
-        mean, std = float(activation.mean()), float(activation.std())
+        mean, std = float(activation.mean(dtype=np.float64)), float(activation.std(dtype=np.float64))
         scale = ColourScale(mean - 2 * std, mean + 2 * std, "value (layer mean ± 2σ)") if std > 0 else None
     if activation.ndim == 2:  # (steps, channels): one row per channel
         scaled = _bottom_if_constant(imaging.normalize_channels(activation, axis=axis), activation, per_channel).T / 255
