@@ -110,23 +110,32 @@ def _choose(select, layer: str):
     select.select_option(index=index)
 
 
-def _measure(page, outputs, repeats: int) -> dict:
+def _measure(page, outputs, repeats: int, click_bar) -> dict:
     explorer, viewer, vgg_channel, vgg_images = outputs
     layers = explorer.locator("select").first
-    bars = viewer.locator(".bqplot").filter(has_text="Top-").first.locator("rect.bar")  # not the colour bar
+    chart = viewer.locator(".bqplot").filter(has_text="Top-").first  # not the colour bar
     class_box = viewer.locator("input[type='number']").first
     vgg_layers = vgg_images.locator("select").first
 
     # The top two classes: Grad-CAM of lower ones is often empty, the same overlay, no new picture.
     top = class_box.input_value()
-    bars.nth(1).click(force=True)  # a short bar lies over part of its transparent hit area
+    click_bar(chart, 1)
     page.wait_for_function("([box, top]) => box.value !== top", arg=[class_box.element_handle(), top])
     second = class_box.input_value()
-    bars.nth(0).click(force=True)
+    click_bar(chart, 0)
     page.wait_for_function("([box, top]) => box.value === top", arg=[class_box.element_handle(), top])
 
+    chosen = [top]  # the class the viewer shows once its box has caught up
+
+    def click_class(step):
+        chosen[0] = (second, top)[step % 2]
+        click_bar(chart, (step + 1) % 2)
+
     def type_class(step):
-        class_box.fill((second, top)[step % 2])
+        # The box catches up after the pictures (they go first): typing the class it still shows changes nothing.
+        page.wait_for_function("([box, shown]) => box.value === shown", arg=[class_box.element_handle(), chosen[0]])
+        chosen[0] = second if chosen[0] == top else top
+        class_box.fill(chosen[0])
         class_box.press("Enter")
 
     for layer in VGG_LAYERS:  # the revisit row times later visits only; this ends on the second layer
@@ -136,7 +145,7 @@ def _measure(page, outputs, repeats: int) -> dict:
         "channel": (explorer, MAP, _arrows(page, _slider_handle(explorer, "channel"))),
         "layer": (explorer, MAP, lambda step: _choose(layers, ("conv2", "conv1")[step % 2])),
         "image": (explorer, MAP, _arrows(page, _slider_handle(explorer, "image"))),
-        "class_click": (viewer, OVERLAY, lambda step: bars.nth((step + 1) % 2).click(force=True)),
+        "class_click": (viewer, OVERLAY, click_class),
         "class_box": (viewer, OVERLAY, type_class),
         "vgg_channel": (vgg_channel, MAP, _arrows(page, _slider_handle(vgg_channel, "channel"))),
         "revisit": (vgg_images, MAP, lambda step: _choose(vgg_layers, VGG_LAYERS[step % 2])),
@@ -192,6 +201,6 @@ def _run_in_lab(browser_test, notebook, repeats: int) -> dict:
                     )]  # fmt: skip
                     for output in outputs:
                         output.locator("img, svg image").first.wait_for(timeout=browser_test.UPDATE_S * 1000)
-                    return _measure(page, outputs, repeats)
+                    return _measure(page, outputs, repeats, browser_test.click_bar)
                 finally:
                     browser.close()

@@ -47,7 +47,7 @@ from .core.graph import layer_names
 from .core.loading import load_model
 from .core.patterns import filter_patterns
 from .core.top_activating import top_activating
-from .core.trust import faithfulness, faithfulness_baselines, pointing_game, sanity_check
+from .core.trust import baseline_maps, faithfulness, faithfulness_baselines, peak_pixels, pointing_game, sanity_check
 from .core.weights import filter_weights
 from .widgets.channel_card import ChannelCard
 from .widgets.conv_arithmetic import ConvArithmetic
@@ -64,6 +64,7 @@ __all__ = [
     "LayerExplorer",
     "activations",
     "attribute",
+    "baseline_maps",
     "conv_arithmetic",
     "demo",
     "faithfulness",
@@ -74,6 +75,7 @@ __all__ = [
     "layer_names",
     "link",
     "load_model",
+    "peak_pixels",
     "pointing_game",
     "sanity_check",
     "top_activating",

@@ -464,6 +464,25 @@ def _check_channel_slider(page, explorer):
     explorer.screenshot(path=str(ARTIFACTS / "layer_explorer_channel_moved.png"))
 
 
+def _bar_marks(figure):
+    """A bqplot figure's marks, in the order of its ``marks``: each is a clipped group."""
+    return figure.locator("svg.svg-figure g[clip-path]")
+
+
+def click_bar(figure, index: int):
+    """Click bar ``index`` of a BarChart's figure as a user does: on the bar, or, for a bar too short
+    to hit, at the top of its column, where the chart's transparent full-height hit area (its first
+    mark; the visible bars are the last) takes the click. A plain ``rect.bar`` matches both marks."""
+    marks = _bar_marks(figure)
+    bar = marks.last.locator("rect.bar").nth(index)
+    box = bar.bounding_box()
+    if box is not None and box["height"] >= 4:
+        bar.click()
+    else:
+        column = marks.first.locator("rect.bar").nth(index)
+        column.click(position={"x": column.bounding_box()["width"] / 2, "y": 2})
+
+
 def _check_class_bar(page, viewer):
     """Clicking a class bar of GradCamViewer changes the overlay."""
     # The picture under the caption "overlay" (an HTML widget) in the same VBox.
@@ -475,9 +494,10 @@ def _check_class_bar(page, viewer):
     before = _picture_bytes(page, overlay)
     label = viewer.locator(".widget-html").filter(has_text="probability").first
     # The prediction chart: the figure titled "Top-k classes" (the heatmap's colour bar is a bqplot figure too).
-    bars = viewer.locator(".bqplot").filter(has_text="Top-").first.locator("rect.bar")
+    chart = viewer.locator(".bqplot").filter(has_text="Top-").first
+    bars = _bar_marks(chart).last.locator("rect.bar")
     assert bars.count() >= 2, f"expected the top-k class bars, found {bars.count()}"
-    bars.nth(1).click()
+    click_bar(chart, 1)
     _wait_for_change(page, overlay, before, "GradCamViewer's overlay after clicking the second class bar")
     assert "probability" in label.inner_text()
     viewer.screenshot(path=str(ARTIFACTS / "gradcam_viewer_second_class.png"))
@@ -556,11 +576,10 @@ def test_channel_card_follows_a_click_on_a_contribution_bar(server, browser):
         card = outputs["channel_card"]
         summary = card.locator(".widget-html").filter(has_text="mean activation").first
         before = summary.inner_text()
-        bars = outputs["linked_viewer"].locator(".bqplot").filter(has_text="Channels of").first.locator("rect.bar")
+        chart = outputs["linked_viewer"].locator(".bqplot").filter(has_text="Channels of").first
+        bars = _bar_marks(chart).last.locator("rect.bar")
         assert bars.count() >= 3, f"expected the contribution bars, found {bars.count()}"
-        # rect.bar also matches BarChart's transparent hit area, under the bars: whichever is on top
-        # at the point takes the click and selects the same channel, so no actionability wait on it.
-        bars.nth(2).click(force=True)
+        click_bar(chart, 2)
         page.wait_for_function(
             "([element, before]) => element.textContent !== before", arg=[summary.element_handle(), before], timeout=UPDATE_S * 1000
         )

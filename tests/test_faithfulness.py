@@ -111,6 +111,10 @@ def test_baseline_maps_are_seeded_and_the_centre_prior_peaks_in_the_middle():
     assert not np.array_equal(random_a, other)
     centre = centre_prior_maps(2, (9, 7))
     assert centre.shape == (2, 9, 7) and np.unravel_index(np.argmax(centre[0]), (9, 7)) == (4, 3)
+    public = cw.baseline_maps(2, (9, 7), seed=1)  # what faithfulness_baselines runs
+    assert public.keys() == {"random", "centre"}
+    np.testing.assert_array_equal(public["random"], other)
+    np.testing.assert_array_equal(public["centre"], centre)
 
 
 def test_ties_are_taken_in_a_seeded_order_not_row_by_row():

@@ -318,11 +318,15 @@ def test_a_layer_change_lands_on_its_strongest_filter_unless_a_channel_comes_wit
     assert (fg.layer, fg.channel, fg.channel_slider.max, fg.channel_slider.value) == ("second", 5, 5, 5)
     assert "<b>filter 5</b>" in fg._weights_caption.value
     np.testing.assert_array_equal(fg._weights_filter_picture, fg._weight_page.filter_picture(5, ENLARGED_SIZE))
-    with fg.hold_trait_notifications():  # a channel set with the layer is kept
-        fg.layer, fg.channel = "first", 1
+    fg.layer, fg.channel = "first", 1  # as cw.link sets them
     assert (fg.layer, fg.channel, fg.channel_slider.value) == ("first", 1, 1)
     assert "<b>filter 1</b>" in fg._weights_caption.value
     assert FilterGallery(model, layer="second", channel=2).channel == 2
+    assert FilterGallery(model, layer="second", channel=5).channel == 5  # the strongest, set again
+    with fg.hold_trait_notifications():  # a channel set with the layer is checked against it, and kept
+        fg.layer, fg.channel = "second", 4  # the first layer has 2 filters
+    assert (fg.layer, fg.channel, fg.channel_slider.value) == ("second", 4, 4)
+    assert "<b>filter 4</b>" in fg._weights_caption.value
 
 
 def test_a_model_without_kernels_is_refused():
@@ -537,3 +541,41 @@ def test_demo_models(name):
     fg.compute_patterns(wait=True)
     expected = cw.filter_patterns(demo_model, fg.layer, range(4), size=None, steps=3, value_range=(0, 1))
     np.testing.assert_array_equal(np.stack(list(fg.patterns.values())), expected)
+
+
+def test_close_waits_for_a_replaced_run_still_in_its_finish_callback(model, monkeypatch):
+    """A run is `finished` before its on_finish runs: a run replaced twice in that window must still be joined."""
+    release, show_finish = threading.Event(), FilterGallery._on_finish
+
+    def first_run_finishes_slowly(self, job):
+        if 0 in job.filters:
+            release.wait()
+        show_finish(self, job)
+
+    monkeypatch.setattr(FilterGallery, "_on_finish", first_run_finishes_slowly)
+    fg = FilterGallery(model, layer="conv2", view="patterns", channel=0, **TINY)
+    first = fg.compute_patterns()
+    job = fg._job
+    while not job.finished:
+        first.join(timeout=0.01)
+    for channel in (4, 8):  # two more runs: the second replacement prunes the stopped list
+        fg.channel = channel
+        fg.compute_patterns()
+    threading.Timer(0.3, release.set).start()
+    fg.close()
+    assert not first.is_alive()
+
+
+def test_the_enlarged_pattern_is_encoded_once_when_a_run_ends(model, monkeypatch):
+    """on_batch draws the finished pattern; on_finish, which draws the same, encodes nothing again."""
+    from cnnviz_widgets.widgets import _filter_patterns
+
+    fg = FilterGallery(model, view="patterns", channel=1, **TINY)
+    encoded, show = [], _filter_patterns.show
+    monkeypatch.setattr(_filter_patterns, "show", lambda view, picture: (encoded.append(view), show(view, picture)))
+    fg.compute_patterns(wait=True)
+    assert encoded.count(fg._pattern_view) == 1
+    np.testing.assert_array_equal(fg._pattern_picture, imaging.upscale_to(fg.patterns[1], ENLARGED_SIZE))
+    fg.channel = 2  # another filter of the page: drawn
+    assert encoded.count(fg._pattern_view) == 2
+    np.testing.assert_array_equal(fg._pattern_picture, imaging.upscale_to(fg.patterns[2], ENLARGED_SIZE))

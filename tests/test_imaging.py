@@ -309,3 +309,17 @@ def test_colormap_hex_samples_matplotlibs_colormap_from_bottom_to_top():
     for got, want in zip(stops, expected):
         # One row of the 256-row table apart at most: neighbouring rows differ by a few levels.
         assert np.abs(np.array(matplotlib.colors.to_rgb(got)) - matplotlib.colors.to_rgb(want)).max() <= 4 / 255
+
+
+@pytest.mark.parametrize("low, high", [(np.nan, 1.0), (0.0, np.nan), (0.0, np.inf), (-np.inf, 0.0)])
+def test_a_range_with_an_infinite_or_nan_end_has_no_ticks(low, high):
+    assert len(imaging.nice_ticks(low, high, 5)) == 0
+
+
+@pytest.mark.parametrize(
+    "low, high", [(-1e308, 1e308), (0.0, 5e-324), (0.0, 1e-320), (-1.7e308, -1e308), (1e300, 1.0000001e300)]
+)
+def test_ticks_of_extreme_finite_ranges_are_finite_and_within_the_range(low, high):
+    ticks = imaging.nice_ticks(low, high, 5)
+    assert 1 <= len(ticks) <= 5 and np.isfinite(ticks).all()
+    assert low <= ticks.min() and ticks.max() <= high

@@ -193,3 +193,23 @@ def test_grid_page_note_names_the_page_only_when_the_layer_needs_several():
     )
     assert 40 in page and len(page) < 100
     assert layer_views.grid_page_note(np.zeros((4, 4, 3), np.float32), 1) == ""
+
+
+def test_channel_means_of_large_finite_activations_stay_finite():
+    # 16 values of 3e37 sum past float32's largest (3.4e38), their mean does not.
+    activation = np.full((4, 4, 2), 3e37, np.float32)
+    activation[..., 1] = -1.0
+    np.testing.assert_allclose(layer_views.channel_means(activation), [3e37, -1.0], rtol=1e-6)
+    activation[0, 0, 0] = 1e37  # not constant: the readout gives min, max and mean
+    expected_mean = activation[..., 0].astype(np.float64).mean()
+    assert layer_views.readout(activation, "huge", 0, None).startswith(
+        f"huge · channel 0 of 2: min 1e+37, max 3e+37, mean {expected_mean:.4g}"
+    )
+    both = np.stack([np.full((4, 4), 2.5e37), np.full((4, 4), 3e37)], axis=-1).astype(np.float32)
+    assert layer_views.most_active_channel(both) == 1  # float32 sums both to inf, and argmax picks 0
+
+
+def test_the_peak_of_a_value_that_cannot_be_weakly_referenced_is_not_kept():
+    value = np.float32(-3.0)
+    assert layer_views.layer_peak(value) == 3.0
+    assert id(value) not in layer_views._PEAKS  # its id is reused once it is gone

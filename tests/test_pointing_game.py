@@ -58,7 +58,7 @@ def test_plateaus_and_tolerances_agree_with_every_peak_to_region_distance(tolera
     masks = rng.random((200, 12, 12)) < rng.uniform(0.005, 0.2, (200, 1, 1))
     masks[:, 6, 6] = True  # no empty region
     maps[:, 6, 6] = 1.0  # one peak in the region, the only one in some maps
-    maps[::9] = rng.choice([0.0, 1.0])  # and flat maps, all zeros or all ones
+    maps[::9] = rng.choice([0.0, 1.0], size=(len(maps[::9]), 1, 1))  # and flat maps, all zeros or all ones
     expected = _brute_force_hits(maps, masks, tolerance)
     np.testing.assert_array_equal(cw.pointing_game(maps, masks, tolerance).hits, expected)
     assert 0 < expected.sum() < len(expected) or tolerance > 12  # the cases test both outcomes
@@ -153,3 +153,13 @@ def test_empty_masks_are_refused_by_index():
     masks[[1, 3]] = False
     with pytest.raises(InputError, match=r"masks of maps 1, 3 are empty"):
         cw.pointing_game(np.random.default_rng(0).random((5, 4, 4)), masks)
+
+
+def test_peak_pixels_are_every_pixel_of_a_plateau_and_none_of_a_flat_map():
+    plateau = np.zeros((6, 7))
+    plateau[[1, 4], [2, 5]] = 3.0
+    plateau[0, 0] = 3.0 - 1e-9  # within the tolerance of the peak
+    np.testing.assert_array_equal(cw.peak_pixels(plateau), [[0, 0], [1, 2], [4, 5]])
+    assert cw.peak_pixels(np.full((5, 5), 0.7)).shape == (0, 2)
+    one = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(cw.peak_pixels(one), [np.unravel_index(np.argmax(one), one.shape)])

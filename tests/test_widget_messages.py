@@ -69,6 +69,17 @@ def test_a_layer_change_sends_the_map_before_the_slider_and_the_means_chart(mode
     np.testing.assert_allclose(explorer.means_chart.bars.y, explorer.activation.mean(axis=(0, 1)), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("change", [{"image_index": 1}, {"layer": "conv1"}])
+def test_an_image_or_layer_change_sends_the_map_first_and_the_means_chart_once(model, images, sent, change):
+    explorer = LayerExplorer(model, images, layer="conv2", channel=3)
+    sent.clear()
+    explorer.set_trait(*next(iter(change.items())))
+    shown = [widget for widget, _ in sent]
+    assert shown.index(explorer.map_figure.mark) < shown.index(explorer.means_chart.bars)
+    assert shown.count(explorer.means_chart.bars) == 1  # new bars with their selection: one message
+    assert list(explorer.means_chart.bars.selected) == [3]
+
+
 def test_a_class_change_sends_the_heatmap_and_overlay_first_and_not_the_image_again(model, sent):
     image = np.random.default_rng(5).uniform(0, 255, (16, 16, 3)).astype("float32")
     viewer = GradCamViewer(model, image)
@@ -88,6 +99,16 @@ def test_a_class_change_sends_the_heatmap_and_overlay_first_and_not_the_image_ag
         assert PIXELATED in view._dom_classes
     style = [child for child in viewer.children if isinstance(child, widgets.HTML) and "image-rendering: pixelated" in child.value]
     assert len(style) == 1 and f".{PIXELATED}" in style[0].value
+
+
+@pytest.mark.parametrize("size, crisp", [(64, True), (70, True), (71, False), (224, False)])
+def test_pictures_are_pixelated_only_where_every_panel_enlarges_them_twice(size, crisp):
+    """Panels are 140 to 256 px wide: a 224-px photo is shrunk or barely enlarged, whole pixels would be jagged."""
+    viewer = GradCamViewer(small_cnn(size=size), np.zeros((size, size, 3), np.float32))
+    for view in (viewer._image_view, viewer._heatmap_view, viewer._overlay_view):
+        assert (PIXELATED in view._dom_classes) == crisp
+    assert decoded(viewer._overlay_view).shape == (size, size, 3)  # sent at the image's size either way
+    viewer.close()
 
 
 def test_a_layer_peak_is_scanned_once_per_layer_output_and_forgotten_with_it():

@@ -430,11 +430,16 @@ def side_by_side(pictures, panel_px: int) -> np.ndarray:
 
 def nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
     """At most ``count`` round values (1, 2, 2.5 or 5 × 10^k apart, the closest that fit) within
-    ``low..high``: axis ticks whose labels stay short and do not run together."""
-    if not high > low:
+    ``low..high``: axis ticks whose labels stay short and do not run together. A range with
+    an infinite or NaN end has no ticks."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return np.array([], dtype=float)
+    span = (high - low) / count
+    if not span > 0:  # an empty range, or one narrower than the smallest float
         return np.array([low], dtype=float)
-    exponent = math.floor(math.log10((high - low) / count))
-    for step in (mantissa * 10.0**power for power in (exponent, exponent + 1) for mantissa in (1, 2, 2.5, 5)):
+    exponent = math.floor(math.log10(span)) if span < math.inf else 308  # wider than the largest float
+    steps = (mantissa * 10.0**power for power in (exponent, exponent + 1) for mantissa in (1, 2, 2.5, 5))
+    for step in (step for step in steps if 0 < step < math.inf):  # 10.0**-324 is 0
         ticks = np.arange(math.ceil(low / step), math.floor(high / step) + 1) * step
         if len(ticks) <= count:
             return ticks

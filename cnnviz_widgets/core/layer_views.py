@@ -199,7 +199,7 @@ def readout(activation: np.ndarray, layer: str, channel: int, probe: tuple[int, 
     elif values.min() == values.max():
         text += f"constant ({values.min():.4g} everywhere)"
     else:
-        text += f"min {values.min():.4g}, max {values.max():.4g}, mean {values.mean():.4g}"
+        text += f"min {values.min():.4g}, max {values.max():.4g}, mean {values.mean(dtype=np.float64):.4g}"
     if probe is None:
         return text + " · click the map for a value"
     where = f"step {probe[0]}" if values.ndim == 1 else f"row {probe[0]}, column {probe[1]}"
@@ -239,18 +239,23 @@ _PEAKS: dict[int, float] = {}  # id of a live layer output -> its largest |value
 
 def layer_peak(activation: np.ndarray) -> float:
     """The largest |value| of a layer output (NaN or inf where it has one), scanned once while
-    that array lives (a VGG16 block1 layer took 1.7 ms a channel move): the entry goes with the array."""
+    that array lives (a VGG16 block1 layer took 1.7 ms a channel move): the entry goes with the array,
+    which must not change meanwhile (layer outputs are not written to)."""
     key = id(activation)
-    if key not in _PEAKS:
-        # From its max and min: np.abs would copy the layer.
-        _PEAKS[key] = float(max(activation.max(), -activation.min()))
+    if key in _PEAKS:
+        return _PEAKS[key]
+    peak = float(max(activation.max(), -activation.min()))  # np.abs would copy the layer
+    try:
         weakref.finalize(activation, _PEAKS.pop, key, None)
-    return _PEAKS[key]
+    except TypeError:  # not weakly referenceable (a numpy scalar): never kept under an id that gets reused
+        return peak
+    _PEAKS[key] = peak
+    return peak
 
 
 def most_active_channel(activation: np.ndarray) -> int:
     """The channel (unit) of one image's layer output with the largest mean |activation|: one worth showing first."""
-    return int(np.abs(activation).reshape(-1, activation.shape[-1]).mean(axis=0).argmax())
+    return int(np.abs(activation).reshape(-1, activation.shape[-1]).mean(axis=0, dtype=np.float64).argmax())
 
 
 def grid_channels(activation: np.ndarray, channel: int) -> range:
@@ -261,7 +266,8 @@ def grid_channels(activation: np.ndarray, channel: int) -> range:
 
 def channel_means(activation: np.ndarray) -> np.ndarray:
     """The mean of every channel (every unit's value, for a Dense layer) of one image's layer output."""
-    return activation.reshape(-1, activation.shape[-1]).mean(axis=0)
+    # float64: a float32 sum of finite values can overflow to inf.
+    return activation.reshape(-1, activation.shape[-1]).mean(axis=0, dtype=np.float64)
 
 
 def input_picture(cache: ActivationCache, image_index: int) -> np.ndarray:
@@ -368,7 +374,7 @@ def _all_channels(activation, settings: Settings) -> Picture:
     if per_channel:
         scale = ColourScale(-2.0, 2.0, "σ from channel mean")
     else:
-        mean, std = float(activation.mean()), float(activation.std())
+        mean, std = float(activation.mean(dtype=np.float64)), float(activation.std(dtype=np.float64))
         scale = ColourScale(mean - 2 * std, mean + 2 * std, "value (layer mean ± 2σ)") if std > 0 else None
     if activation.ndim == 2:  # (steps, channels): one row per channel
         scaled = _bottom_if_constant(imaging.normalize_channels(activation, axis=axis), activation, per_channel).T / 255

@@ -89,8 +89,14 @@ def _read_only_view(variable) -> np.ndarray:
     """The values of ``variable`` without a copy (VGG16's fc1 is 411 MB), read-only: what a view draws.
 
     A read shares the variable's buffer, which TensorFlow copies on a later assign, so the
-    view keeps the values it was taken with."""
-    return np.asarray(memoryview(tf.convert_to_tensor(variable.value)))
+    view keeps the values it was taken with. A bfloat16 kernel is read as a float32 copy:
+    numpy's maths (histograms, einsum) refuse bfloat16."""
+    values = tf.convert_to_tensor(variable.value)
+    if values.dtype == tf.bfloat16:
+        values = tf.cast(values, tf.float32)
+    view = np.asarray(values).view()  # np.asarray alone is writeable over the tensor's buffer
+    view.flags.writeable = False
+    return view
 
 
 def weight_table(model, layer: str | None = None) -> list[dict]:

@@ -188,7 +188,7 @@ def _closing_when_refused(init):
 def image_view(width: str = "256px", pixelated: bool = False) -> widgets.Image:
     """A PNG image widget; upscale small maps with imaging.upscale to keep pixels crisp, or,
     ``pixelated``, send them at their own size and let the browser enlarge them with whole
-    pixels (the widget's children then need a :func:`pixelated_style`)."""
+    pixels (the widget's children then need a :func:`pixelated_style`; see :func:`enlarged_twice`)."""
     view = widgets.Image(format="png", layout=widgets.Layout(width=width))
     if pixelated:
         view.add_class(PIXELATED)
@@ -196,6 +196,13 @@ def image_view(width: str = "256px", pixelated: bool = False) -> widgets.Image:
 
 
 PIXELATED = "cnnviz-pixelated"
+
+
+def enlarged_twice(picture_px: int, smallest_view_px: int) -> bool:
+    """Whether a view at least ``smallest_view_px`` wide enlarges a picture ``picture_px`` wide
+    2× or more: only then are whole pixels crisp. Shrunk, or enlarged by less (a 224-px photo in
+    a 256-px panel), pixelated rows and columns of uneven widths look jagged: smooth is better."""
+    return 2 * picture_px <= smallest_view_px
 
 
 def pixelated_style() -> widgets.HTML:

@@ -28,6 +28,11 @@ def tick_count(length_px: float) -> int:
     return max(2, int(length_px // TICK_SPACING_PX) + 1)
 
 
+def round_ticks(low: float, high: float, length_px: float) -> np.ndarray:
+    """Round tick values within ``low..high``, as many as an axis ``length_px`` long has room for."""
+    return imaging.nice_ticks(low, high, tick_count(length_px))
+
+
 class BarChart:
     """A bqplot bar chart whose bars can be clicked to select one.
 
@@ -95,7 +100,7 @@ class BarChart:
             self.hit_area.x = labels
             self.hit_area.y = np.ones(len(values))  # the chart's full height
             # The y scale spans the values and the bars' base: 0, the extremes' initial value.
-            self.y_axis.tick_values = imaging.nice_ticks(lowest, highest, tick_count(plot_height_px))
+            self.y_axis.tick_values = round_ticks(lowest, highest, plot_height_px)
             self.bars.x = labels
             self.bars.y = values
             self.bars.selected = None if selected is None else [int(selected)]
@@ -163,7 +168,7 @@ class ColorBar:
                 part.close()
         with self.scale.hold_sync(), self.axis.hold_sync():
             self.scale.min, self.scale.max = float(low), float(high)
-            self.axis.tick_values = imaging.nice_ticks(float(low), float(high), tick_count(self._bar_length_px()))
+            self.axis.tick_values = round_ticks(float(low), float(high), self._bar_length_px())
         if label is not None:
             self.axis.label = label
 

@@ -48,6 +48,7 @@ class PatternsView:
     def _build_patterns_view(self) -> widgets.VBox:
         self._pattern_cache = PatternCache()
         self._pattern_grid_key = None  # what the grid shows: settings, page and the filters computed
+        self._enlarged_source = None  # (shape, image) the enlarged pattern was drawn from: a run's end redraws nothing
         self._draw_lock = threading.RLock()  # the job's thread draws too
         # Each box starts at its trait's value: _bind only passes on changes, and the default is none.
         self.steps_box, self.size_box, self.seed_box = (
@@ -201,7 +202,8 @@ class PatternsView:
         It still ends its current step, which holds this widget: close() waits for it."""
         if self._job is not None:
             self._job.stop()
-            self._stopped_jobs = [*(kept for kept in self._stopped_jobs if not kept.finished), self._job]
+            # Alive, not finished: `finished` is set before on_finish runs, which close() must join.
+            self._stopped_jobs = [*(kept for kept in self._stopped_jobs if kept.running), self._job]
         self._job = None
         self.compute_button.disabled, self.stop_button.disabled = False, True
         self.progress.value = 0
@@ -264,8 +266,11 @@ class PatternsView:
 
             selected, preview = computed.get(self.channel), previews.get(self.channel)
             image = preview if selected is None else selected.image
-            self._pattern_picture = imaging.upscale_to(np.zeros(image_shape, np.uint8) if image is None else image, ENLARGED_SIZE)
-            show(self._pattern_view, self._pattern_picture)
+            drawn = self._enlarged_source
+            if drawn is None or drawn[0] != image_shape or drawn[1] is not image:  # an array: `is`, not ==
+                self._pattern_picture = imaging.upscale_to(np.zeros(image_shape, np.uint8) if image is None else image, ENLARGED_SIZE)
+                show(self._pattern_view, self._pattern_picture)
+                self._enlarged_source = (image_shape, image)
             self._pattern_view.layout.display = "none" if image is None else None
             if selected is None and preview is not None:
                 caption = "forming: a preview of the ascent under way"

@@ -17,7 +17,7 @@ import numpy as np
 from ..core import imaging
 from ..core.weights import WeightHistogram, bias, param_counts, weight_table
 from ._base import image_view, show
-from ._charts import ColorBar, PictureFigure, tick_count
+from ._charts import ColorBar, PictureFigure, round_ticks
 
 ENLARGED_SIZE = 256  # pixels of the enlarged filter or pattern
 GRID_BOX_PX = 420  # the grids are drawn to fit this box
@@ -126,7 +126,7 @@ class WeightsView:
         # Round shares up to the higher of bars and line (the scale's top), not d3's tick every 1 %.
         highest_share = max(self._layer_histogram.fractions.max(), own.fractions.max())
         plot_height_px = HISTOGRAM_HEIGHT_PX - HISTOGRAM_MARGIN["top"] - HISTOGRAM_MARGIN["bottom"]
-        self._histogram.axes[1].tick_values = imaging.nice_ticks(0.0, highest_share, tick_count(plot_height_px))
+        self._histogram.axes[1].tick_values = round_ticks(0.0, highest_share, plot_height_px)
         self._weights_caption.value = self._filter_caption(own, filters)
 
     def _show_kernel_scale(self, page):

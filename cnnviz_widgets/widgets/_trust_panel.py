@@ -19,7 +19,7 @@ from ..core import imaging
 from ..core.jobs import BackgroundJob
 from ..core.map_checks import METRICS, CascadeView, MapChecks, MapSettings
 from ._base import image_view, show
-from ._charts import tick_count
+from ._charts import round_ticks
 
 CURVE_COLOURS = {"map": "#d62728", "random": "#7f7f7f", "centre": "#1f77b4"}
 CURVE_CHART_PX = (340, 240)  # width, height
@@ -155,8 +155,8 @@ class CurveChart:
         removed = "removed" if metric == "deletion" else "revealed"
         (width, height), margin = CURVE_CHART_PX, CURVE_CHART_MARGIN
         # Both axes run 0 to 1: round ticks, as many as fit, not d3's eleven.
-        x_ticks = imaging.nice_ticks(0.0, 1.0, tick_count(width - margin["left"] - margin["right"]))
-        y_ticks = imaging.nice_ticks(0.0, 1.0, tick_count(height - margin["top"] - margin["bottom"]))
+        x_ticks = round_ticks(0.0, 1.0, width - margin["left"] - margin["right"])
+        y_ticks = round_ticks(0.0, 1.0, height - margin["top"] - margin["bottom"])
         self.figure = bqplot.Figure(
             marks=[self.lines],
             axes=[

@@ -276,7 +276,7 @@ class ChannelCard(VisualizerWidget):
     def _retire(self, job):
         """Stop ``job``; it still ends its current step or batch, which holds this widget: close() waits for it too."""
         job.stop()
-        self._stopped_jobs = [*(kept for kept in self._stopped_jobs if not kept.finished), job]
+        self._stopped_jobs = [*(kept for kept in self._stopped_jobs if kept.running), job]
 
     def _report(self, job: PatternJob):
         if self._job is job:

@@ -196,8 +196,10 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
 
     @checks("channel")
     def _valid_channel(self, proposal):
-        why = f"layer '{self.layer}' has {self.filter_count} filters"
-        return self.refuse_outside("Filter", proposal["value"], self.filter_count, why, problem="does not exist")
+        # The layer's own count: in hold_trait_notifications the layer is new before its kernel is read.
+        count = display_kernel(self._model, self.layer)[0].shape[-1]
+        why = f"layer '{self.layer}' has {count} filters"
+        return self.refuse_outside("Filter", proposal["value"], count, why, problem="does not exist")
 
     @checks("bgr")
     def _valid_bgr(self, proposal):
@@ -235,6 +237,7 @@ class FilterGallery(WeightsView, PatternsView, VisualizerWidget):
         self._show_layer_weights()
         # A new layer opens on its strongest filter, as the gallery does (filter 0 may be dead, its pattern
         # the start noise), unless a channel was set with the layer (constructor, hold_trait_notifications).
+        # traitlets drops a held value equal to the current one: such a channel is not seen as set.
         channel_set_with_layer = self.channel != self._drawn_channel
         self._show_kernel(self.channel if channel_set_with_layer else strongest_filter(self._kernel))
         self._on_pattern_settings_change(None)

@@ -23,7 +23,7 @@ from ..core.errors import InputError
 from ..core.graph import LayerGraph
 from ..core.inputs import as_images, raw_and_model_inputs, required_image_shape
 from ..core.map_checks import MapChecks, MapSettings
-from ._base import Choice, VisualizerWidget, checks, image_view, pixelated_style, show
+from ._base import Choice, VisualizerWidget, checks, enlarged_twice, image_view, pixelated_style, show
 from ._charts import BarChart, ColorBar
 from ._closing import stop_and_join
 from ._map_job import MapJobLine
@@ -107,8 +107,9 @@ class GradCamViewer(VisualizerWidget):
         self.trust_panel = TrustPanel(checks_of_maps, lambda: (self._heatmap_settings, self.heatmap), HEATMAP_COLORMAP)
 
         # Each picture fills its panel, which shrinks to MIN_PANEL_PX before the row wraps.
-        self._image_view, self._overlay_view = image_view("100%", pixelated=True), image_view("100%", pixelated=True)
-        self._heatmap_view = image_view("auto", pixelated=True)  # beside the colour bar, it takes what the bar leaves
+        crisp = enlarged_twice(max(self.image.shape[:2]), MIN_PANEL_PX)
+        self._image_view, self._overlay_view = image_view("100%", pixelated=crisp), image_view("100%", pixelated=crisp)
+        self._heatmap_view = image_view("auto", pixelated=crisp)  # beside the colour bar, it takes what the bar leaves
         self._heatmap_view.layout.flex, self._heatmap_view.layout.min_width = "1 1 0", "0"
         self._heatmap_view.layout.align_self = "flex-start"  # square, not stretched to the bar's height
         self._class_label = widgets.HTML()

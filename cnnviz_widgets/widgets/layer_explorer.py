@@ -238,18 +238,19 @@ class LayerExplorer(VisualizerWidget):
     def _image_changed(self, change):
         self._say_busy(f"computing image {self.image_index}…")
         self._show_input()
-        self._show_channel_means()
         self._draw()
+        self._show_channel_means()  # after the map, as for a layer
 
     @observe("channel", "view", "colormap", "normalization")
     def _shown_changed(self, change):
         self._draw()
+        if change["name"] == "channel":  # a new layer or image sends its means chart with the selection
+            self.means_chart.bars.selected = [self.channel]
 
     # -- drawing -------------------------------------------------------------------
 
     def _say_busy(self, what: str):
-        """Say, before the work starts, that the picture shown is about to change: the
-        controls already show the new value (sent at once, while this kernel computes)."""
+        """Say, before the work starts, that the picture is about to change (the controls already show the new value)."""
         self.readout.value = f"<b>{self._busy_sign}{html.escape(what)}</b>"
 
     def _show_input(self):
@@ -280,7 +281,6 @@ class LayerExplorer(VisualizerWidget):
             slider.max = self.activation.shape[-1] - 1
             slider.value = self.channel
             slider.description = self._channel_noun()
-        self.means_chart.bars.selected = [self.channel]
         self._show_readout()
 
     def _show_content(self):

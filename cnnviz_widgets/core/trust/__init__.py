@@ -6,17 +6,26 @@
 - ``pointing.py``: the pointing game (Zhang et al. 2018).
 """
 
-from .faithfulness import FaithfulnessCurves, centre_prior_maps, faithfulness, faithfulness_baselines, random_maps
-from .pointing import PointingGame, pointing_game
+from .faithfulness import (
+    FaithfulnessCurves,
+    baseline_maps,
+    centre_prior_maps,
+    faithfulness,
+    faithfulness_baselines,
+    random_maps,
+)
+from .pointing import PointingGame, peak_pixels, pointing_game
 from .sanity import SanityCheck, sanity_check, spearman
 
 __all__ = [
     "FaithfulnessCurves",
     "PointingGame",
     "SanityCheck",
+    "baseline_maps",
     "centre_prior_maps",
     "faithfulness",
     "faithfulness_baselines",
+    "peak_pixels",
     "pointing_game",
     "random_maps",
     "sanity_check",

@@ -132,9 +132,14 @@ def faithfulness_baselines(model, x, class_index, metric: str = "deletion", step
     graph = LayerGraph.of(model)
     required_image_shape(graph, "faithfulness needs", "Explain an image model instead.")
     count, height, width, _ = as_images(graph, prepare_inputs(graph, x)[0]).shape
-    seed = options.get("seed", 0)
-    baseline_maps = {"random": random_maps(count, (height, width), seed), "centre": centre_prior_maps(count, (height, width))}
-    return {name: faithfulness(model, x, class_index, maps, metric, steps, **options) for name, maps in baseline_maps.items()}
+    baselines = baseline_maps(count, (height, width), options.get("seed", 0))
+    return {name: faithfulness(model, x, class_index, maps, metric, steps, **options) for name, maps in baselines.items()}
+
+
+def baseline_maps(count: int, size, seed: int = 0) -> dict:
+    """The maps a method must beat, ``{"random": ..., "centre": ...}``, each (count, H, W): see
+    :func:`random_maps` and :func:`centre_prior_maps`."""
+    return {"random": random_maps(count, size, seed), "centre": centre_prior_maps(count, size)}
 
 
 def random_maps(count: int, size, seed: int = 0) -> np.ndarray:

@@ -58,15 +58,23 @@ def pointing_game(maps, masks, tolerance: int = 0) -> PointingGame:
     empty = np.flatnonzero(~masks.any(axis=(1, 2)))
     if len(empty):
         raise InputError(f"The masks of maps {listed(map(str, empty), 10)} are empty: every map needs a region for its peak to hit; leave those maps out.")
-    flat_maps = maps.reshape(len(maps), -1)
-    span = np.ptp(flat_maps, axis=1)
-    flat = span <= PEAK_TOLERANCE * np.maximum(np.abs(flat_maps).max(axis=1), np.finfo(np.float32).tiny)
-    hits = np.zeros(len(maps), bool)
+    hits, flat = np.zeros(len(maps), bool), np.zeros(len(maps), bool)
     for index, (values, mask) in enumerate(zip(maps, masks)):
-        if not flat[index]:
-            peaks = np.argwhere(values >= values.max() - PEAK_TOLERANCE * span[index])
-            hits[index] = _all_within(mask, peaks, tolerance)
+        peaks = peak_pixels(values)
+        flat[index] = len(peaks) == 0
+        hits[index] = not flat[index] and _all_within(mask, peaks, tolerance)
     return PointingGame(hits, flat)
+
+
+def peak_pixels(map_) -> np.ndarray:
+    """(K, 2) rows and columns of a map's (H, W) peak, as the pointing game scores it: every pixel
+    within ``PEAK_TOLERANCE`` of the range from the maximum (a plateau has many; ``np.argmax`` gives
+    its first only), none for a flat map, which points nowhere."""
+    values = np.asarray(map_, np.float64)
+    span = np.ptp(values)
+    if span <= PEAK_TOLERANCE * max(np.abs(values).max(), np.finfo(np.float32).tiny):
+        return np.empty((0, 2), np.int64)
+    return np.argwhere(values >= values.max() - PEAK_TOLERANCE * span)
 
 
 def _all_within(mask: np.ndarray, points: np.ndarray, tolerance: int) -> bool:
