@@ -8,6 +8,9 @@ downloads (58 to 100 MB) on first use into ``~/.keras/models``. Without a networ
   is cached or can be downloaded, and ``None`` otherwise; the notebook then shows
   the bundled demo model or an untrained network, and says which;
 - ``CNNVIZ_OFFLINE=1`` skips every download attempt (the tests set it);
+- ``CNNVIZ_STAND_IN_WEIGHTS=1`` makes :func:`imagenet_model` build the model with
+  ``weights=None`` instead: the same layers and memory as with ImageNet weights, so
+  a test can measure the path a user with the weights takes, offline;
 - a download is only tried after a connection to the host opened within
   ``CONNECT_TIMEOUT_S`` seconds, and every read has a ``READ_TIMEOUT_S`` timeout,
   so a firewall that drops packets costs seconds, not a hang. (With no DNS, as on
@@ -33,7 +36,16 @@ WEIGHT_FILE_STEMS = {"VGG16": "vgg16", "VGG19": "vgg19", "ResNet50": "resnet50"}
 
 def offline() -> bool:
     """Whether ``CNNVIZ_OFFLINE`` asks to skip downloads (any value but '', 0, false, no)."""
-    return os.environ.get("CNNVIZ_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    return _flag("CNNVIZ_OFFLINE")
+
+
+def stand_in_weights() -> bool:
+    """Whether ``CNNVIZ_STAND_IN_WEIGHTS`` asks for untrained models in place of ImageNet ones."""
+    return _flag("CNNVIZ_STAND_IN_WEIGHTS")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def keras_cache_dirs() -> list[Path]:
@@ -117,6 +129,9 @@ def imagenet_model(name: str, include_top: bool = True, **kwargs):
     """
     builder = getattr(keras.applications, name)
     filename = weights_filename(name, include_top)
+    if stand_in_weights():
+        print(f"{name}: weights=None stands in for the ImageNet weights (CNNVIZ_STAND_IN_WEIGHTS is set).")
+        return builder(weights=None, include_top=include_top, **kwargs)
     return _fetched(
         f"ImageNet weights of {name} ({filename})",
         cached_file("models", filename) is not None,

@@ -17,7 +17,9 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -41,6 +43,9 @@ MB = 2**20
 # Peak RSS of the kernel. Binder gives ~2 GB to the server and the kernel together.
 PEAK_RSS_LIMIT_MB = {"01_quickstart": 1200}
 DEFAULT_PEAK_RSS_LIMIT_MB = 1800
+BINDER_KERNEL_MB = 2000
+# The notebooks that use VGG16 where the ImageNet weights are at hand (S1 and S4 build it offline too).
+IMAGENET_NOTEBOOKS = ("s1_dlwp_three_visualisations", "s4_one_channel_many_images", "channel")
 # What a user should never see in a cell: TensorFlow's and CUDA's start-up lines, Keras
 # warning that a model was called with a list where it expects one tensor, retracing.
 NOISE = re.compile(
@@ -107,9 +112,8 @@ def test_starts_with_an_explanation(path):
     assert first.cell_type == "markdown" and first.source.startswith("# "), "open with a title and what it shows"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
+def run_notebook(path, tmp_path, monkeypatch, **environment) -> tuple[str, float]:
+    """Runs notebook ``path`` offline in a fresh kernel; what its cells printed, and the kernel's peak RSS in MB."""
     from nbclient import NotebookClient
     from nbformat.v4 import new_code_cell
 
@@ -120,6 +124,7 @@ def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
         "KERAS_HOME": str(tmp_path / "keras"),  # no cached ImageNet weights: the offline path, always
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "IPYTHONDIR": str(tmp_path / "ipython"),
+        **environment,
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # what a user's kernel gets
@@ -147,13 +152,33 @@ def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
         if NOISE.search(line)
     ]
     assert not noisy, f"{path.name} shows start-up lines or warnings: {noisy[:5]}"
+    peak_mb = int(re.search(r"PEAK_RSS_KB (\d+)", printed).group(1)) * 1024 / MB
+    print(f"{path.name}: {seconds:.0f} s, kernel peak RSS {peak_mb:.0f} MB")
+    return printed, peak_mb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
+    printed, peak_mb = run_notebook(path, tmp_path, monkeypatch)
     assert "Shown:" in printed or path.stem in ("01_quickstart", "s0_mnist_first_layer", "classroom")
     if path.stem == "classroom":
         assert "WRONG ANSWERS REFUSED" in printed
-    peak_mb = int(re.search(r"PEAK_RSS_KB (\d+)", printed).group(1)) * 1024 / MB
     limit = PEAK_RSS_LIMIT_MB.get(path.stem, DEFAULT_PEAK_RSS_LIMIT_MB)
-    print(f"{path.name}: {seconds:.0f} s, kernel peak RSS {peak_mb:.0f} MB")
     assert peak_mb < limit, f"{path.name} peaked at {peak_mb:.0f} MB, over {limit} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", IMAGENET_NOTEBOOKS)
+def test_with_imagenet_models_the_kernel_stays_under_binders_2_gb(stem, tmp_path, monkeypatch):
+    """The path of a user who has the ImageNet weights: weights=None stands in for them (the
+    same layers and memory), and a generated photo for the book's elephant."""
+    photo = tmp_path / "keras" / "datasets" / "african_elephant.jpg"
+    photo.parent.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(photo)
+    printed, peak_mb = run_notebook(NOTEBOOKS_DIR / f"{stem}.ipynb", tmp_path, monkeypatch, CNNVIZ_STAND_IN_WEIGHTS="1")
+    assert "weights=None stands in" in printed and "with ImageNet weights" in printed, printed[-2000:]
+    assert peak_mb < BINDER_KERNEL_MB, f"{stem} peaked at {peak_mb:.0f} MB with ImageNet-size models, over Binder's {BINDER_KERNEL_MB} MB"
 
 
 # -- notebooks/pretrained.py: ImageNet weights when they can be had, quickly None otherwise
@@ -214,6 +239,19 @@ def test_cached_weights_are_used_even_offline(pretrained, monkeypatch, tmp_path)
     monkeypatch.setenv("CNNVIZ_OFFLINE", "1")
     assert pretrained.imagenet_model("VGG16", include_top=False) == "model"
     assert application.calls == [{"weights": "imagenet", "include_top": False}]
+
+
+def test_stand_in_weights_build_the_same_model_untrained_without_the_network(pretrained, monkeypatch, capsys):
+    application = FakeApplication()
+    monkeypatch.setattr(pretrained.keras.applications, "VGG16", application)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setenv("CNNVIZ_OFFLINE", "1")
+    monkeypatch.setenv("CNNVIZ_STAND_IN_WEIGHTS", "1")
+    assert pretrained.imagenet_model("VGG16", include_top=False) == "model"
+    assert application.calls == [{"weights": None, "include_top": False}]
+    assert "stands in" in capsys.readouterr().out
+    monkeypatch.setenv("CNNVIZ_STAND_IN_WEIGHTS", "0")
+    assert pretrained.imagenet_model("VGG16", include_top=False) is None  # offline again
 
 
 def test_unreachable_host_gives_up_within_the_connect_timeout(pretrained, monkeypatch):
