@@ -234,8 +234,7 @@ class LayerGraph:
         paths = tuple(paths)
 
         def build():
-            model = self.model_for(paths)
-            return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+            return compiled_method(functools.partial(call_for_inference, self.model_for(paths)), reduce_retracing=True)
 
         return self.cached(("function", paths), build)
 
@@ -378,8 +377,12 @@ def layer_names(model) -> list[str]:
     return LayerGraph.of(model).paths
 
 
+def call_for_inference(model, inputs):
+    return model(inputs, training=False)
+
+
 def compiled_method(method, **options):
-    """``tf.function(method, **options)`` for a bound ``method``, its retracing counted per instance.
+    """``tf.function(method, **options)`` for a bound ``method`` (or a closure), its retracing counted per instance.
 
     TensorFlow's "N out of the last N calls triggered tf.function retracing" warning keys its
     count on the code under a function, which every instance of a class (and every closure

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from . import checks
 from .errors import InputError, InputTypeError, UnsupportedModelError
-from .graph import LayerGraph
+from .graph import LayerGraph, compiled_method
 from .jobs import BackgroundJob
 from .inputs import prepare_inputs, required_image_shape
 
@@ -286,7 +286,7 @@ def _step(graph: LayerGraph, layer: str, strategy):
                 finite,
             )
 
-        return tf.function(run, reduce_retracing=True, autograph=False)
+        return compiled_method(run, reduce_retracing=True, autograph=False)
 
     return graph.cached(("top_activating", layer, strategy), build)
 

@@ -26,13 +26,15 @@ each; returning True stops the work with :class:`~cnnviz_widgets.core.errors.Sto
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
 from .. import checks
 from ..errors import InputError, StoppedError, UnsupportedModelError
 from ..inputs import as_images, prepare_inputs
-from ..graph import compiled_method
+from ..graph import call_for_inference, compiled_method
 from .base import ClassActivationMap, resize_maps
 
 BATCH_MEANING = "how many masked inputs go through the model at once"
@@ -69,7 +71,7 @@ class ScoreCam(ClassActivationMap):
                 raise InputError(f"top_channels is {top_channels}, but layer '{self.layer}' has {channels} channels; use at most {channels}, or None for all.")
         self.top_channels = top_channels
         self.channel_softmax = bool(channel_softmax)
-        self._forward = tf.function(lambda inputs: self._model(inputs, training=False), reduce_retracing=True)
+        self._forward = compiled_method(functools.partial(call_for_inference, self._model), reduce_retracing=True)
         self._masked_scores = compiled_method(self._compute_masked_scores, reduce_retracing=True)
         self._weighted_maps = tf.function(
             lambda features, weights, scores: self._map_rules(features, None, weights, scores), reduce_retracing=True

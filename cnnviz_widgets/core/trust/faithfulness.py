@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from .. import checks
 from ..errors import InputError, UnsupportedModelError
-from ..graph import LayerGraph
+from ..graph import LayerGraph, compiled_method
 from ..inputs import as_images, prepare_inputs, required_image_shape
 
 METRICS = ("deletion", "insertion")
@@ -239,6 +239,6 @@ def _perturbed_probabilities(graph: LayerGraph, output, input_shape: tuple):
             scores = tf.cast(model(images, training=False), tf.float32)
             return tf.gather(scores, classes, axis=1, batch_dims=1)
 
-        return tf.function(probabilities, reduce_retracing=True, autograph=False)  # no Python control flow to convert
+        return compiled_method(probabilities, reduce_retracing=True, autograph=False)  # no Python control flow to convert
 
     return graph.cached(("faithfulness", index, tuple(input_shape)), build)
