@@ -121,14 +121,19 @@ class _ReadTimeout:
         socket.setdefaulttimeout(self.previous)
 
 
-def imagenet_model(name: str, include_top: bool = True, **kwargs):
+def imagenet_model(name: str, include_top: bool = True, needs_mb: int | None = None, **kwargs):
     """``keras.applications.<name>(weights="imagenet", include_top=..., **kwargs)``, or None.
 
-    None (with a printed reason) when the weights are neither cached nor downloadable;
-    the caller then shows something else and says so.
+    None (with a printed reason) when the weights are neither cached nor downloadable, or
+    when the machine's memory limit is under ``needs_mb`` (Binder gives 2 GB); the caller
+    then shows something else and says so.
     """
     builder = getattr(keras.applications, name)
     filename = weights_filename(name, include_top)
+    limit_mb = memory_limit_mb()
+    if needs_mb is not None and limit_mb is not None and limit_mb < needs_mb:
+        print(f"{name} needs about {needs_mb} MB here, and this machine allows {limit_mb} MB.")
+        return None
     if stand_in_weights():
         print(f"{name}: weights=None stands in for the ImageNet weights (CNNVIZ_STAND_IN_WEIGHTS is set).")
         return builder(weights=None, include_top=include_top, **kwargs)
@@ -139,6 +144,18 @@ def imagenet_model(name: str, include_top: bool = True, **kwargs):
         lambda: builder(weights="imagenet", include_top=include_top, **kwargs),
         f"Could not load the ImageNet weights of {name}",
     )
+
+
+def memory_limit_mb() -> int | None:
+    """The container's memory limit in MB (cgroup v2, then v1), or None where there is none."""
+    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 writes a huge number for "no limit", v2 "max"
+            return int(text) // 2**20
+    return None
 
 
 def download(filename: str, origin: str) -> Path | None:
