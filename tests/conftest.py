@@ -1,3 +1,4 @@
+import logging
 import os
 from collections import OrderedDict
 
@@ -172,3 +173,15 @@ class EvictedAfterTheCheck(OrderedDict):
         found = super().__contains__(key)
         self.pop(key, None)
         return found
+
+
+@pytest.fixture
+def retracing_warnings():
+    """TensorFlow's "triggered tf.function retracing" warnings logged during the test (a list that fills)."""
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage()) if "retracing" in record.getMessage() else None
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    yield warnings
+    logger.removeHandler(handler)
