@@ -98,6 +98,15 @@ def test_a_layer_job_counts_both_passes_and_a_stop_keeps_nothing(demo):
     assert stopped.done == 8 and stopped.outcome == "stopped" and not cards.has_layer("conv1")
 
 
+def test_passes_batch_as_many_images_as_keep_the_largest_layer_output_within_budget():
+    inputs = keras.Input((224, 224, 3))
+    wide = keras.Model(inputs, keras.layers.Conv2D(64, 1, name="wide")(inputs))  # 224×224×64 floats an image
+    images = np.zeros((3, 224, 224, 3), np.float32)
+    assert ChannelCards(wide, images).batch_size == (256 * 2**20) // (224 * 224 * 64 * 4) == 20
+    assert ChannelCards(wide, images, batch_size=5).batch_size == 5
+    assert ChannelCards(cw.demo.load_model(), cw.demo.load_images()[0][:3]).batch_size == 64  # small maps: the most a pass takes
+
+
 def test_a_bad_layer_or_channel_names_the_fix(cards):
     with pytest.raises(cw.core.errors.CnnvizError, match="Use one of: conv1"):
         cards.card("gap", 0)

@@ -35,6 +35,8 @@ from .top_activating import top_activating
 from .weights import display_kernel, kernel_layer_names, kernel_page, signed_weight_bound
 
 LAYERS_KEPT = 4  # per-layer statistics kept: (images × channels) means and top examples
+MAX_BATCH = 64
+BATCH_BUDGET_MB = 256  # the model's largest layer output for one batch (VGG16 at 224 px: 20 images, not 64)
 KERNEL_PX = 160  # about the side of a channel's kernel picture
 EXAMPLE_COLORMAP = "jet"
 EXAMPLE_ALPHA = 0.5
@@ -96,16 +98,20 @@ class ChannelCards:
     """The channel cards of ``model`` over a dataset ``images`` (raw pixels, as shown).
 
     ``preprocess`` maps the raw images to what the model takes, as for the widgets;
-    ``k`` is the number of top examples per channel; ``class_names`` as GradCamViewer takes them.
-    Contributions are to the classes of the model's first output.
+    ``k`` is the number of top examples per channel; ``class_names`` as GradCamViewer takes them;
+    ``batch_size`` images go through the model at once (None: as many as keep its largest layer
+    output within BATCH_BUDGET_MB, at most MAX_BATCH). Contributions are to the classes of the
+    model's first output.
     """
 
-    def __init__(self, model, images, *, preprocess=None, k: int = 9, batch_size: int = 64, class_names=None):
+    def __init__(self, model, images, *, preprocess=None, k: int = 9, batch_size: int | None = None, class_names=None):
         self.model = model
         self.graph = graph = LayerGraph.of(model)
         raw, self.inputs = raw_and_model_inputs(graph, images, preprocess)
         self.images = as_images(graph, raw)
         self.k = min(checks.count("k", k, "how many top examples to show per channel", minimum=1), len(self.images))
+        if batch_size is None:
+            batch_size = _batch_within_budget(graph)
         self.batch_size = checks.count("batch_size", batch_size, "images per forward pass", minimum=1)
         self.layer_names = graph.spatial_paths(rank=4)
         if not self.layer_names:
@@ -237,6 +243,14 @@ class ChannelCards:
         contributions, weights = self._contributions[key]
         rank = 1 + int(np.sum(np.abs(contributions) > abs(contributions[channel])))
         return Contribution(image_index, int(class_index), float(contributions[channel]), float(weights[channel]), rank, len(contributions))
+
+
+def _batch_within_budget(graph: LayerGraph) -> int:
+    """Images per pass such that the model's largest layer output for the batch fits BATCH_BUDGET_MB
+    (a batch of 64 VGG16 images at 224 px held 2.2 GB of activations at once), at most MAX_BATCH."""
+    sizes = [np.prod([d for d in graph.info(path).output_shape[1:] if d is not None]) for path in graph.paths]
+    per_image = 4 * max(sizes, default=1)
+    return int(np.clip(BATCH_BUDGET_MB * 2**20 // max(per_image, 1), 1, MAX_BATCH))
 
 
 class LayerJob(BackgroundJob):
