@@ -44,9 +44,9 @@ MB = 2**20
 PEAK_RSS_LIMIT_MB = {"01_quickstart": 1200}
 DEFAULT_PEAK_RSS_LIMIT_MB = 1800
 BINDER_KERNEL_MB = 2000
-# Notebooks that use VGG16 where its ImageNet weights are at hand. S1's VGG16 with its classifier
-# (138M parameters) peaks over 2 GB in TensorFlow however it is built, and the channel notebook's
-# VGG16 card at 4.5 GB: both ask for more memory than Binder's (DESIGN_NOTES, "Memory on Binder").
+# Notebooks that use VGG16 where its ImageNet weights are at hand. VGG16 with its classifier
+# (138M parameters) peaks over 2 GB in TensorFlow however it is built, so S1 and the channel
+# notebook ask for more memory than Binder's before they build it (DESIGN_NOTES, "Memory on Binder").
 IMAGENET_NOTEBOOKS = ("s4_one_channel_many_images",)
 # What a user should never see in a cell: TensorFlow's and CUDA's start-up lines, Keras
 # warning that a model was called with a list where it expects one tensor, retracing.
