@@ -15,7 +15,6 @@ interaction cost.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import numpy as np
@@ -57,7 +56,7 @@ class ActivationCache:
         self.images, self.inputs = map(_read_only, raw_and_model_inputs(self.graph, images, preprocess))
         self.forward_passes = 0
         self._store = _LruStore(max_bytes)
-        self._batch_size = _comparing_batch_size(self.graph)
+        self._batch_size = self.graph.images_per_batch(BATCH_BYTES, UNKNOWN_SHAPE_BATCH)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -95,15 +94,6 @@ class ActivationCache:
     def _run(self, paths, inputs) -> dict[str, np.ndarray]:
         self.forward_passes += 1
         return dict(zip(paths, self.graph.run(paths, [inputs], batch_size=self._batch_size)))
-
-
-def _comparing_batch_size(graph) -> int:
-    """Images per batch such that the largest layer output of a batch stays under BATCH_BYTES."""
-    shapes = [graph.info(path).output_shape[1:] for path in graph.paths]
-    if any(None in shape for shape in shapes):
-        return UNKNOWN_SHAPE_BATCH
-    largest = max(math.prod(shape) for shape in shapes) * np.dtype(np.float32).itemsize
-    return max(1, BATCH_BYTES // largest)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ class ChannelCards:
         self.images = as_images(graph, raw)
         self.k = min(checks.count("k", k, "how many top examples to show per channel", minimum=1), len(self.images))
         if batch_size is None:
-            batch_size = _batch_within_budget(graph)
+            batch_size = min(graph.images_per_batch(BATCH_BUDGET_MB * 2**20), MAX_BATCH)
         self.batch_size = checks.count("batch_size", batch_size, "images per forward pass", minimum=1)
         self.layer_names = graph.spatial_paths(rank=4)
         if not self.layer_names:
@@ -243,14 +243,6 @@ class ChannelCards:
         contributions, weights = self._contributions[key]
         rank = 1 + int(np.sum(np.abs(contributions) > abs(contributions[channel])))
         return Contribution(image_index, int(class_index), float(contributions[channel]), float(weights[channel]), rank, len(contributions))
-
-
-def _batch_within_budget(graph: LayerGraph) -> int:
-    """Images per pass such that the model's largest layer output for the batch fits BATCH_BUDGET_MB
-    (a batch of 64 VGG16 images at 224 px held 2.2 GB of activations at once), at most MAX_BATCH."""
-    sizes = [np.prod([d for d in graph.info(path).output_shape[1:] if d is not None]) for path in graph.paths]
-    per_image = 4 * max(sizes, default=1)
-    return int(np.clip(BATCH_BUDGET_MB * 2**20 // max(per_image, 1), 1, MAX_BATCH))
 
 
 class LayerJob(BackgroundJob):

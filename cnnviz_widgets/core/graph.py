@@ -15,6 +15,7 @@ inside a nested model, ``"outer/inner/leaf"`` two levels down.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import types
 import weakref
@@ -237,6 +238,15 @@ class LayerGraph:
             return compiled_method(functools.partial(call_for_inference, self.model_for(paths)), reduce_retracing=True)
 
         return self.cached(("function", paths), build)
+
+    def images_per_batch(self, budget_bytes: int, unknown: int = 32) -> int:
+        """Images per batch such that the largest layer output of a batch stays within
+        ``budget_bytes`` (``unknown`` where a layer's output shape is not fixed)."""
+        shapes = [self.info(path).output_shape[1:] for path in self.paths]
+        if any(None in shape for shape in shapes):
+            return unknown
+        largest = max(math.prod(shape) for shape in shapes) * np.dtype(np.float32).itemsize
+        return max(1, budget_bytes // largest)
 
     def run(self, paths, inputs, batch_size: int = 32) -> list[np.ndarray]:
         """Outputs of ``paths`` for prepared ``inputs`` (list of arrays), batched."""
